@@ -1,0 +1,41 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Tollgate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Tollgate", targets: ["Tollgate"]),
+        .executable(name: "tollgate", targets: ["tollgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
+        .target(
+            name: "Tollgate",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        .executableTarget(
+            name: "tollgate",
+            dependencies: [
+                "Tollgate",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "TollgateTests",
+            dependencies: [
+                "Tollgate",
+                .product(name: "StructuredFieldValues", package: "swift-http-structured-headers"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(name: "CHiredisTests", dependencies: ["CHiredis"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,42 @@
+/// Token bucket in exact integer units: a token is `unitsPerToken` units and every nanosecond refills
+/// `unitsPerNanosecond` units, so no rounding accumulates however many calls are made.
+enum TokenBucket {
+    
+    static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
+        if cost > spec.capacity { return .tooLarge(window: spec.window) }
+        let rate = spec.unitsPerNanosecond
+        let deficit = refilledDeficit(state.a, since: state.b, now: now, rate: rate)
+        let need = cost &* spec.unitsPerToken
+        let admits = deficit &+ need <= spec.fullLevel
+        let after = admits ? deficit &+ need : deficit
+        let level = spec.fullLevel &- after
+        var evaluation = Evaluation(
+            admits: admits, exceedsCapacity: false, remaining: level / spec.unitsPerToken,
+            resetAfter: 0, retryAfter: 0, window: spec.window,
+            expiresAt: now &+ ceilDiv(after, rate), next: LimitState(a: after, b: now, c: 0))
+        if after > 0 {
+            // The next whole token: units up to the next multiple of a token.
+            let partial = level % spec.unitsPerToken
+            evaluation.resetAfter = ceilDiv(spec.unitsPerToken &- partial, rate)
+        }
+        if !admits {
+            evaluation.retryAfter = ceilDiv(deficit &+ need &- spec.fullLevel, rate)
+        }
+        return evaluation
+    }
+
+    /// The deficit after refilling from `last` to `now`; multiplies only when the product cannot overflow.
+    @inline(__always)
+    static func refilledDeficit(_ deficit: Int64, since last: Int64, now: Int64, rate: Int64) -> Int64 {
+        if deficit == 0 { return 0 }
+        let elapsed = now &- last
+        if elapsed <= 0 { return deficit }
+        if elapsed > deficit / rate { return 0 }  // elapsed·rate > deficit; skip the product
+        return deficit &- elapsed &* rate
+    }
+}
+
+@inline(__always)
+func ceilDiv(_ numerator: Int64, _ denominator: Int64) -> Int64 {
+    numerator <= 0 ? 0 : (numerator &- 1) / denominator &+ 1
+}

@@ -1,0 +1,88 @@
+/// Fixed windows (epoch-aligned durations) and calendar quotas: a count that resets at each window's end.
+enum FixedWindow {
+    
+    static func evaluate(
+        _ spec: LimitSpec, _ state: LimitState, window: (start: Int64, end: Int64), now: Int64, cost: Int64
+    ) -> Evaluation {
+        let length = window.end &- window.start
+        if cost > spec.capacity { return .tooLarge(window: length) }
+        let used = state.a == window.start && state.c == window.end ? state.b : 0
+        let admits = used &+ cost <= spec.capacity
+        let after = admits ? used &+ cost : used
+        return Evaluation(
+            admits: admits, exceedsCapacity: false, remaining: spec.capacity &- after,
+            resetAfter: after > 0 ? window.end &- now : 0, retryAfter: admits ? 0 : window.end &- now,
+            window: length, expiresAt: after > 0 ? window.end : now,
+            next: LimitState(a: window.start, b: after, c: window.end))
+    }
+
+    /// The epoch-aligned window of `length` nanoseconds containing `now`.
+    @inline(__always)
+    static func aligned(_ now: Int64, length: Int64) -> (start: Int64, end: Int64) {
+        var offset = now % length
+        if offset < 0 { offset &+= length }
+        let start = now &- offset
+        return (start, start &+ length)
+    }
+}
+
+/// The sliding window counter: the previous window's count weighted by how much of it still overlaps
+/// the sliding window, plus the current window's count. O(1) state; an estimate, exact in the rational
+/// arithmetic it defines (`previous·(W−elapsed) + current·W ≤ limit·W`).
+enum SlidingCounter {
+    
+    static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
+        let length = spec.window
+        if cost > spec.capacity { return .tooLarge(window: length) }
+        let window = FixedWindow.aligned(now, length: length)
+        let previous: Int64
+        let current: Int64
+        if state.a == window.start {
+            (previous, current) = (state.b, state.c)
+        } else if state.a == window.start &- length {
+            (previous, current) = (state.c, 0)
+        } else {
+            (previous, current) = (0, 0)
+        }
+        let elapsed = now &- window.start
+        let wait = retry(previous: previous, current: current, elapsed: elapsed, window: length, limit: spec.capacity, cost: cost)
+        let admits = wait == 0
+        let after = admits ? current &+ cost : current
+        let remaining = remaining(previous: previous, current: after, elapsed: elapsed, window: length, limit: spec.capacity)
+        let resetAfter =
+            remaining >= spec.capacity
+            ? 0
+            : retry(previous: previous, current: after, elapsed: elapsed, window: length, limit: spec.capacity, cost: remaining &+ 1)
+        let expiresAt: Int64 =
+            after > 0 ? window.end &+ length : (previous > 0 ? window.end : now)
+        return Evaluation(
+            admits: admits, exceedsCapacity: false, remaining: remaining, resetAfter: resetAfter, retryAfter: wait,
+            window: length, expiresAt: expiresAt, next: LimitState(a: window.start, b: previous, c: after))
+    }
+
+    /// `limit − current − ⌈previous·(W−elapsed)/W⌉`, at least 0.
+    
+    static func remaining(previous: Int64, current: Int64, elapsed: Int64, window: Int64, limit: Int64) -> Int64 {
+        let weighted = (Int128(previous) * Int128(window &- elapsed) + Int128(window) - 1) / Int128(window)
+        return max(0, limit &- current &- Int64(weighted))
+    }
+
+    /// Nanoseconds from now until a request of `cost` passes, given no other traffic; 0 if it passes now.
+    /// Requires `cost ≤ limit`.
+    
+    static func retry(previous: Int64, current: Int64, elapsed: Int64, window: Int64, limit: Int64, cost: Int64) -> Int64 {
+        let room = limit &- current &- cost
+        if room >= 0 {
+            if previous == 0 { return 0 }
+            // Passes once previous·(W − e) ≤ room·W, i.e. e ≥ W − ⌊room·W / previous⌋.
+            let earliest = Int64(Int128(window) - Int128(room) * Int128(window) / Int128(previous))
+            if earliest <= elapsed { return 0 }
+            if earliest < window { return earliest &- elapsed }
+        }
+        // In the next window the current count becomes the previous one and nothing is current yet.
+        let toBoundary = window &- elapsed
+        if current == 0 { return toBoundary }
+        let earliest = max(0, Int64(Int128(window) - Int128(limit &- cost) * Int128(window) / Int128(current)))
+        return toBoundary &+ earliest
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import Synchronization
+
+/// Start and end of calendar periods (minute … month) in one time zone, with the current period cached:
+/// the calendar is consulted once per period, not once per check.
+final class CalendarWindows: Sendable {
+    let unit: CalendarUnit
+    private let calendar: Calendar
+    private let current = Mutex<(start: Int64, end: Int64)>((0, 0))
+
+    init(unit: CalendarUnit, timeZone: TimeZone) {
+        self.unit = unit
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        calendar.firstWeekday = 2  // ISO weeks start on Monday
+        calendar.minimumDaysInFirstWeek = 4
+        self.calendar = calendar
+    }
+
+    /// The period containing `instant` (nanoseconds since the epoch) as a half-open range.
+    func window(containing instant: Int64) -> (start: Int64, end: Int64) {
+        let cached = current.withLock { $0 }
+        if cached.start <= instant && instant < cached.end { return cached }
+        let fresh = compute(instant)
+        current.withLock { $0 = fresh }
+        return fresh
+    }
+
+    func compute(_ instant: Int64) -> (start: Int64, end: Int64) {
+        // Period boundaries fall on whole seconds in every zone, so the second containing the instant
+        // lies in the same period; whole seconds are exact in a Double.
+        let seconds = instant >= 0 ? instant / nanosPerSecond : (instant - nanosPerSecond + 1) / nanosPerSecond
+        let component: Calendar.Component =
+            switch unit {
+            case .minute: .minute
+            case .hour: .hour
+            case .day: .day
+            case .week: .weekOfYear
+            case .month: .month
+            }
+        let date = Date(timeIntervalSince1970: Double(seconds))
+        guard let interval = calendar.dateInterval(of: component, for: date) else {
+            // Foundation answers for every Gregorian instant; fall back to a UTC day rather than trap.
+            let day = seconds - ((seconds % 86_400) + 86_400) % 86_400
+            return (day * nanosPerSecond, (day + 86_400) * nanosPerSecond)
+        }
+        let start = Int64(interval.start.timeIntervalSince1970.rounded())
+        let end = Int64(interval.end.timeIntervalSince1970.rounded())
+        return (start * nanosPerSecond, end * nanosPerSecond)
+    }
+}

@@ -1,0 +1,116 @@
+/// The result of evaluating one limit of a plan for one request.
+public struct LimitResult: Sendable, Equatable {
+    /// The limit's position in `Plan.limits`; its name, quota and scope are there.
+    public var index: Int
+    /// Whether this limit, on its own, admits the request.
+    public var admits: Bool
+    /// The request costs more than this limit can ever admit.
+    public var exceedsCapacity: Bool
+    /// Shadow limits are reported but never deny.
+    public var shadow: Bool
+    /// The limit's quota (capacity or limit per window).
+    public var quota: Int64
+    /// The window the quota is counted over, in nanoseconds: the period of a fixed window or calendar
+    /// quota (the current one, for months), the sliding window, or a token bucket's time to refill from empty.
+    public var windowNanoseconds: Int64
+    /// Quota left after this request (if the request was admitted) or now (if it was denied).
+    public var remaining: Int64
+    /// Nanoseconds until more than `remaining` is available; 0 when the limit is untouched.
+    public var resetAfterNanoseconds: Int64
+    /// Nanoseconds until this limit would admit the same request: 0 if it does now, nil if it never will.
+    public var retryAfterNanoseconds: Int64?
+
+    public init(
+        index: Int, admits: Bool, exceedsCapacity: Bool, shadow: Bool, quota: Int64, windowNanoseconds: Int64,
+        remaining: Int64, resetAfterNanoseconds: Int64, retryAfterNanoseconds: Int64?
+    ) {
+        self.index = index
+        self.admits = admits
+        self.exceedsCapacity = exceedsCapacity
+        self.shadow = shadow
+        self.quota = quota
+        self.windowNanoseconds = windowNanoseconds
+        self.remaining = remaining
+        self.resetAfterNanoseconds = resetAfterNanoseconds
+        self.retryAfterNanoseconds = retryAfterNanoseconds
+    }
+}
+
+/// Whether a request may pass, and what every limit of its plan said about it.
+///
+/// All or nothing: `isAllowed` is true only when every enforced limit admits; a denied request has
+/// consumed nothing from any limit.
+public struct Decision: Sendable {
+    /// Why a request was refused.
+    public enum Denial: Sendable, Equatable {
+        /// At least one enforced limit has no room now; retry after `retryAfterNanoseconds`.
+        case limited
+        /// The cost exceeds an enforced limit's capacity: no wait will help.
+        case costExceedsCapacity
+    }
+
+    /// True when the request was admitted (and counted).
+    public var isAllowed: Bool { denial == nil }
+    /// Why it was refused, or nil when admitted.
+    public var denial: Denial?
+    /// The earliest delay after which the same request would be admitted; nil when admitted or never.
+    public var retryAfterNanoseconds: Int64?
+    /// The instant the decision was taken at, in nanoseconds since the epoch (store time).
+    public var instant: Int64
+
+    var storage: InlineArray<8, LimitResult>
+    var storedCount: Int
+
+    init(instant: Int64) {
+        self.instant = instant
+        storage = InlineArray(repeating: LimitResult(
+            index: 0, admits: true, exceedsCapacity: false, shadow: false, quota: 0, windowNanoseconds: 0,
+            remaining: 0, resetAfterNanoseconds: 0, retryAfterNanoseconds: 0))
+        storedCount = 0
+    }
+
+    /// Assembles a decision from per-limit results (used by stores that evaluate elsewhere, such as Redis).
+    /// The verdict follows the all-or-nothing rule over the enforced results.
+    public init(instant: Int64, results: some Sequence<LimitResult>) {
+        self.init(instant: instant)
+        for result in results { append(result) }
+        settle()
+    }
+
+    mutating func append(_ result: LimitResult) {
+        storage[storedCount] = result
+        storedCount &+= 1
+    }
+
+    /// Derives the verdict and retry-after from the per-limit results.
+    mutating func settle() {
+        var denial: Denial?
+        var retry: Int64 = 0
+        for i in 0..<storedCount {
+            let result = storage[i]
+            if result.shadow || result.admits { continue }
+            if result.exceedsCapacity {
+                denial = .costExceedsCapacity
+            } else if denial == nil {
+                denial = .limited
+            }
+            retry = max(retry, result.retryAfterNanoseconds ?? 0)
+        }
+        self.denial = denial
+        retryAfterNanoseconds = denial == .limited ? retry : nil
+    }
+
+    /// The per-limit results, in plan order.
+    public var results: Results { Results(decision: self) }
+
+    /// The limits that refused the request (enforced ones only).
+    public var violated: [LimitResult] { results.filter { !$0.admits && !$0.shadow } }
+
+    /// A random-access view of the per-limit results.
+    public struct Results: RandomAccessCollection, Sendable {
+        let decision: Decision
+        public var startIndex: Int { 0 }
+        public var endIndex: Int { decision.storedCount }
+        public subscript(position: Int) -> LimitResult { decision.storage[position] }
+    }
+}

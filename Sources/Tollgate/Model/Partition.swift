@@ -1,0 +1,61 @@
+/// Who a request is counted against: the API key and the organization that owns it.
+///
+/// Build one per request (or keep one per key): the hashes used to find its counters are computed once,
+/// here, so a check never hashes a string. `apiKey` is an identifier of the key, such as its SHA-256
+/// hex digest or a prefix of it — never the secret itself.
+public struct Partition: Sendable, Hashable {
+    /// The organization that owns the key; also the Redis hash tag.
+    public let organization: String
+    /// A stable, non-secret identifier of the API key.
+    public let apiKey: String
+    let organizationHash: UInt64
+    let apiKeyHash: UInt64
+
+    public init(organization: String, apiKey: String) {
+        self.organization = organization
+        self.apiKey = apiKey
+        organizationHash = StableHash.of(organization)
+        apiKeyHash = StableHash.of(apiKey)
+    }
+
+    
+    func subject(for scope: LimitScope) -> (String, UInt64) {
+        switch scope {
+        case .apiKey: (apiKey, apiKeyHash)
+        case .organization: (organization, organizationHash)
+        }
+    }
+
+    public static func == (lhs: Partition, rhs: Partition) -> Bool {
+        lhs.organization == rhs.organization && lhs.apiKey == rhs.apiKey
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(organization)
+        hasher.combine(apiKey)
+    }
+}
+
+/// A fast, unseeded 64-bit string hash (FNV-1a with a final avalanche) for placing counters in shards.
+/// Not for untrusted-input hash tables on its own: the store's tables bound probe lengths by load factor.
+enum StableHash {
+    static func of(_ string: String) -> UInt64 {
+        var copy = string
+        return copy.withUTF8 { bytes in
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes {
+                h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+            }
+            return mix(h)
+        }
+    }
+
+    /// The finalizer of SplitMix64: spreads every input bit over the whole word.
+    @inline(__always)
+    static func mix(_ value: UInt64) -> UInt64 {
+        var z = value &+ 0x9e37_79b9_7f4a_7c15
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,32 @@
+/// Where counters live. The in-memory store is the embedded default; the Redis store shares counters
+/// between every gateway and sidecar replica.
+public protocol LimitStore: Sendable {
+    /// Evaluates every limit of `plan` for `partition` and, when all enforced limits admit, consumes
+    /// `cost` from each of them atomically. A cost of 0 reads without consuming.
+    func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision
+}
+
+/// Errors a limiter reports to its caller.
+public struct LimiterError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The kind of failure, extensible without breaking callers.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        let name: String
+        public var description: String { name }
+        /// The cost is negative.
+        public static let invalidCost = Code(name: "invalidCost")
+        /// The store could not answer (connection lost, timeout, overload, bad reply).
+        public static let storeUnavailable = Code(name: "storeUnavailable")
+        /// The store answered with something that is not a valid state.
+        public static let badReply = Code(name: "badReply")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

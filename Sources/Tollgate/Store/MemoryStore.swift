@@ -1,0 +1,264 @@
+import Synchronization
+
+/// The embedded, in-process limiter: counters in sharded hash tables, each behind its own lock, so
+/// checks on different keys rarely contend; bounded in the number of entries it keeps.
+///
+/// When full, a shard first reclaims entries whose counters are all back to untouched (nothing is
+/// lost), then evicts the sampled entry that would expire soonest (the one carrying the least state);
+/// evictions are counted in `statistics`. Size `maximumEntries` above the number of active subjects
+/// times groups per plan so that eviction never happens in normal operation.
+public final class MemoryStore: LimitStore {
+    /// Sizing of the store.
+    public struct Configuration: Sendable {
+        /// The most entries (one per subject and plan scope) kept at once. Default 1,000,000.
+        public var maximumEntries: Int
+        /// The number of independently locked shards, rounded up to a power of two. Default 64.
+        public var shards: Int
+
+        public init(maximumEntries: Int = 1_000_000, shards: Int = 64) {
+            self.maximumEntries = maximumEntries
+            self.shards = shards
+        }
+    }
+
+    /// Counts for monitoring the store's bounds.
+    public struct Statistics: Sendable, Equatable {
+        /// Entries held now.
+        public var entries: Int
+        /// Entries removed because their counters had expired.
+        public var reclaimed: Int
+        /// Entries removed early to make room while still carrying state.
+        public var evictions: Int
+    }
+
+    let shards: ContiguousArray<Shard>
+    let shardMask: Int
+    let clock: any LimiterClock
+
+    public init(configuration: Configuration = .init(), clock: any LimiterClock = SystemClock()) {
+        var count = 1
+        while count < max(1, configuration.shards) { count <<= 1 }
+        let perShard = (max(1, configuration.maximumEntries) + count - 1) / count
+        shards = ContiguousArray((0..<count).map { Shard(maximumCount: perShard, seed: UInt64($0) &* 0x9e37_79b9_7f4a_7c15) })
+        shardMask = count - 1
+        self.clock = clock
+    }
+
+    public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
+        try checkNow(plan, partition: partition, cost: cost)
+    }
+
+    /// The synchronous check: evaluates the plan's limits for `partition` and consumes `cost` from all of
+    /// them when every enforced limit admits it. Never blocks on anything but a shard lock.
+    
+    public func checkNow(_ plan: Plan, partition: Partition, cost: Int = 1) throws(LimiterError) -> Decision {
+        guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
+        let compiled = plan.compiled
+        let now = clock.now()
+        let groups = compiled.groups
+        let first = groups[0]
+        let (firstSubject, firstHash) = partition.subject(for: first.scope)
+        let hash0 = Self.entryHash(firstHash, group: first.id)
+        let shard0 = shards[Int(truncatingIfNeeded: hash0 >> 58) & shardMask]
+        if groups.count == 1 {
+            return shard0.table.withLock { table in
+                withUnsafeMutablePointer(to: &table) { pointer in
+                    let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: 0, subject1: "")
+                    return Self.decide(compiled, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
+                }
+            }
+        }
+        let second = groups[1]
+        let (secondSubject, secondHash) = partition.subject(for: second.scope)
+        let hash1 = Self.entryHash(secondHash, group: second.id)
+        let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: hash1, subject1: secondSubject)
+        let index0 = Int(truncatingIfNeeded: hash0 >> 58) & shardMask
+        let index1 = Int(truncatingIfNeeded: hash1 >> 58) & shardMask
+        if index0 == index1 {
+            return shard0.table.withLock { table in
+                withUnsafeMutablePointer(to: &table) { pointer in
+                    Self.decide(compiled, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
+                }
+            }
+        }
+        // Two shards: lock in index order so that concurrent checks cannot deadlock.
+        let (low, high) = index0 < index1 ? (shard0, shards[index1]) : (shards[index1], shard0)
+        return low.table.withLock { lowTable in
+            high.table.withLock { highTable in
+                withUnsafeMutablePointer(to: &lowTable) { lowPointer in
+                    withUnsafeMutablePointer(to: &highTable) { highPointer in
+                        let (p0, p1) = index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer)
+                        return Self.decide(compiled, keys: keys, cost: Int64(cost), now: now, table0: p0, table1: p1)
+                    }
+                }
+            }
+        }
+    }
+
+    struct EntryKeys {
+        let hash0: UInt64
+        let subject0: String
+        let hash1: UInt64
+        let subject1: String
+
+        init(hash0: UInt64, subject0: String, hash1: UInt64, subject1: String) {
+            self.hash0 = hash0
+            self.subject0 = subject0
+            self.hash1 = hash1
+            self.subject1 = subject1
+        }
+    }
+
+    @inline(__always)
+    static func entryHash(_ subjectHash: UInt64, group: UInt64) -> UInt64 {
+        StableHash.mix(subjectHash ^ (group &* 0xff51_afd7_ed55_8ccd)) | 1
+    }
+
+    /// Evaluates every limit, then commits all of them or none. Runs with the shard lock(s) held;
+    /// `table1` may be the same table as `table0`.
+    static func decide(
+        _ compiled: CompiledPlan, keys: EntryKeys, cost: Int64, now clockNow: Int64,
+        table0: UnsafeMutablePointer<ShardTable>, table1: UnsafeMutablePointer<ShardTable>
+    ) -> Decision {
+        let groups = compiled.groups
+        let specs = compiled.specs
+        let groupCount = groups.count
+        var slots: (Int?, Int?) = (nil, nil)
+        slots.0 = table0.pointee.find(hash: keys.hash0, group: groups[0].id, subject: keys.subject0)
+        var now = clockNow
+        if let s = slots.0 { now = max(now, table0.pointee.entries[s].lastSeen) }
+        if groupCount > 1 {
+            slots.1 = table1.pointee.find(hash: keys.hash1, group: groups[1].id, subject: keys.subject1)
+            if let s = slots.1 { now = max(now, table1.pointee.entries[s].lastSeen) }
+        }
+
+        var decision = Decision(instant: now)
+        var next = InlineArray<8, LimitState>(repeating: LimitState())
+        var expiresAt: (Int64, Int64) = (now, now)
+        for g in 0..<groupCount {
+            let table = g == 0 ? table0 : table1
+            let slot = g == 0 ? slots.0 : slots.1
+            for index in groups[g].members {
+                let spec = specs[index]
+                let state = slot.map { table.pointee.entries[$0].states[spec.slot] } ?? LimitState()
+                let evaluation: Evaluation
+                switch spec.kind {
+                case .tokenBucket:
+                    evaluation = TokenBucket.evaluate(spec, state, now: now, cost: cost)
+                case .slidingCounter:
+                    evaluation = SlidingCounter.evaluate(spec, state, now: now, cost: cost)
+                case .fixedWindow:
+                    let window = FixedWindow.aligned(now, length: spec.window)
+                    evaluation = FixedWindow.evaluate(spec, state, window: window, now: now, cost: cost)
+                case .calendar:
+                    let window =
+                        state.a <= now && now < state.c
+                        ? (state.a, state.c) : compiled.calendars[index]!.window(containing: now)
+                    evaluation = FixedWindow.evaluate(spec, state, window: window, now: now, cost: cost)
+                case .slidingLog:
+                    let log = slot.flatMap { table.pointee.entries[$0].logs?[spec.slot] }
+                    log?.prune(now: now, window: spec.window)
+                    evaluation = SlidingLog.evaluate(spec, log, now: now, cost: cost)
+                }
+                next[index] = evaluation.next
+                if g == 0 { expiresAt.0 = max(expiresAt.0, evaluation.expiresAt) } else { expiresAt.1 = max(expiresAt.1, evaluation.expiresAt) }
+                decision.append(
+                    LimitResult(
+                        index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
+                        shadow: spec.shadow, quota: spec.capacity, windowNanoseconds: evaluation.window,
+                        remaining: evaluation.remaining, resetAfterNanoseconds: evaluation.resetAfter,
+                        retryAfterNanoseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter))
+            }
+        }
+        decision.sortByIndex()
+        decision.settle()
+        guard decision.isAllowed, cost > 0 else { return decision }
+
+        // Commit. A shadow limit that would have refused keeps its state: it counts what it would admit.
+        for g in 0..<groupCount {
+            let table = g == 0 ? table0 : table1
+            let members = groups[g].members
+            var slot = g == 0 ? slots.0 : slots.1
+            if slot == nil {
+                let states = ContiguousArray<LimitState>(repeating: LimitState(), count: members.count)
+                let logs: ContiguousArray<SlidingLogEntries?>? =
+                    compiled.hasSlidingLog
+                    ? ContiguousArray(members.map { specs[$0].kind == .slidingLog ? SlidingLogEntries() : nil }) : nil
+                let entry = StoreEntry(lastSeen: now, expiresAt: now, states: states, logs: logs)
+                slot = table.pointee.insert(
+                    hash: g == 0 ? keys.hash0 : keys.hash1, group: groups[g].id,
+                    subject: g == 0 ? keys.subject0 : keys.subject1, entry: entry, now: now)
+                if g == 0 && groupCount > 1 && table0 == table1 && slots.1 != nil {
+                    // Inserting may have moved (or evicted) the other group's entry in this shared table.
+                    slots.1 = table1.pointee.find(hash: keys.hash1, group: groups[1].id, subject: keys.subject1)
+                }
+            }
+            let s = slot!
+            table.pointee.entries[s].lastSeen = now
+            table.pointee.entries[s].expiresAt = g == 0 ? expiresAt.0 : expiresAt.1
+            for index in members {
+                let spec = specs[index]
+                let result = decision.storage[index]
+                guard result.admits else { continue }
+                table.pointee.entries[s].states[spec.slot] = next[index]
+                if spec.kind == .slidingLog {
+                    table.pointee.entries[s].logs![spec.slot]!.append(now, cost: cost)
+                }
+            }
+        }
+        return decision
+    }
+
+    /// Current counts of entries, reclamations and evictions across all shards.
+    public var statistics: Statistics {
+        var total = Statistics(entries: 0, reclaimed: 0, evictions: 0)
+        for shard in shards {
+            shard.table.withLock { table in
+                total.entries += table.count
+                total.reclaimed += table.reclaimed
+                total.evictions += table.evictions
+            }
+        }
+        return total
+    }
+
+    /// Removes every entry whose counters have all returned to untouched. Safe to call at any time, for
+    /// example from a periodic task; shards are swept one at a time.
+    @discardableResult
+    public func removeExpired() -> Int {
+        let now = clock.now()
+        var freed = 0
+        for shard in shards {
+            freed += shard.table.withLock { $0.removeExpired(now: now) }
+        }
+        return freed
+    }
+}
+
+/// One lock and its table, padded so that neighbouring shards do not share a cache line.
+final class Shard: Sendable {
+    let table: Mutex<ShardTable>
+    private let padding: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    init(maximumCount: Int, seed: UInt64) {
+        table = Mutex(ShardTable(maximumCount: maximumCount, seed: seed))
+    }
+}
+
+extension Decision {
+    /// Results are appended group by group; reports list them in plan order.
+    mutating func sortByIndex() {
+        // Insertion sort over at most eight results; usually already in order.
+        var i = 1
+        while i < storedCount {
+            let item = storage[i]
+            var j = i - 1
+            while j >= 0 && storage[j].index > item.index {
+                storage[j + 1] = storage[j]
+                j -= 1
+            }
+            storage[j + 1] = item
+            i += 1
+        }
+    }
+}

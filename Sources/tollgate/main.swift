@@ -1,0 +1,2 @@
+import Tollgate
+print("tollgate")
