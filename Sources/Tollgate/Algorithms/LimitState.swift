@@ -34,10 +34,4 @@ struct Evaluation: Sendable {
     var expiresAt: Int64
     /// The state to store if the request is admitted.
     var next: LimitState
-
-    static func tooLarge(window: Int64) -> Evaluation {
-        Evaluation(
-            admits: false, exceedsCapacity: true, remaining: 0, resetAfter: 0, retryAfter: -1, window: window,
-            expiresAt: 0, next: LimitState())
-    }
 }

@@ -83,12 +83,13 @@ enum SlidingLog {
     /// Evaluates against a log already pruned to `now`.
     
     static func evaluate(_ spec: LimitSpec, _ log: SlidingLogEntries?, now: Int64, cost: Int64) -> Evaluation {
-        if cost > spec.capacity { return .tooLarge(window: spec.window) }
+        let tooLarge = cost > spec.capacity
         let used = log?.total ?? 0
-        let admits = used &+ cost <= spec.capacity
+        let admits = !tooLarge && used &+ cost <= spec.capacity
         let after = admits ? used &+ cost : used
         var evaluation = Evaluation(
-            admits: admits, exceedsCapacity: false, remaining: spec.capacity &- after, resetAfter: 0, retryAfter: 0,
+            admits: admits, exceedsCapacity: tooLarge, remaining: spec.capacity &- after, resetAfter: 0,
+            retryAfter: tooLarge ? -1 : 0,
             window: spec.window, expiresAt: now, next: LimitState(a: after, b: 0, c: 0))
         guard let log else {
             if after > 0 {
@@ -97,7 +98,7 @@ enum SlidingLog {
             }
             return evaluation
         }
-        if !admits {
+        if !admits && !tooLarge {
             evaluation.retryAfter = log.waitUntilFreed(used &+ cost &- spec.capacity, now: now, window: spec.window)
         }
         if after > 0 {

@@ -3,15 +3,15 @@
 enum TokenBucket {
     
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
-        if cost > spec.capacity { return .tooLarge(window: spec.window) }
+        let tooLarge = cost > spec.capacity
         let rate = spec.unitsPerNanosecond
         let deficit = refilledDeficit(state.a, since: state.b, now: now, rate: rate)
-        let need = cost &* spec.unitsPerToken
-        let admits = deficit &+ need <= spec.fullLevel
+        let need = tooLarge ? 0 : cost &* spec.unitsPerToken
+        let admits = !tooLarge && deficit &+ need <= spec.fullLevel
         let after = admits ? deficit &+ need : deficit
         let level = spec.fullLevel &- after
         var evaluation = Evaluation(
-            admits: admits, exceedsCapacity: false, remaining: level / spec.unitsPerToken,
+            admits: admits, exceedsCapacity: tooLarge, remaining: level / spec.unitsPerToken,
             resetAfter: 0, retryAfter: 0, window: spec.window,
             expiresAt: now &+ ceilDiv(after, rate), next: LimitState(a: after, b: now, c: 0))
         if after > 0 {
@@ -19,7 +19,9 @@ enum TokenBucket {
             let partial = level % spec.unitsPerToken
             evaluation.resetAfter = ceilDiv(spec.unitsPerToken &- partial, rate)
         }
-        if !admits {
+        if tooLarge {
+            evaluation.retryAfter = -1
+        } else if !admits {
             evaluation.retryAfter = ceilDiv(deficit &+ need &- spec.fullLevel, rate)
         }
         return evaluation

@@ -5,13 +5,14 @@ enum FixedWindow {
         _ spec: LimitSpec, _ state: LimitState, window: (start: Int64, end: Int64), now: Int64, cost: Int64
     ) -> Evaluation {
         let length = window.end &- window.start
-        if cost > spec.capacity { return .tooLarge(window: length) }
+        let tooLarge = cost > spec.capacity
         let used = state.a == window.start && state.c == window.end ? state.b : 0
-        let admits = used &+ cost <= spec.capacity
+        let admits = !tooLarge && used &+ cost <= spec.capacity
         let after = admits ? used &+ cost : used
         return Evaluation(
-            admits: admits, exceedsCapacity: false, remaining: spec.capacity &- after,
-            resetAfter: after > 0 ? window.end &- now : 0, retryAfter: admits ? 0 : window.end &- now,
+            admits: admits, exceedsCapacity: tooLarge, remaining: spec.capacity &- after,
+            resetAfter: after > 0 ? window.end &- now : 0,
+            retryAfter: tooLarge ? -1 : (admits ? 0 : window.end &- now),
             window: length, expiresAt: after > 0 ? window.end : now,
             next: LimitState(a: window.start, b: after, c: window.end))
     }
@@ -33,7 +34,7 @@ enum SlidingCounter {
     
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
         let length = spec.window
-        if cost > spec.capacity { return .tooLarge(window: length) }
+        let tooLarge = cost > spec.capacity
         let window = FixedWindow.aligned(now, length: length)
         let previous: Int64
         let current: Int64
@@ -45,7 +46,9 @@ enum SlidingCounter {
             (previous, current) = (0, 0)
         }
         let elapsed = now &- window.start
-        let wait = retry(previous: previous, current: current, elapsed: elapsed, window: length, limit: spec.capacity, cost: cost)
+        let wait =
+            tooLarge
+            ? -1 : retry(previous: previous, current: current, elapsed: elapsed, window: length, limit: spec.capacity, cost: cost)
         let admits = wait == 0
         let after = admits ? current &+ cost : current
         let remaining = remaining(previous: previous, current: after, elapsed: elapsed, window: length, limit: spec.capacity)
@@ -56,7 +59,7 @@ enum SlidingCounter {
         let expiresAt: Int64 =
             after > 0 ? window.end &+ length : (previous > 0 ? window.end : now)
         return Evaluation(
-            admits: admits, exceedsCapacity: false, remaining: remaining, resetAfter: resetAfter, retryAfter: wait,
+            admits: admits, exceedsCapacity: tooLarge, remaining: remaining, resetAfter: resetAfter, retryAfter: wait,
             window: length, expiresAt: expiresAt, next: LimitState(a: window.start, b: previous, c: after))
     }
 
