@@ -31,7 +31,7 @@ let package = Package(
             name: "TollgateTests",
             dependencies: [
                 "Tollgate",
-                .product(name: "StructuredFieldValues", package: "swift-http-structured-headers"),
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

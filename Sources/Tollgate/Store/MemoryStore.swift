@@ -135,33 +135,40 @@ public final class MemoryStore: LimitStore {
         var decision = Decision(instant: now)
         var next = InlineArray<8, LimitState>(repeating: LimitState())
         var expiresAt: (Int64, Int64) = (now, now)
-        for g in 0..<groupCount {
+
+        func evaluate(_ index: Int, group g: Int, cost: Int64) -> Evaluation {
             let table = g == 0 ? table0 : table1
             let slot = g == 0 ? slots.0 : slots.1
+            let spec = specs[index]
+            let state = slot.map { table.pointee.entries[$0].states[spec.slot] } ?? LimitState()
+            switch spec.kind {
+            case .tokenBucket:
+                return TokenBucket.evaluate(spec, state, now: now, cost: cost)
+            case .slidingCounter:
+                return SlidingCounter.evaluate(spec, state, now: now, cost: cost)
+            case .fixedWindow:
+                return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(now, length: spec.window), now: now, cost: cost)
+            case .calendar:
+                let window =
+                    state.a <= now && now < state.c ? (state.a, state.c) : compiled.calendars[index]!.window(containing: now)
+                return FixedWindow.evaluate(spec, state, window: window, now: now, cost: cost)
+            case .slidingLog:
+                let log = slot.flatMap { table.pointee.entries[$0].logs?[spec.slot] }
+                log?.prune(now: now, window: spec.window)
+                return SlidingLog.evaluate(spec, log, now: now, cost: cost)
+            }
+        }
+
+        for g in 0..<groupCount {
             for index in groups[g].members {
                 let spec = specs[index]
-                let state = slot.map { table.pointee.entries[$0].states[spec.slot] } ?? LimitState()
-                let evaluation: Evaluation
-                switch spec.kind {
-                case .tokenBucket:
-                    evaluation = TokenBucket.evaluate(spec, state, now: now, cost: cost)
-                case .slidingCounter:
-                    evaluation = SlidingCounter.evaluate(spec, state, now: now, cost: cost)
-                case .fixedWindow:
-                    let window = FixedWindow.aligned(now, length: spec.window)
-                    evaluation = FixedWindow.evaluate(spec, state, window: window, now: now, cost: cost)
-                case .calendar:
-                    let window =
-                        state.a <= now && now < state.c
-                        ? (state.a, state.c) : compiled.calendars[index]!.window(containing: now)
-                    evaluation = FixedWindow.evaluate(spec, state, window: window, now: now, cost: cost)
-                case .slidingLog:
-                    let log = slot.flatMap { table.pointee.entries[$0].logs?[spec.slot] }
-                    log?.prune(now: now, window: spec.window)
-                    evaluation = SlidingLog.evaluate(spec, log, now: now, cost: cost)
-                }
+                let evaluation = evaluate(index, group: g, cost: cost)
                 next[index] = evaluation.next
-                if g == 0 { expiresAt.0 = max(expiresAt.0, evaluation.expiresAt) } else { expiresAt.1 = max(expiresAt.1, evaluation.expiresAt) }
+                if g == 0 {
+                    expiresAt.0 = max(expiresAt.0, evaluation.expiresAt)
+                } else {
+                    expiresAt.1 = max(expiresAt.1, evaluation.expiresAt)
+                }
                 decision.append(
                     LimitResult(
                         index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
@@ -172,7 +179,18 @@ public final class MemoryStore: LimitStore {
         }
         decision.sortByIndex()
         decision.settle()
-        guard decision.isAllowed, cost > 0 else { return decision }
+        if !decision.isAllowed {
+            // Nothing is consumed: limits that would have admitted report their quota as it stands.
+            for g in 0..<groupCount {
+                for index in groups[g].members where decision.storage[index].admits {
+                    let unchanged = evaluate(index, group: g, cost: 0)
+                    decision.storage[index].remaining = unchanged.remaining
+                    decision.storage[index].resetAfterNanoseconds = unchanged.resetAfter
+                }
+            }
+            return decision
+        }
+        guard cost > 0 else { return decision }
 
         // Commit. A shadow limit that would have refused keeps its state: it counts what it would admit.
         for g in 0..<groupCount {

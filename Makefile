@@ -1,0 +1,20 @@
+# Tollgate — common tasks. `make test` is what CI runs.
+SWIFT ?= swift
+
+.PHONY: deps build test run check bench-core
+
+deps:  ## Debian packages the build and the tests need
+	@command -v redis-server >/dev/null && [ -f /usr/include/hiredis/hiredis.h ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhiredis-dev redis-server redis-tools)
+
+build: deps
+	$(SWIFT) build
+
+test: deps
+	$(SWIFT) test --parallel
+
+check: build
+	$(SWIFT) run tollgate check Config/tollgate.yaml
+
+bench-core:
+	bash Benchmarks/compare-core.sh
