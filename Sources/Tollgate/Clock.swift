@@ -7,12 +7,15 @@ import Darwin
 #endif
 import Synchronization
 
-/// The source of "now" for limiters, in nanoseconds since the Unix epoch.
+/// The source of "now" for limiters, in microseconds since the Unix epoch.
+///
+/// Microseconds are the resolution of Redis' `TIME` and keep every quantity the limiters compute below
+/// 2^53, so the Redis scripts (Lua numbers are doubles) give exactly the answers the in-process store gives.
 ///
 /// Limiters only ever compare and subtract instants, so any monotonic source works; calendar quotas need
 /// the instant to be anchored to real time so that "the start of the month" means something.
 public protocol LimiterClock: Sendable {
-    /// The current instant in nanoseconds since 1970-01-01T00:00:00Z.
+    /// The current instant in microseconds since 1970-01-01T00:00:00Z.
     func now() -> Int64
 }
 
@@ -26,15 +29,15 @@ public struct SystemClock: LimiterClock {
     public init() {
         var wall = timespec()
         clock_gettime(CLOCK_REALTIME, &wall)
-        let wallNanos = Int64(wall.tv_sec) * 1_000_000_000 + Int64(wall.tv_nsec)
-        anchor = wallNanos - Self.monotonic()
+        let wallMicros = Int64(wall.tv_sec) * 1_000_000 + Int64(wall.tv_nsec) / 1_000
+        anchor = wallMicros - Self.monotonic()
     }
 
     @inline(__always)
     private static func monotonic() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
     }
 
     public func now() -> Int64 { anchor &+ Self.monotonic() }
@@ -45,38 +48,38 @@ public struct SystemClock: LimiterClock {
 public final class ManualClock: LimiterClock {
     private let instant: Atomic<Int64>
 
-    /// Creates a clock at `nanoseconds` since the Unix epoch (default 2026-01-01T00:00:00Z).
-    public init(nanoseconds: Int64 = 1_767_225_600 * 1_000_000_000) {
-        instant = Atomic(nanoseconds)
+    /// Creates a clock at `microseconds` since the Unix epoch (default 2026-01-01T00:00:00Z).
+    public init(microseconds: Int64 = 1_767_225_600 * 1_000_000) {
+        instant = Atomic(microseconds)
     }
 
     public func now() -> Int64 { instant.load(ordering: .acquiring) }
 
-    /// Moves the clock by `nanoseconds` (negative values move it backwards).
-    public func advance(nanoseconds: Int64) {
-        instant.wrappingAdd(nanoseconds, ordering: .acquiringAndReleasing)
+    /// Moves the clock by `microseconds` (negative values move it backwards).
+    public func advance(microseconds: Int64) {
+        instant.wrappingAdd(microseconds, ordering: .acquiringAndReleasing)
     }
 
     /// Moves the clock by `duration`.
     public func advance(by duration: Duration) {
-        advance(nanoseconds: duration.nanoseconds)
+        advance(microseconds: duration.microseconds)
     }
 
     /// Sets the clock to an absolute instant.
-    public func set(nanoseconds: Int64) {
-        instant.store(nanoseconds, ordering: .releasing)
+    public func set(microseconds: Int64) {
+        instant.store(microseconds, ordering: .releasing)
     }
 }
 
 extension Duration {
-    /// The duration in whole nanoseconds (truncated), saturating at `Int64` bounds.
-    public var nanoseconds: Int64 {
+    /// The duration in whole microseconds (truncated), saturating at `Int64` bounds.
+    public var microseconds: Int64 {
         let (seconds, attoseconds) = components
-        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000)
         if overflow { return seconds < 0 ? .min : .max }
-        return scaled.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue
+        return scaled.addingReportingOverflow(attoseconds / 1_000_000_000_000).partialValue
     }
 }
 
-/// Nanoseconds per second, the unit conversions use everywhere.
-let nanosPerSecond: Int64 = 1_000_000_000
+/// Microseconds per second, the unit conversions use everywhere.
+let microsPerSecond: Int64 = 1_000_000

@@ -49,8 +49,8 @@ import Testing
     @Test func tokenBucketLargeNumbers() throws {
         var random = SeededGenerator(seed: 7)
         let capacity: Int64 = 1_000_000_000
-        let limit = Limit(name: "big", algorithm: .tokenBucket(capacity: capacity, refillTokens: 999_999_937, refillPeriod: 1_000_000_000))
-        let reference = ReferenceTokenBucket(capacity: capacity, tokens: 999_999_937, period: 1_000_000_000)
+        let limit = Limit(name: "big", algorithm: .tokenBucket(capacity: capacity, refillTokens: 999_999_937, refillPeriod: 1_000_000))
+        let reference = ReferenceTokenBucket(capacity: capacity, tokens: 999_999_937, period: 1_000_000)
         let steps = (0..<300).map { _ in (Int64.random(in: 0...400_000_000, using: &random), Int64.random(in: 0...400_000_000, using: &random)) }
         try replay(limit, reference: reference, tick: 1_000_000, steps: steps)
     }
@@ -64,31 +64,31 @@ func replay<R: ReferenceLimit>(_ limit: Limit, reference: R, tick: Int64, steps:
     let plan = try Plan(name: "p", limits: [limit])
     let partition = Partition(organization: "org", apiKey: "key")
     for (step, (gap, cost)) in steps.enumerated() {
-        clock.advance(nanoseconds: gap * tick)
+        clock.advance(microseconds: gap * tick)
         let now = clock.now()
         let decision = try store.checkNow(plan, partition: partition, cost: Int(cost))
         let expectedAdmit = cost <= reference.capacity && reference.admits(at: now, cost: cost)
-        let context = Comment(rawValue: "step \(step) at +\(now - ManualClock().now())ns cost \(cost) \(limit.algorithm)")
+        let context = Comment(rawValue: "step \(step) at +\(now - ManualClock().now())us cost \(cost) \(limit.algorithm)")
         try #require(decision.isAllowed == expectedAdmit, context)
         if expectedAdmit && cost > 0 { reference.record(at: now, cost: cost) }
         let result = decision.results[0]
         try #require(result.remaining == reference.remaining(at: now), context)
         if cost > reference.capacity {
             try #require(decision.denial == .costExceedsCapacity, context)
-            try #require(decision.retryAfterNanoseconds == nil, context)
+            try #require(decision.retryAfterMicroseconds == nil, context)
         } else if !expectedAdmit {
             let earliest = try #require(reference.earliestAdmission(at: now, cost: cost))
-            try #require(decision.retryAfterNanoseconds == earliest - now, context)
-            try #require(result.retryAfterNanoseconds == earliest - now, context)
+            try #require(decision.retryAfterMicroseconds == earliest - now, context)
+            try #require(result.retryAfterMicroseconds == earliest - now, context)
         } else {
-            try #require(decision.retryAfterNanoseconds == nil, context)
+            try #require(decision.retryAfterMicroseconds == nil, context)
         }
         // Reset: the earliest instant at which one more unit than `remaining` is available.
         if result.remaining < reference.capacity {
             let more = try #require(reference.earliestAdmission(at: now, cost: result.remaining + 1))
-            try #require(result.resetAfterNanoseconds == more - now, context)
+            try #require(result.resetAfterMicroseconds == more - now, context)
         } else {
-            try #require(result.resetAfterNanoseconds == 0, context)
+            try #require(result.resetAfterMicroseconds == 0, context)
         }
     }
 }

@@ -61,8 +61,8 @@ import Testing
         let h = try Harness([bucket(capacity: 5), Limit(name: "day", algorithm: .calendar(limit: 1_000, unit: .day))])
         let decision = try h.check(cost: 6)
         #expect(decision.denial == .costExceedsCapacity)
-        #expect(decision.retryAfterNanoseconds == nil)
-        #expect(decision.results[0].exceedsCapacity && decision.results[0].retryAfterNanoseconds == nil)
+        #expect(decision.retryAfterMicroseconds == nil)
+        #expect(decision.results[0].exceedsCapacity && decision.results[0].retryAfterMicroseconds == nil)
         #expect(RateLimitHeaders.retryAfter(decision) == nil)
         // Nothing was consumed; a cost equal to the capacity passes.
         #expect(try h.check(cost: 5).isAllowed)
@@ -85,10 +85,10 @@ import Testing
         let denied = try h.check()
         // The bucket refills in 1 s but the minute window only ends at the next minute boundary.
         let windowEnd = FixedWindow.aligned(h.clock.now(), length: minute).end
-        #expect(denied.retryAfterNanoseconds == windowEnd - h.clock.now())
-        h.clock.advance(nanoseconds: denied.retryAfterNanoseconds! - 1)
+        #expect(denied.retryAfterMicroseconds == windowEnd - h.clock.now())
+        h.clock.advance(microseconds: denied.retryAfterMicroseconds! - 1)
         #expect(try h.check().isAllowed == false)
-        h.clock.advance(nanoseconds: 1)
+        h.clock.advance(microseconds: 1)
         #expect(try h.check().isAllowed)
     }
 
@@ -109,14 +109,14 @@ import Testing
     @Test func decisionsFromResultsFollowTheSameRules() {
         func result(_ index: Int, admits: Bool, shadow: Bool = false, tooLarge: Bool = false, retry: Int64?) -> LimitResult {
             LimitResult(
-                index: index, admits: admits, exceedsCapacity: tooLarge, shadow: shadow, quota: 10, windowNanoseconds: second,
-                remaining: 0, resetAfterNanoseconds: 0, retryAfterNanoseconds: retry)
+                index: index, admits: admits, exceedsCapacity: tooLarge, shadow: shadow, quota: 10, windowMicroseconds: second,
+                remaining: 0, resetAfterMicroseconds: 0, retryAfterMicroseconds: retry)
         }
         let limited = Decision(instant: 0, results: [result(0, admits: false, retry: 5), result(1, admits: false, retry: 9), result(2, admits: false, shadow: true, retry: 100)])
-        #expect(limited.denial == .limited && limited.retryAfterNanoseconds == 9)
+        #expect(limited.denial == .limited && limited.retryAfterMicroseconds == 9)
         let never = Decision(instant: 0, results: [result(0, admits: false, retry: 5), result(1, admits: false, tooLarge: true, retry: nil)])
-        #expect(never.denial == .costExceedsCapacity && never.retryAfterNanoseconds == nil)
+        #expect(never.denial == .costExceedsCapacity && never.retryAfterMicroseconds == nil)
         let shadowOnly = Decision(instant: 0, results: [result(0, admits: true, retry: 0), result(1, admits: false, shadow: true, retry: 7)])
-        #expect(shadowOnly.isAllowed && shadowOnly.retryAfterNanoseconds == nil)
+        #expect(shadowOnly.isAllowed && shadowOnly.retryAfterMicroseconds == nil)
     }
 }

@@ -6,32 +6,32 @@ import Testing
 /// Boundaries and odd clocks.
 @Suite struct EdgeTests {
     @Test func tokenArrivesAtTheExactRefillInstant() throws {
-        // 3 tokens per second: one every 333,333,333⅓ ns. Tokens become whole at +333,333,334 ns,
-        // +666,666,667 ns and exactly +1 s — no rounding drift, not a nanosecond early.
+        // 3 tokens per second: one every 333,333⅓ µs. Tokens become whole at +333,334 µs,
+        // +666,667 µs and exactly +1 s — no rounding drift, not a microsecond early.
         let h = try Harness([bucket(capacity: 3, per: second, tokens: 3)])
         let start = h.clock.now()
         #expect(try h.drain() == 3)
-        for arrival: Int64 in [333_333_334, 666_666_667, 1_000_000_000] {
-            h.clock.set(nanoseconds: start + arrival - 1)
-            #expect(try h.check().isAllowed == false, "one nanosecond before +\(arrival)")
-            h.clock.set(nanoseconds: start + arrival)
+        for arrival: Int64 in [333_334, 666_667, 1_000_000] {
+            h.clock.set(microseconds: start + arrival - 1)
+            #expect(try h.check().isAllowed == false, "one microsecond before +\(arrival)")
+            h.clock.set(microseconds: start + arrival)
             #expect(try h.check().isAllowed, "at +\(arrival)")
         }
     }
 
     @Test func noDriftOverMillionsOfCalls() throws {
-        // 7 tokens per second into a bucket of 1: a token every 142,857,142.857… ns. Calls spaced
-        // 142,857,143 ns apart are each a fraction of a nanosecond late, so all of a million pass — a
+        // 7 tokens per second into a bucket of 1: a token every 142,857.142… µs. Calls spaced
+        // 142,858 µs apart are each a fraction of a microsecond late, so all of a million pass — a
         // limiter that rounded the interval up (or accumulated float error) would start refusing.
         let late = try Harness([bucket(capacity: 1, per: second, tokens: 7)])
         var admitted = 0
         for _ in 0..<1_000_000 {
             if try late.check().isAllowed { admitted += 1 }
-            late.clock.advance(nanoseconds: 142_857_143)
+            late.clock.advance(microseconds: 142_858)
         }
         #expect(admitted == 1_000_000)
 
-        // Spaced 142,857,142 ns (a fraction early) the exact answer is known too: compare every call with
+        // Spaced 142,857 µs (a fraction early) the exact answer is known too: compare every call with
         // the GCRA reference in exact rational time.
         let early = try Harness([bucket(capacity: 1, per: second, tokens: 7)])
         var reference = ReferenceTokenBucket(capacity: 1, tokens: 7, period: second)
@@ -41,7 +41,7 @@ import Testing
             let expected = reference.admits(at: now, cost: 1)
             if expected { reference.record(at: now, cost: 1) }
             if try early.check().isAllowed == expected { agreed += 1 }
-            early.clock.advance(nanoseconds: 142_857_142)
+            early.clock.advance(microseconds: 142_857)
         }
         #expect(agreed == 1_000_000)
     }
@@ -50,21 +50,21 @@ import Testing
         let start: Int64 = 1_767_225_600 * second  // a minute boundary
         let h = try Harness([Limit(name: "m", algorithm: .fixedWindow(limit: 2, window: minute))], at: start - 1)
         #expect(try h.drain() == 2)
-        h.clock.advance(nanoseconds: 1)  // exactly the boundary: a new window
+        h.clock.advance(microseconds: 1)  // exactly the boundary: a new window
         #expect(try h.drain() == 2)
     }
 
     @Test func slidingLogEntryLeavesExactlyOneWindowLater() throws {
         let h = try Harness([Limit(name: "log", algorithm: .slidingLog(limit: 2, window: 10 * second))])
         try h.check()
-        h.clock.advance(nanoseconds: 3 * second)
+        h.clock.advance(microseconds: 3 * second)
         try h.check()
         let denied = try h.check()
         // The first entry leaves 7 s from now; its window is (now − W, now].
-        #expect(denied.retryAfterNanoseconds == 7 * second)
-        h.clock.advance(nanoseconds: 7 * second - 1)
+        #expect(denied.retryAfterMicroseconds == 7 * second)
+        h.clock.advance(microseconds: 7 * second - 1)
         #expect(try h.check().isAllowed == false)
-        h.clock.advance(nanoseconds: 1)
+        h.clock.advance(microseconds: 1)
         #expect(try h.check().isAllowed)
     }
 
@@ -73,12 +73,12 @@ import Testing
         // entries gone (3 units freed would need entry #3 too; 2 units suffice): not the window's end.
         let h = try Harness([Limit(name: "log", algorithm: .slidingLog(limit: 5, window: 10 * second))])
         try h.check(cost: 1)
-        h.clock.advance(nanoseconds: second)
+        h.clock.advance(microseconds: second)
         try h.check(cost: 1)
-        h.clock.advance(nanoseconds: second)
+        h.clock.advance(microseconds: second)
         try h.check(cost: 3)
         let denied = try h.check(cost: 2)
-        #expect(denied.retryAfterNanoseconds == 9 * second)  // both early entries gone at t = 11 s
+        #expect(denied.retryAfterMicroseconds == 9 * second)  // both early entries gone at t = 11 s
     }
 
     @Test func costEqualToCapacity() throws {
@@ -104,7 +104,7 @@ import Testing
             Limit(name: "month", algorithm: .calendar(limit: 5, unit: .month)),
         ])
         #expect(try h.drain() == 5)
-        h.clock.advance(nanoseconds: 40 * 365 * 86_400 * second)
+        h.clock.advance(microseconds: 40 * 365 * 86_400 * second)
         let after = try h.check(cost: 0)
         #expect(after.results.map(\.remaining) == [5, 5, 5, 5])
         #expect(try h.drain() == 5)
@@ -115,13 +115,13 @@ import Testing
             bucket(capacity: 2, per: second, tokens: 1), Limit(name: "f", algorithm: .fixedWindow(limit: 100, window: minute)),
         ])
         #expect(try h.drain() == 2)
-        h.clock.advance(nanoseconds: -3_600 * second)
+        h.clock.advance(microseconds: -3_600 * second)
         let denied = try h.check()
         #expect(denied.denial == .limited)
-        #expect(denied.retryAfterNanoseconds == second)  // as if no time had passed
+        #expect(denied.retryAfterMicroseconds == second)  // as if no time had passed
         #expect(denied.results[1].remaining == 98)  // still the same window, not an older one
         // When the clock comes back and moves on, the bucket refills as usual.
-        h.clock.advance(nanoseconds: 3_600 * second + second)
+        h.clock.advance(microseconds: 3_600 * second + second)
         #expect(try h.check().isAllowed)
     }
 }

@@ -8,7 +8,7 @@ import Testing
         let h = try Harness([bucket(capacity: 10, per: second, tokens: 10)], maximumEntries: 8, shards: 1)
         for k in 0..<8 { try h.check(partition: Partition(organization: "o", apiKey: "k\(k)")) }
         #expect(h.store.statistics.entries == 8)
-        h.clock.advance(nanoseconds: second)  // every bucket is full again
+        h.clock.advance(microseconds: second)  // every bucket is full again
         for k in 8..<16 { try h.check(partition: Partition(organization: "o", apiKey: "k\(k)")) }
         let stats = h.store.statistics
         #expect(stats.evictions == 0)
@@ -23,7 +23,7 @@ import Testing
         let plan = try Plan(name: "p", limits: [Limit(name: "f", algorithm: .slidingLog(limit: 10, window: 100 * second))])
         for k in 0..<4 {
             _ = try store.checkNow(plan, partition: Partition(organization: "o", apiKey: "k\(k)"))
-            clock.advance(nanoseconds: second)
+            clock.advance(microseconds: second)
         }
         _ = try store.checkNow(plan, partition: Partition(organization: "o", apiKey: "new"))
         let stats = store.statistics
@@ -38,7 +38,7 @@ import Testing
         let h = try Harness([Limit(name: "f", algorithm: .fixedWindow(limit: 10, window: second))])
         for k in 0..<500 { try h.check(partition: Partition(organization: "o\(k % 7)", apiKey: "k\(k)")) }
         #expect(h.store.statistics.entries == 500)
-        h.clock.advance(nanoseconds: second)
+        h.clock.advance(microseconds: second)
         #expect(h.store.removeExpired() == 500)
         #expect(h.store.statistics.entries == 0)
     }

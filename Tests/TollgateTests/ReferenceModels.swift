@@ -28,7 +28,7 @@ extension ReferenceLimit {
     }
 }
 
-/// GCRA ("virtual scheduling") in exact rational time: X-units of 1/R nanosecond.
+/// GCRA ("virtual scheduling") in exact rational time: X-units of 1/R microsecond.
 struct ReferenceTokenBucket: ReferenceLimit {
     let capacity: Int64
     let tokens: Int64
@@ -41,8 +41,8 @@ struct ReferenceTokenBucket: ReferenceLimit {
         self.period = period
     }
 
-    // One nanosecond is `tokens` X-units; one token is `period` X-units.
-    func x(_ ns: Int64) -> Int128 { Int128(ns) * Int128(tokens) }
+    // One microsecond is `tokens` X-units; one token is `period` X-units.
+    func x(_ us: Int64) -> Int128 { Int128(us) * Int128(tokens) }
     var tau: Int128 { Int128(capacity) * Int128(period) }
 
     func admits(at now: Int64, cost: Int64) -> Bool {
@@ -77,24 +77,28 @@ struct ReferenceSlidingLog: ReferenceLimit {
     var horizon: Int64 { window + 1 }
 }
 
-/// Counts per epoch-aligned window; the estimate `prev·(W−e)/W + cur` compared in exact rationals.
+/// Counts per epoch-aligned window; the estimate `prev·(N−k)/N + cur` (k whole ticks elapsed of N per
+/// window, ticks of ⌈W/2^20⌉ µs) compared in exact rationals.
 struct ReferenceSlidingCounter: ReferenceLimit {
     let capacity: Int64
     let window: Int64
     var counts: [Int64: Int64] = [:]
 
+    var tick: Int64 { (window + (1 << 20) - 1) / (1 << 20) }
+    var ticksPerWindow: Int128 { Int128((window + tick - 1) / tick) }
     func index(_ t: Int64) -> Int64 { t >= 0 ? t / window : (t - window + 1) / window }
-    func admits(at now: Int64, cost: Int64) -> Bool {
+    func weights(at now: Int64) -> (prev: Int128, cur: Int128, left: Int128) {
         let i = index(now)
-        let prev = Int128(counts[i - 1] ?? 0), cur = Int128(counts[i] ?? 0)
-        let elapsed = Int128(now - i * window)
-        return prev * (Int128(window) - elapsed) + (cur + Int128(cost)) * Int128(window) <= Int128(capacity) * Int128(window)
+        let elapsedTicks = Int128((now - i * window) / tick)
+        return (Int128(counts[i - 1] ?? 0), Int128(counts[i] ?? 0), ticksPerWindow - elapsedTicks)
+    }
+    func admits(at now: Int64, cost: Int64) -> Bool {
+        let (prev, cur, left) = weights(at: now)
+        return prev * left + (cur + Int128(cost)) * ticksPerWindow <= Int128(capacity) * ticksPerWindow
     }
     func remaining(at now: Int64) -> Int64 {
-        let i = index(now)
-        let prev = Int128(counts[i - 1] ?? 0), cur = Int128(counts[i] ?? 0)
-        let elapsed = Int128(now - i * window)
-        let weighted = (prev * (Int128(window) - elapsed) + Int128(window) - 1) / Int128(window)
+        let (prev, cur, left) = weights(at: now)
+        let weighted = (prev * left + ticksPerWindow - 1) / ticksPerWindow
         return max(0, Int64(Int128(capacity) - cur - weighted))
     }
     mutating func record(at now: Int64, cost: Int64) { counts[index(now), default: 0] += cost }

@@ -2,7 +2,7 @@ import Foundation
 
 @testable import Tollgate
 
-let second: Int64 = 1_000_000_000
+let second: Int64 = 1_000_000
 let minute: Int64 = 60 * second
 
 /// A store on a manual clock with the plan and partition most tests need.
@@ -13,7 +13,7 @@ struct Harness {
     let partition: Partition
 
     init(_ limits: [Limit], timeZone: String = "UTC", at instant: Int64? = nil, maximumEntries: Int = 1_000, shards: Int = 4) throws {
-        clock = instant.map { ManualClock(nanoseconds: $0) } ?? ManualClock()
+        clock = instant.map { ManualClock(microseconds: $0) } ?? ManualClock()
         store = MemoryStore(configuration: .init(maximumEntries: maximumEntries, shards: shards), clock: clock)
         plan = try Plan(name: "test", timeZone: TimeZone(identifier: timeZone)!, limits: limits)
         partition = Partition(organization: "org_1", apiKey: "key_1")

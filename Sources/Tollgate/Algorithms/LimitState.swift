@@ -24,9 +24,9 @@ struct Evaluation: Sendable {
     var exceedsCapacity: Bool
     /// Quota left after this request if it is admitted, otherwise quota left now.
     var remaining: Int64
-    /// Nanoseconds until more quota is available than `remaining`; 0 when the limit is untouched.
+    /// Microseconds until more quota is available than `remaining`; 0 when the limit is untouched.
     var resetAfter: Int64
-    /// Nanoseconds until this request would be admitted: 0 when it is admitted now, -1 never.
+    /// Microseconds until this request would be admitted: 0 when it is admitted now, -1 never.
     var retryAfter: Int64
     /// The length of the window the limit is counting in (for `w`).
     var window: Int64

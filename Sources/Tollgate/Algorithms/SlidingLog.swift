@@ -64,7 +64,7 @@ final class SlidingLogEntries: @unchecked Sendable {
         head = 0
     }
 
-    /// Nanoseconds from `now` until `free` units of cost have left the window.
+    /// Microseconds from `now` until `free` units of cost have left the window.
     func waitUntilFreed(_ free: Int64, now: Int64, window: Int64) -> Int64 {
         var freed: Int64 = 0
         for offset in 0..<count {

@@ -1,10 +1,10 @@
-/// Token bucket in exact integer units: a token is `unitsPerToken` units and every nanosecond refills
-/// `unitsPerNanosecond` units, so no rounding accumulates however many calls are made.
+/// Token bucket in exact integer units: a token is `unitsPerToken` units and every microsecond refills
+/// `unitsPerMicrosecond` units, so no rounding accumulates however many calls are made.
 enum TokenBucket {
     
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
         let tooLarge = cost > spec.capacity
-        let rate = spec.unitsPerNanosecond
+        let rate = spec.unitsPerMicrosecond
         let deficit = refilledDeficit(state.a, since: state.b, now: now, rate: rate)
         let need = tooLarge ? 0 : cost &* spec.unitsPerToken
         let admits = !tooLarge && deficit &+ need <= spec.fullLevel

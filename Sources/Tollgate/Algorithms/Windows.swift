@@ -17,7 +17,7 @@ enum FixedWindow {
             next: LimitState(a: window.start, b: after, c: window.end))
     }
 
-    /// The epoch-aligned window of `length` nanoseconds containing `now`.
+    /// The epoch-aligned window of `length` microseconds containing `now`.
     @inline(__always)
     static func aligned(_ now: Int64, length: Int64) -> (start: Int64, end: Int64) {
         var offset = now % length
@@ -28,10 +28,23 @@ enum FixedWindow {
 }
 
 /// The sliding window counter: the previous window's count weighted by how much of it still overlaps
-/// the sliding window, plus the current window's count. O(1) state; an estimate, exact in the rational
-/// arithmetic it defines (`previous·(W−elapsed) + current·W ≤ limit·W`).
+/// the sliding window, plus the current window's count. O(1) state.
+///
+/// The overlap is measured in ticks: each window is cut into at most 2^20 ticks (one tick is one
+/// microsecond for windows up to about a second), and a request passes when
+/// `previous·(N − elapsedTicks) + (current + cost)·N ≤ limit·N`. That keeps every product below 2^53,
+/// so the Redis script computes exactly the same answers, and the estimate moves in steps of at most
+/// one millionth of a window.
 enum SlidingCounter {
-    
+    static let maximumTicks: Int64 = 1 << 20
+
+    /// The tick length and the number of ticks in a window of `window` microseconds.
+    @inline(__always)
+    static func ticks(_ window: Int64) -> (tick: Int64, count: Int64) {
+        let tick = (window &+ maximumTicks &- 1) / maximumTicks
+        return (tick, (window &+ tick &- 1) / tick)
+    }
+
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
         let length = spec.window
         let tooLarge = cost > spec.capacity
@@ -56,36 +69,36 @@ enum SlidingCounter {
             remaining >= spec.capacity
             ? 0
             : retry(previous: previous, current: after, elapsed: elapsed, window: length, limit: spec.capacity, cost: remaining &+ 1)
-        let expiresAt: Int64 =
-            after > 0 ? window.end &+ length : (previous > 0 ? window.end : now)
+        let expiresAt: Int64 = after > 0 ? window.end &+ length : (previous > 0 ? window.end : now)
         return Evaluation(
             admits: admits, exceedsCapacity: tooLarge, remaining: remaining, resetAfter: resetAfter, retryAfter: wait,
             window: length, expiresAt: expiresAt, next: LimitState(a: window.start, b: previous, c: after))
     }
 
-    /// `limit − current − ⌈previous·(W−elapsed)/W⌉`, at least 0.
-    
+    /// `limit − current − ⌈previous·(N − elapsedTicks)/N⌉`, at least 0.
     static func remaining(previous: Int64, current: Int64, elapsed: Int64, window: Int64, limit: Int64) -> Int64 {
-        let weighted = (Int128(previous) * Int128(window &- elapsed) + Int128(window) - 1) / Int128(window)
-        return max(0, limit &- current &- Int64(weighted))
+        let (tick, count) = ticks(window)
+        let weighted = ceilDiv(previous &* (count &- elapsed / tick), count)
+        return max(0, limit &- current &- weighted)
     }
 
-    /// Nanoseconds from now until a request of `cost` passes, given no other traffic; 0 if it passes now.
+    /// Microseconds from now until a request of `cost` passes, given no other traffic; 0 if it passes now.
     /// Requires `cost ≤ limit`.
-    
     static func retry(previous: Int64, current: Int64, elapsed: Int64, window: Int64, limit: Int64, cost: Int64) -> Int64 {
+        let (tick, count) = ticks(window)
         let room = limit &- current &- cost
         if room >= 0 {
             if previous == 0 { return 0 }
-            // Passes once previous·(W − e) ≤ room·W, i.e. e ≥ W − ⌊room·W / previous⌋.
-            let earliest = Int64(Int128(window) - Int128(room) * Int128(window) / Int128(previous))
-            if earliest <= elapsed { return 0 }
-            if earliest < window { return earliest &- elapsed }
+            // Passes from tick k on, where previous·(N − k) ≤ room·N, i.e. k ≥ N − ⌊room·N / previous⌋.
+            let earliest = count &- (room &* count) / previous
+            if earliest <= elapsed / tick { return 0 }
+            if earliest < count { return earliest &* tick &- elapsed }
         }
-        // In the next window the current count becomes the previous one and nothing is current yet.
+        // In the next window the current count becomes the previous one and nothing is current yet;
+        // the window after that starts empty.
         let toBoundary = window &- elapsed
         if current == 0 { return toBoundary }
-        let earliest = max(0, Int64(Int128(window) - Int128(limit &- cost) * Int128(window) / Int128(current)))
-        return toBoundary &+ earliest
+        let earliest = max(0, count &- ((limit &- cost) &* count) / current)
+        return toBoundary &+ min(earliest &* tick, window)
     }
 }

@@ -11,7 +11,7 @@ public enum RateLimitHeaders {
         for result in decision.results where !result.shadow {
             if !out.isEmpty { out += ", " }
             out += structuredString(plan.limits[result.index].name)
-            out += ";q=\(result.quota);w=\(wholeSeconds(result.windowNanoseconds, minimum: 1))"
+            out += ";q=\(result.quota);w=\(wholeSeconds(result.windowMicroseconds, minimum: 1))"
         }
         return out
     }
@@ -22,7 +22,7 @@ public enum RateLimitHeaders {
         for result in decision.results where !result.shadow {
             if !out.isEmpty { out += ", " }
             out += structuredString(plan.limits[result.index].name)
-            out += ";r=\(max(0, result.remaining));t=\(wholeSeconds(result.resetAfterNanoseconds, minimum: 0))"
+            out += ";r=\(max(0, result.remaining));t=\(wholeSeconds(result.resetAfterMicroseconds, minimum: 0))"
         }
         return out
     }
@@ -30,8 +30,8 @@ public enum RateLimitHeaders {
     /// The delay before the same request would pass, in whole seconds rounded up (at least 1); nil when
     /// the request was admitted or can never pass.
     public static func retryAfter(_ decision: Decision) -> String? {
-        guard let nanos = decision.retryAfterNanoseconds, !decision.isAllowed else { return nil }
-        return String(wholeSeconds(nanos, minimum: 1))
+        guard let micros = decision.retryAfterMicroseconds, !decision.isAllowed else { return nil }
+        return String(wholeSeconds(micros, minimum: 1))
     }
 
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (delta seconds) for the enforced limit with the
@@ -44,7 +44,7 @@ public enum RateLimitHeaders {
                 continue
             }
             if result.remaining < current.remaining
-                || (result.remaining == current.remaining && result.resetAfterNanoseconds > current.resetAfterNanoseconds)
+                || (result.remaining == current.remaining && result.resetAfterMicroseconds > current.resetAfterMicroseconds)
             {
                 tightest = result
             }
@@ -52,7 +52,7 @@ public enum RateLimitHeaders {
         guard let tightest else { return nil }
         return (
             String(tightest.quota), String(max(0, tightest.remaining)),
-            String(wholeSeconds(tightest.resetAfterNanoseconds, minimum: 0))
+            String(wholeSeconds(tightest.resetAfterMicroseconds, minimum: 0))
         )
     }
 
@@ -73,9 +73,9 @@ public enum RateLimitHeaders {
         return fields
     }
 
-    /// Nanoseconds as whole seconds, rounded up.
-    public static func wholeSeconds(_ nanoseconds: Int64, minimum: Int64) -> Int64 {
-        max(minimum, ceilDiv(nanoseconds, nanosPerSecond))
+    /// Microseconds as whole seconds, rounded up.
+    public static func wholeSeconds(_ microseconds: Int64, minimum: Int64) -> Int64 {
+        max(minimum, ceilDiv(microseconds, microsPerSecond))
     }
 
     /// An sf-string: quoted, with `\` and `"` escaped. Policy names are validated to a safe alphabet,

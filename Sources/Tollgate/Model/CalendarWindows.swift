@@ -17,7 +17,7 @@ final class CalendarWindows: Sendable {
         self.calendar = calendar
     }
 
-    /// The period containing `instant` (nanoseconds since the epoch) as a half-open range.
+    /// The period containing `instant` (microseconds since the epoch) as a half-open range.
     func window(containing instant: Int64) -> (start: Int64, end: Int64) {
         let cached = current.withLock { $0 }
         if cached.start <= instant && instant < cached.end { return cached }
@@ -29,7 +29,7 @@ final class CalendarWindows: Sendable {
     func compute(_ instant: Int64) -> (start: Int64, end: Int64) {
         // Period boundaries fall on whole seconds in every zone, so the second containing the instant
         // lies in the same period; whole seconds are exact in a Double.
-        let seconds = instant >= 0 ? instant / nanosPerSecond : (instant - nanosPerSecond + 1) / nanosPerSecond
+        let seconds = instant >= 0 ? instant / microsPerSecond : (instant - microsPerSecond + 1) / microsPerSecond
         let component: Calendar.Component =
             switch unit {
             case .minute: .minute
@@ -42,10 +42,10 @@ final class CalendarWindows: Sendable {
         guard let interval = calendar.dateInterval(of: component, for: date) else {
             // Foundation answers for every Gregorian instant; fall back to a UTC day rather than trap.
             let day = seconds - ((seconds % 86_400) + 86_400) % 86_400
-            return (day * nanosPerSecond, (day + 86_400) * nanosPerSecond)
+            return (day * microsPerSecond, (day + 86_400) * microsPerSecond)
         }
         let start = Int64(interval.start.timeIntervalSince1970.rounded())
         let end = Int64(interval.end.timeIntervalSince1970.rounded())
-        return (start * nanosPerSecond, end * nanosPerSecond)
+        return (start * microsPerSecond, end * microsPerSecond)
     }
 }

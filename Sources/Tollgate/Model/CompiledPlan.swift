@@ -70,10 +70,10 @@ struct LimitSpec: Sendable {
     let slot: Int
     /// Token bucket: capacity; other algorithms: the limit per window.
     let capacity: Int64
-    /// The window in nanoseconds; for a token bucket the time to refill from empty; 0 for calendar quotas.
+    /// The window in microseconds; for a token bucket the time to refill from empty; 0 for calendar quotas.
     let window: Int64
     let unitsPerToken: Int64
-    let unitsPerNanosecond: Int64
+    let unitsPerMicrosecond: Int64
     let fullLevel: Int64
 
     init(_ limit: Limit, slot: Int) {
@@ -85,25 +85,25 @@ struct LimitSpec: Sendable {
             kind = .tokenBucket
             let rate = TokenBucketRate(tokens: tokens, period: period)
             unitsPerToken = rate.unitsPerToken
-            unitsPerNanosecond = rate.unitsPerNanosecond
+            unitsPerMicrosecond = rate.unitsPerMicrosecond
             fullLevel = capacity * rate.unitsPerToken
-            window = (fullLevel + rate.unitsPerNanosecond - 1) / rate.unitsPerNanosecond
+            window = (fullLevel + rate.unitsPerMicrosecond - 1) / rate.unitsPerMicrosecond
         case .slidingLog(_, let window):
             kind = .slidingLog
             self.window = window
-            (unitsPerToken, unitsPerNanosecond, fullLevel) = (0, 0, 0)
+            (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
         case .slidingCounter(_, let window):
             kind = .slidingCounter
             self.window = window
-            (unitsPerToken, unitsPerNanosecond, fullLevel) = (0, 0, 0)
+            (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
         case .fixedWindow(_, let window):
             kind = .fixedWindow
             self.window = window
-            (unitsPerToken, unitsPerNanosecond, fullLevel) = (0, 0, 0)
+            (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
         case .calendar:
             kind = .calendar
             window = 0
-            (unitsPerToken, unitsPerNanosecond, fullLevel) = (0, 0, 0)
+            (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
         }
     }
 }

@@ -10,29 +10,29 @@ public struct LimitResult: Sendable, Equatable {
     public var shadow: Bool
     /// The limit's quota (capacity or limit per window).
     public var quota: Int64
-    /// The window the quota is counted over, in nanoseconds: the period of a fixed window or calendar
+    /// The window the quota is counted over, in microseconds: the period of a fixed window or calendar
     /// quota (the current one, for months), the sliding window, or a token bucket's time to refill from empty.
-    public var windowNanoseconds: Int64
+    public var windowMicroseconds: Int64
     /// Quota left after this request (if the request was admitted) or now (if it was denied).
     public var remaining: Int64
-    /// Nanoseconds until more than `remaining` is available; 0 when the limit is untouched.
-    public var resetAfterNanoseconds: Int64
-    /// Nanoseconds until this limit would admit the same request: 0 if it does now, nil if it never will.
-    public var retryAfterNanoseconds: Int64?
+    /// Microseconds until more than `remaining` is available; 0 when the limit is untouched.
+    public var resetAfterMicroseconds: Int64
+    /// Microseconds until this limit would admit the same request: 0 if it does now, nil if it never will.
+    public var retryAfterMicroseconds: Int64?
 
     public init(
-        index: Int, admits: Bool, exceedsCapacity: Bool, shadow: Bool, quota: Int64, windowNanoseconds: Int64,
-        remaining: Int64, resetAfterNanoseconds: Int64, retryAfterNanoseconds: Int64?
+        index: Int, admits: Bool, exceedsCapacity: Bool, shadow: Bool, quota: Int64, windowMicroseconds: Int64,
+        remaining: Int64, resetAfterMicroseconds: Int64, retryAfterMicroseconds: Int64?
     ) {
         self.index = index
         self.admits = admits
         self.exceedsCapacity = exceedsCapacity
         self.shadow = shadow
         self.quota = quota
-        self.windowNanoseconds = windowNanoseconds
+        self.windowMicroseconds = windowMicroseconds
         self.remaining = remaining
-        self.resetAfterNanoseconds = resetAfterNanoseconds
-        self.retryAfterNanoseconds = retryAfterNanoseconds
+        self.resetAfterMicroseconds = resetAfterMicroseconds
+        self.retryAfterMicroseconds = retryAfterMicroseconds
     }
 }
 
@@ -43,7 +43,7 @@ public struct LimitResult: Sendable, Equatable {
 public struct Decision: Sendable {
     /// Why a request was refused.
     public enum Denial: Sendable, Equatable {
-        /// At least one enforced limit has no room now; retry after `retryAfterNanoseconds`.
+        /// At least one enforced limit has no room now; retry after `retryAfterMicroseconds`.
         case limited
         /// The cost exceeds an enforced limit's capacity: no wait will help.
         case costExceedsCapacity
@@ -54,8 +54,8 @@ public struct Decision: Sendable {
     /// Why it was refused, or nil when admitted.
     public var denial: Denial?
     /// The earliest delay after which the same request would be admitted; nil when admitted or never.
-    public var retryAfterNanoseconds: Int64?
-    /// The instant the decision was taken at, in nanoseconds since the epoch (store time).
+    public var retryAfterMicroseconds: Int64?
+    /// The instant the decision was taken at, in microseconds since the epoch (store time).
     public var instant: Int64
 
     var storage: InlineArray<8, LimitResult>
@@ -64,8 +64,8 @@ public struct Decision: Sendable {
     init(instant: Int64) {
         self.instant = instant
         storage = InlineArray(repeating: LimitResult(
-            index: 0, admits: true, exceedsCapacity: false, shadow: false, quota: 0, windowNanoseconds: 0,
-            remaining: 0, resetAfterNanoseconds: 0, retryAfterNanoseconds: 0))
+            index: 0, admits: true, exceedsCapacity: false, shadow: false, quota: 0, windowMicroseconds: 0,
+            remaining: 0, resetAfterMicroseconds: 0, retryAfterMicroseconds: 0))
         storedCount = 0
     }
 
@@ -94,10 +94,10 @@ public struct Decision: Sendable {
             } else if denial == nil {
                 denial = .limited
             }
-            retry = max(retry, result.retryAfterNanoseconds ?? 0)
+            retry = max(retry, result.retryAfterMicroseconds ?? 0)
         }
         self.denial = denial
-        retryAfterNanoseconds = denial == .limited ? retry : nil
+        retryAfterMicroseconds = denial == .limited ? retry : nil
     }
 
     /// The per-limit results, in plan order.

@@ -11,13 +11,13 @@ public enum CalendarUnit: String, Sendable, Hashable, CaseIterable {
 
 /// The counting rule of one limit and its numbers.
 public enum LimitAlgorithm: Sendable, Hashable {
-    /// A bucket of `capacity` tokens refilled continuously at `refillTokens` per `refillPeriod` nanoseconds.
+    /// A bucket of `capacity` tokens refilled continuously at `refillTokens` per `refillPeriod` microseconds.
     case tokenBucket(capacity: Int64, refillTokens: Int64, refillPeriod: Int64)
-    /// Exactly the cost admitted during the last `window` nanoseconds may not exceed `limit`.
+    /// Exactly the cost admitted during the last `window` microseconds may not exceed `limit`.
     case slidingLog(limit: Int64, window: Int64)
     /// The weighted two-window estimate: previous window's count scaled by its overlap, plus the current one.
     case slidingCounter(limit: Int64, window: Int64)
-    /// At most `limit` per window of `window` nanoseconds, windows aligned to the Unix epoch.
+    /// At most `limit` per window of `window` microseconds, windows aligned to the Unix epoch.
     case fixedWindow(limit: Int64, window: Int64)
     /// At most `limit` per calendar unit, aligned to the plan's time zone.
     case calendar(limit: Int64, unit: CalendarUnit)

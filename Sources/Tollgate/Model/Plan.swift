@@ -42,9 +42,11 @@ public struct PlanError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 enum PlanValidator {
-    /// Level arithmetic for token buckets runs in Int64 units of 1/refillPeriod token; this bound leaves
-    /// headroom for one cost and one refill step on top of a full bucket.
-    static let tokenBucketUnitBound: Int64 = 1 << 61
+    /// Level arithmetic for token buckets runs in integer units of 1/refillPeriod token. The bound keeps
+    /// a full bucket plus one cost below 2^53, where the Redis scripts' doubles are still exact integers.
+    static let tokenBucketUnitBound: Int64 = 1 << 51
+    /// A sliding counter multiplies counts by up to 2^20 ticks; this keeps the products below 2^52.
+    static let maximumCounterLimit: Int64 = 1 << 32
 
     static func validate(name: String, limits: [Limit]) throws(PlanError) {
         if name.isEmpty { throw PlanError(limitIndex: nil, field: "name", message: "expected a non-empty plan name") }
@@ -92,6 +94,11 @@ enum PlanValidator {
         case .slidingLog(let limit, let window), .slidingCounter(let limit, let window),
             .fixedWindow(let limit, let window):
             try positive(limit, "limit")
+            if case .slidingCounter = algorithm, limit > maximumCounterLimit {
+                throw PlanError(
+                    limitIndex: index, field: "limit",
+                    message: "expected at most \(maximumCounterLimit) for a sliding_window limit, found \(limit)")
+            }
             try positive(window, "window")
             if window > Durations.maximumWindow {
                 throw PlanError(
@@ -119,34 +126,33 @@ enum PolicyName {
     }
 }
 
-/// A refill rate reduced to lowest terms: every nanosecond adds `unitsPerNanosecond` units and a token
+/// A refill rate reduced to lowest terms: every microsecond adds `unitsPerMicrosecond` units and a token
 /// is `unitsPerToken` units, so refills are exact integers however long the bucket runs.
 struct TokenBucketRate: Sendable {
     let unitsPerToken: Int64
-    let unitsPerNanosecond: Int64
+    let unitsPerMicrosecond: Int64
 
     init(tokens: Int64, period: Int64) {
         var a = tokens, b = period
         while b != 0 { (a, b) = (b, a % b) }
         unitsPerToken = period / a
-        unitsPerNanosecond = tokens / a
+        unitsPerMicrosecond = tokens / a
     }
 }
 
 /// Duration helpers shared by validation, configuration and rendering.
 public enum Durations {
     /// The longest window a duration-based limit may have.
-    public static let maximumWindow: Int64 = 366 * 86_400 * 1_000_000_000
+    public static let maximumWindow: Int64 = 366 * 86_400 * 1_000_000
 
-    /// A short human form: `1s`, `250ms`, `1m`, `2h`, `1d`, or nanoseconds when nothing else is exact.
-    public static func describe(_ nanoseconds: Int64) -> String {
+    /// A short human form: `1s`, `250ms`, `1m`, `2h`, `1d`, or microseconds when nothing else is exact.
+    public static func describe(_ microseconds: Int64) -> String {
         let units: [(Int64, String)] = [
-            (86_400_000_000_000, "d"), (3_600_000_000_000, "h"), (60_000_000_000, "m"), (1_000_000_000, "s"),
-            (1_000_000, "ms"), (1_000, "us"),
+            (86_400_000_000, "d"), (3_600_000_000, "h"), (60_000_000, "m"), (1_000_000, "s"), (1_000, "ms"),
         ]
-        for (size, suffix) in units where nanoseconds != 0 && nanoseconds % size == 0 {
-            return "\(nanoseconds / size)\(suffix)"
+        for (size, suffix) in units where microseconds != 0 && microseconds % size == 0 {
+            return "\(microseconds / size)\(suffix)"
         }
-        return "\(nanoseconds)ns"
+        return "\(microseconds)us"
     }
 }

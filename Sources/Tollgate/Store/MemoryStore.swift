@@ -172,9 +172,9 @@ public final class MemoryStore: LimitStore {
                 decision.append(
                     LimitResult(
                         index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
-                        shadow: spec.shadow, quota: spec.capacity, windowNanoseconds: evaluation.window,
-                        remaining: evaluation.remaining, resetAfterNanoseconds: evaluation.resetAfter,
-                        retryAfterNanoseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter))
+                        shadow: spec.shadow, quota: spec.capacity, windowMicroseconds: evaluation.window,
+                        remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
+                        retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter))
             }
         }
         decision.sortByIndex()
@@ -185,7 +185,7 @@ public final class MemoryStore: LimitStore {
                 for index in groups[g].members where decision.storage[index].admits {
                     let unchanged = evaluate(index, group: g, cost: 0)
                     decision.storage[index].remaining = unchanged.remaining
-                    decision.storage[index].resetAfterNanoseconds = unchanged.resetAfter
+                    decision.storage[index].resetAfterMicroseconds = unchanged.resetAfter
                 }
             }
             return decision
