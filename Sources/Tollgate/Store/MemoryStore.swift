@@ -125,17 +125,17 @@ public final class MemoryStore: LimitStore {
         let groupCount = groups.count
         var slots: (Int?, Int?) = (nil, nil)
         slots.0 = table0.pointee.find(hash: keys.hash0, group: groups[0].id, subject: keys.subject0)
-        var now = clockNow
-        if let s = slots.0 { now = max(now, table0.pointee.entries[s].lastSeen) }
+        let now = clockNow
         if groupCount > 1 {
             slots.1 = table1.pointee.find(hash: keys.hash1, group: groups[1].id, subject: keys.subject1)
-            if let s = slots.1 { now = max(now, table1.pointee.entries[s].lastSeen) }
         }
 
         var decision = Decision(instant: now)
         var next = InlineArray<8, LimitState>(repeating: LimitState())
         var expiresAt: (Int64, Int64) = (now, now)
 
+        // Each limit treats a clock reading earlier than its own last change as that instant: a clock
+        // that goes backwards is no time passing.
         func evaluate(_ index: Int, group g: Int, cost: Int64) -> Evaluation {
             let table = g == 0 ? table0 : table1
             let slot = g == 0 ? slots.0 : slots.1
@@ -143,19 +143,21 @@ public final class MemoryStore: LimitStore {
             let state = slot.map { table.pointee.entries[$0].states[spec.slot] } ?? LimitState()
             switch spec.kind {
             case .tokenBucket:
-                return TokenBucket.evaluate(spec, state, now: now, cost: cost)
+                return TokenBucket.evaluate(spec, state, now: max(now, state.b), cost: cost)
             case .slidingCounter:
-                return SlidingCounter.evaluate(spec, state, now: now, cost: cost)
+                return SlidingCounter.evaluate(spec, state, now: max(now, state.a), cost: cost)
             case .fixedWindow:
-                return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(now, length: spec.window), now: now, cost: cost)
+                let t = max(now, state.a)
+                return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
             case .calendar:
-                let window =
-                    state.a <= now && now < state.c ? (state.a, state.c) : compiled.calendars[index]!.window(containing: now)
-                return FixedWindow.evaluate(spec, state, window: window, now: now, cost: cost)
+                let t = max(now, state.a)
+                let window = t < state.c ? (state.a, state.c) : compiled.calendars[index]!.window(containing: t)
+                return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
             case .slidingLog:
                 let log = slot.flatMap { table.pointee.entries[$0].logs?[spec.slot] }
-                log?.prune(now: now, window: spec.window)
-                return SlidingLog.evaluate(spec, log, now: now, cost: cost)
+                let t = max(now, log?.newest ?? now)
+                log?.prune(now: t, window: spec.window)
+                return SlidingLog.evaluate(spec, log, now: t, cost: cost)
             }
         }
 
@@ -202,7 +204,7 @@ public final class MemoryStore: LimitStore {
                 let logs: ContiguousArray<SlidingLogEntries?>? =
                     compiled.hasSlidingLog
                     ? ContiguousArray(members.map { specs[$0].kind == .slidingLog ? SlidingLogEntries() : nil }) : nil
-                let entry = StoreEntry(lastSeen: now, expiresAt: now, states: states, logs: logs)
+                let entry = StoreEntry(expiresAt: now, states: states, logs: logs)
                 slot = table.pointee.insert(
                     hash: g == 0 ? keys.hash0 : keys.hash1, group: groups[g].id,
                     subject: g == 0 ? keys.subject0 : keys.subject1, entry: entry, now: now)
@@ -212,7 +214,6 @@ public final class MemoryStore: LimitStore {
                 }
             }
             let s = slot!
-            table.pointee.entries[s].lastSeen = now
             table.pointee.entries[s].expiresAt = g == 0 ? expiresAt.0 : expiresAt.1
             for index in members {
                 let spec = specs[index]
@@ -220,7 +221,8 @@ public final class MemoryStore: LimitStore {
                 guard result.admits else { continue }
                 table.pointee.entries[s].states[spec.slot] = next[index]
                 if spec.kind == .slidingLog {
-                    table.pointee.entries[s].logs![spec.slot]!.append(now, cost: cost)
+                    let log = table.pointee.entries[s].logs![spec.slot]!
+                    log.append(max(now, log.newest ?? now), cost: cost)
                 }
             }
         }

@@ -1,7 +1,5 @@
 /// The counters of one group of limits for one subject.
 struct StoreEntry: Sendable {
-    /// The latest instant this entry was updated at; an earlier clock reading counts as this one.
-    var lastSeen: Int64
     /// When every counter is back to its untouched state, so the entry may be reclaimed.
     var expiresAt: Int64
     var states: ContiguousArray<LimitState>
@@ -24,7 +22,7 @@ struct ShardTable: Sendable {
     var evictions = 0
     var reclaimed = 0
 
-    static let emptyEntry = StoreEntry(lastSeen: .min, expiresAt: .min, states: [], logs: nil)
+    static let emptyEntry = StoreEntry(expiresAt: .min, states: [], logs: nil)
 
     init(maximumCount: Int, seed: UInt64) {
         self.maximumCount = max(1, maximumCount)

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The `tollgate` command: one subcommand per task an operator runs.
+@main
+struct TollgateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tollgate",
+        abstract: "Rate limiting and quota enforcement for the message API.",
+        subcommands: [CheckCommand.self]
+    )
+}
