@@ -16,5 +16,7 @@ test: deps
 check: build
 	$(SWIFT) run tollgate check Config/tollgate.yaml
 
+run: check
+
 bench-core:
 	bash Benchmarks/compare-core.sh
