@@ -3,10 +3,11 @@ import Synchronization
 
 /// Start and end of calendar periods (minute … month) in one time zone, with the current period cached:
 /// the calendar is consulted once per period, not once per check.
-final class CalendarWindows: Sendable {
+package final class CalendarWindows: Sendable {
     let unit: CalendarUnit
     private let calendar: Calendar
     private let current = Mutex<(start: Int64, end: Int64)>((0, 0))
+    private let around = Mutex<(p0: Int64, c0: Int64, c1: Int64, n1: Int64)>((0, 0, 0, 0))
 
     init(unit: CalendarUnit, timeZone: TimeZone) {
         self.unit = unit
@@ -23,6 +24,17 @@ final class CalendarWindows: Sendable {
         if cached.start <= instant && instant < cached.end { return cached }
         let fresh = compute(instant)
         current.withLock { $0 = fresh }
+        return fresh
+    }
+
+    /// The previous, current and next periods around `instant` as four boundaries `p0 < c0 ≤ instant < c1 < n1`:
+    /// a store whose clock runs elsewhere (Redis' `TIME`) picks the period that contains its own now.
+    package func neighbourhood(of instant: Int64) -> (p0: Int64, c0: Int64, c1: Int64, n1: Int64) {
+        let cached = around.withLock { $0 }
+        if cached.c0 <= instant && instant < cached.c1 { return cached }
+        let current = window(containing: instant)
+        let fresh = (compute(current.start &- 1).start, current.start, current.end, compute(current.end).end)
+        around.withLock { $0 = fresh }
         return fresh
     }
 

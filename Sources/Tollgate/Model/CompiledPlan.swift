@@ -2,11 +2,11 @@ import Foundation
 import Synchronization
 
 /// A plan turned into plain numbers for the hot path: no strings, no existentials, no allocation.
-final class CompiledPlan: Sendable {
-    let specs: ContiguousArray<LimitSpec>
+package final class CompiledPlan: Sendable {
+    package let specs: ContiguousArray<LimitSpec>
     /// Limits grouped by scope: all counters of one group live in one store entry (one lookup per group).
     let groups: ContiguousArray<LimitGroup>
-    let calendars: ContiguousArray<CalendarWindows?>
+    package let calendars: ContiguousArray<CalendarWindows?>
     let hasSlidingLog: Bool
 
     init(name: String, timeZone: TimeZone, limits: [Limit]) {
@@ -60,21 +60,21 @@ enum GroupRegistry {
 }
 
 /// One limit as the algorithms see it.
-struct LimitSpec: Sendable {
-    enum Kind: UInt8, Sendable {
+package struct LimitSpec: Sendable {
+    package enum Kind: UInt8, Sendable {
         case tokenBucket, slidingLog, slidingCounter, fixedWindow, calendar
     }
 
-    let kind: Kind
-    let shadow: Bool
+    package let kind: Kind
+    package let shadow: Bool
     let slot: Int
     /// Token bucket: capacity; other algorithms: the limit per window.
-    let capacity: Int64
+    package let capacity: Int64
     /// The window in microseconds; for a token bucket the time to refill from empty; 0 for calendar quotas.
-    let window: Int64
-    let unitsPerToken: Int64
-    let unitsPerMicrosecond: Int64
-    let fullLevel: Int64
+    package let window: Int64
+    package let unitsPerToken: Int64
+    package let unitsPerMicrosecond: Int64
+    package let fullLevel: Int64
 
     init(_ limit: Limit, slot: Int) {
         self.slot = slot

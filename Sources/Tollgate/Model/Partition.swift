@@ -38,8 +38,8 @@ public struct Partition: Sendable, Hashable {
 
 /// A fast, unseeded 64-bit string hash (FNV-1a with a final avalanche) for placing counters in shards.
 /// Not for untrusted-input hash tables on its own: the store's tables bound probe lengths by load factor.
-enum StableHash {
-    static func of(_ string: String) -> UInt64 {
+package enum StableHash {
+    package static func of(_ string: String) -> UInt64 {
         var copy = string
         return copy.withUTF8 { bytes in
             var h: UInt64 = 0xcbf2_9ce4_8422_2325

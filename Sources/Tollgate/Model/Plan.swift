@@ -14,7 +14,7 @@ public struct Plan: Sendable {
     /// The limits, in the order they are reported.
     public let limits: [Limit]
 
-    let compiled: CompiledPlan
+    package let compiled: CompiledPlan
 
     /// Validates and prepares a plan.
     /// - Throws: `PlanError` naming the limit and the field that is wrong.

@@ -1,0 +1,64 @@
+import Tollgate
+
+/// Where a plan's counters live in Redis.
+///
+/// ```
+/// tg:{<organization>}:<plan>.<limit>.<definition>:k:<api key id>   per-key limit
+/// tg:{<organization>}:<plan>.<limit>.<definition>:o                organization-wide limit
+/// … :sum                                                          a sliding log's running total
+/// ```
+///
+/// Every key of one request carries the organization as its hash tag, so one script can touch all of
+/// them on a Redis Cluster. `<definition>` is six hex digits of a hash of the limit's numbers, scope and
+/// time zone: changing a limit's definition starts it afresh instead of misreading old state (old keys
+/// expire by their TTL). Organizations whose identifier is not plain `[A-Za-z0-9_.:@-]` (up to 128
+/// bytes) are tagged by a hash of it instead, so a `{` or `}` can never split the tag.
+/// Values: `a:b:c` decimal strings (see `LimitState` in the core); a sliding log is a list of
+/// `time:cost` entries, oldest first, plus its `:sum`.
+public enum LimitKeys {
+    /// The hash tag (without braces) for an organization.
+    public static func hashTag(_ organization: String) -> String {
+        let plain =
+            (1...128).contains(organization.utf8.count)
+            && organization.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"),
+                    UInt8(ascii: "@"), UInt8(ascii: "-"):
+                    true
+                default: false
+                }
+            }
+        return plain ? organization : "h" + hex(StableHash.of(organization), digits: 16)
+    }
+
+    /// The stable identity of one limit of a plan: `<plan>.<limit>.<definition>`.
+    public static func limitID(plan: Plan, index: Int) -> String {
+        let limit = plan.limits[index]
+        let definition = StableHash.of("\(limit.algorithm)|\(limit.scope.rawValue)|\(plan.timeZone.identifier)")
+        return "\(plan.name).\(limit.name).\(hex(definition, digits: 6))"
+    }
+
+    /// The state keys of every limit of `plan` for `partition`, in plan order (two for a sliding log),
+    /// and for each limit the 1-based index of its first key.
+    static func keys(plan: Plan, partition: Partition, limitIDs: [String]) -> (keys: [String], first: [Int]) {
+        let prefix = "tg:{\(hashTag(partition.organization))}:"
+        var keys: [String] = []
+        var first: [Int] = []
+        keys.reserveCapacity(plan.limits.count + 1)
+        for (index, limit) in plan.limits.enumerated() {
+            let subject = limit.scope == .apiKey ? "k:" + partition.apiKey : "o"
+            let key = prefix + limitIDs[index] + ":" + subject
+            first.append(keys.count + 1)
+            keys.append(key)
+            if case .slidingLog = limit.algorithm { keys.append(key + ":sum") }
+        }
+        return (keys, first)
+    }
+
+    static func hex(_ value: UInt64, digits: Int) -> String {
+        let text = String(value, radix: 16)
+        let padded = String(repeating: "0", count: max(0, 16 - text.count)) + text
+        return String(padded.prefix(digits))
+    }
+}

@@ -1,0 +1,289 @@
+/// The Lua script that evaluates every limit of one request atomically inside Redis — the same
+/// arithmetic as the in-process algorithms (`Sources/Tollgate/Algorithms`), so both stores give the same
+/// answers. All quantities stay below 2^53, where Lua's doubles are exact integers.
+///
+/// KEYS: the state keys of the request's limits (a sliding log uses two: entries and their sum).
+/// ARGV: `cost`, `now` (microseconds, or empty to read `TIME`), `n` (number of limits), then per limit
+/// `LimitScript.fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
+/// fullLevel, first key index, and for calendar quotas four boundaries p0 < c0 < c1 < n1 (the previous,
+/// current and next periods around the caller's clock).
+/// Reply: `{now, allowed, then per limit: admits, tooLarge, remaining, resetAfter, retryAfter, window}`.
+/// Errors: `TOLLGATE_BADSTATE <key index>` when a key holds something that is not Tollgate state;
+/// `TOLLGATE_CLOCK <now>` when Redis' clock lies outside the calendar periods the caller sent.
+enum LimitScript {
+    static let fieldsPerLimit = 12
+
+    static let source = #"""
+local function fdiv(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then q = q - 1 elseif r >= b then q = q + 1 end
+  return q
+end
+local function cdiv(a, b)
+  if a <= 0 then return 0 end
+  return fdiv(a - 1, b) + 1
+end
+local function fmt(x) return string.format('%.0f', x) end
+local function bad(i) return error({err = 'TOLLGATE_BADSTATE ' .. i}) end
+
+local function load(i)
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) == 'table' then bad(i) end
+  if not v then return 0, 0, 0 end
+  local a, b, c = string.match(v, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+  if not a then bad(i) end
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+
+local cost = tonumber(ARGV[1])
+local now
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local n = tonumber(ARGV[3])
+local F = 12
+
+local limits = {}
+for j = 1, n do
+  local o = 3 + (j - 1) * F
+  local L = {
+    kind = tonumber(ARGV[o + 1]), shadow = ARGV[o + 2] == '1', capacity = tonumber(ARGV[o + 3]),
+    window = tonumber(ARGV[o + 4]), upt = tonumber(ARGV[o + 5]), upm = tonumber(ARGV[o + 6]),
+    full = tonumber(ARGV[o + 7]), key = tonumber(ARGV[o + 8]),
+    p0 = tonumber(ARGV[o + 9]), c0 = tonumber(ARGV[o + 10]), c1 = tonumber(ARGV[o + 11]), n1 = tonumber(ARGV[o + 12])
+  }
+  if L.kind == 2 then
+    local total = redis.pcall('GET', KEYS[L.key + 1])
+    if type(total) == 'table' then bad(L.key + 1) end
+    if total and not string.match(total, '^%d+$') then bad(L.key + 1) end
+    L.sum = tonumber(total or '0')
+    local newest = redis.pcall('LINDEX', KEYS[L.key], -1)
+    if type(newest) == 'table' then bad(L.key) end
+    L.newest = nil
+    if newest then
+      local t = string.match(newest, '^(%d+):%d+$')
+      if not t then bad(L.key) end
+      L.newest = tonumber(t)
+    end
+  else
+    L.a, L.b, L.c = load(L.key)
+  end
+  limits[j] = L
+end
+
+-- Each returns: admits, tooLarge, remaining, resetAfter, retryAfter, window, expiresAt, next a, b, c, t
+local function bucket(L, now, c)
+  local t = math.max(now, L.b)
+  local tooLarge = c > L.capacity
+  local rate = L.upm
+  local deficit = L.a
+  if deficit > 0 then
+    local elapsed = t - L.b
+    if elapsed > 0 then
+      if elapsed > fdiv(deficit, rate) then deficit = 0 else deficit = deficit - elapsed * rate end
+    end
+  end
+  local need = 0
+  if not tooLarge then need = c * L.upt end
+  local admits = (not tooLarge) and deficit + need <= L.full
+  local after = deficit
+  if admits then after = deficit + need end
+  local level = L.full - after
+  local reset, retry = 0, 0
+  if after > 0 then reset = cdiv(L.upt - (level - fdiv(level, L.upt) * L.upt), rate) end
+  if tooLarge then retry = -1 elseif not admits then retry = cdiv(deficit + need - L.full, rate) end
+  return admits, tooLarge, fdiv(level, L.upt), reset, retry, L.window, t + cdiv(after, rate), after, t, 0, t
+end
+
+local function fixed(L, now, c, start, finish)
+  local length = finish - start
+  local tooLarge = c > L.capacity
+  local used = 0
+  if L.a == start and L.c == finish then used = L.b end
+  local admits = (not tooLarge) and used + c <= L.capacity
+  local after = used
+  if admits then after = used + c end
+  local reset, retry, expires = 0, 0, now
+  if after > 0 then reset = finish - now; expires = finish end
+  if tooLarge then retry = -1 elseif not admits then retry = finish - now end
+  return admits, tooLarge, L.capacity - after, reset, retry, length, expires, start, after, finish, now
+end
+
+local function aligned(t, length)
+  local start = t - (t - fdiv(t, length) * length)
+  return start, start + length
+end
+
+local function window(L, now, c)
+  local t = math.max(now, L.a)
+  local start, finish = aligned(t, L.window)
+  return fixed(L, t, c, start, finish)
+end
+
+local function calendar(L, now, c)
+  local t = math.max(now, L.a)
+  local start, finish
+  if t < L.c then start, finish = L.a, L.c
+  elseif L.p0 <= t and t < L.c0 then start, finish = L.p0, L.c0
+  elseif L.c0 <= t and t < L.c1 then start, finish = L.c0, L.c1
+  elseif L.c1 <= t and t < L.n1 then start, finish = L.c1, L.n1
+  else return error({err = 'TOLLGATE_CLOCK ' .. fmt(t)}) end
+  return fixed(L, t, c, start, finish)
+end
+
+local TICKS = 1048576
+local function ticks(w)
+  local tick = fdiv(w + TICKS - 1, TICKS)
+  return tick, fdiv(w + tick - 1, tick)
+end
+local function counterRemaining(prev, cur, elapsed, w, limit)
+  local tick, count = ticks(w)
+  return math.max(0, limit - cur - cdiv(prev * (count - fdiv(elapsed, tick)), count))
+end
+local function counterRetry(prev, cur, elapsed, w, limit, c)
+  local tick, count = ticks(w)
+  local room = limit - cur - c
+  if room >= 0 then
+    if prev == 0 then return 0 end
+    local earliest = count - fdiv(room * count, prev)
+    if earliest <= fdiv(elapsed, tick) then return 0 end
+    if earliest < count then return earliest * tick - elapsed end
+  end
+  local toBoundary = w - elapsed
+  if cur == 0 then return toBoundary end
+  local earliest = math.max(0, count - fdiv((limit - c) * count, cur))
+  return toBoundary + math.min(earliest * tick, w)
+end
+local function counter(L, now, c)
+  local t = math.max(now, L.a)
+  local w = L.window
+  local tooLarge = c > L.capacity
+  local start, finish = aligned(t, w)
+  local prev, cur = 0, 0
+  if L.a == start then prev, cur = L.b, L.c elseif L.a == start - w then prev, cur = L.c, 0 end
+  local elapsed = t - start
+  local wait = -1
+  if not tooLarge then wait = counterRetry(prev, cur, elapsed, w, L.capacity, c) end
+  local admits = wait == 0
+  local after = cur
+  if admits then after = cur + c end
+  local remaining = counterRemaining(prev, after, elapsed, w, L.capacity)
+  local reset = 0
+  if remaining < L.capacity then reset = counterRetry(prev, after, elapsed, w, L.capacity, remaining + 1) end
+  local expires = t
+  if after > 0 then expires = finish + w elseif prev > 0 then expires = finish end
+  return admits, tooLarge, remaining, reset, wait, w, expires, start, prev, after, t
+end
+
+local function entry(v, i)
+  local et, ec = string.match(v, '^(%d+):(%d+)$')
+  if not et then bad(i) end
+  return tonumber(et), tonumber(ec)
+end
+local function slidingLog(L, now, c)
+  local t = math.max(now, L.newest or now)
+  local w = L.window
+  while L.sum > 0 do
+    local head = redis.call('LINDEX', KEYS[L.key], 0)
+    if not head then break end
+    local et, ec = entry(head, L.key)
+    if et + w > t then break end
+    redis.call('LPOP', KEYS[L.key])
+    L.sum = L.sum - ec
+  end
+  if L.sum <= 0 then L.sum = 0; L.newest = nil end
+  local tooLarge = c > L.capacity
+  local used = L.sum
+  local admits = (not tooLarge) and used + c <= L.capacity
+  local after = used
+  if admits then after = used + c end
+  local reset, retry, expires = 0, 0, t
+  if tooLarge then retry = -1 end
+  if not admits and not tooLarge then
+    local need, freed, i = used + c - L.capacity, 0, 0
+    while retry == 0 do
+      local chunk = redis.call('LRANGE', KEYS[L.key], i, i + 63)
+      if #chunk == 0 then retry = w; break end
+      for _, v in ipairs(chunk) do
+        local et, ec = entry(v, L.key)
+        freed = freed + ec
+        if freed >= need then retry = et + w - t; break end
+      end
+      i = i + 64
+    end
+  end
+  if after > 0 then
+    local oldest = redis.call('LINDEX', KEYS[L.key], 0)
+    if oldest then
+      local et = entry(oldest, L.key)
+      reset = et + w - t
+    else
+      reset = w
+    end
+    if admits then expires = t + w else expires = (L.newest or t) + w end
+  end
+  return admits, tooLarge, L.capacity - after, reset, retry, w, expires, after, 0, 0, t
+end
+
+local function evaluate(L, c)
+  if L.kind == 1 then return bucket(L, now, c)
+  elseif L.kind == 2 then return slidingLog(L, now, c)
+  elseif L.kind == 3 then return counter(L, now, c)
+  elseif L.kind == 4 then return window(L, now, c)
+  else return calendar(L, now, c) end
+end
+
+local results = {}
+local allowed = true
+for j = 1, n do
+  local L = limits[j]
+  local r = {evaluate(L, cost)}
+  results[j] = r
+  if not L.shadow and not r[1] then allowed = false end
+end
+
+local out = {now, 0}
+if allowed then out[2] = 1 end
+for j = 1, n do
+  local L = limits[j]
+  local r = results[j]
+  if not allowed and r[1] then
+    -- Nothing is consumed: report the quota as it stands.
+    local u = {evaluate(L, 0)}
+    r[3], r[4] = u[3], u[4]
+  elseif allowed and cost > 0 and r[1] then
+    local ttl = cdiv(math.max(r[7] - r[11], r[6]), 1000) + 1000
+    if L.kind == 2 then
+      local t = r[11]
+      local last = redis.call('LINDEX', KEYS[L.key], -1)
+      local lt, lc
+      if last then lt, lc = entry(last, L.key) end
+      if lt == t then
+        redis.call('LSET', KEYS[L.key], -1, fmt(t) .. ':' .. fmt(lc + cost))
+      else
+        redis.call('RPUSH', KEYS[L.key], fmt(t) .. ':' .. fmt(cost))
+      end
+      redis.call('SET', KEYS[L.key + 1], fmt(r[8]), 'PX', ttl)
+      redis.call('PEXPIRE', KEYS[L.key], ttl)
+    else
+      redis.call('SET', KEYS[L.key], fmt(r[8]) .. ':' .. fmt(r[9]) .. ':' .. fmt(r[10]), 'PX', ttl)
+    end
+  end
+  local admits, tooLarge = 0, 0
+  if r[1] then admits = 1 end
+  if r[2] then tooLarge = 1 end
+  local base = 2 + (j - 1) * 6
+  out[base + 1] = admits
+  out[base + 2] = tooLarge
+  out[base + 3] = r[3]
+  out[base + 4] = r[4]
+  out[base + 5] = r[5]
+  out[base + 6] = r[6]
+end
+return out
+"""#
+}
