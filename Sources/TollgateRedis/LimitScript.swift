@@ -187,6 +187,7 @@ end
 local function slidingLog(L, now, c)
   local t = math.max(now, L.newest or now)
   local w = L.window
+  local popped = false
   while L.sum > 0 do
     local head = redis.call('LINDEX', KEYS[L.key], 0)
     if not head then break end
@@ -194,8 +195,14 @@ local function slidingLog(L, now, c)
     if et + w > t then break end
     redis.call('LPOP', KEYS[L.key])
     L.sum = L.sum - ec
+    popped = true
   end
   if L.sum <= 0 then L.sum = 0; L.newest = nil end
+  if popped then
+    -- The running total must follow the entries that left, whether or not this request is admitted.
+    if L.sum == 0 then redis.call('DEL', KEYS[L.key], KEYS[L.key + 1])
+    else redis.call('SET', KEYS[L.key + 1], fmt(L.sum), 'KEEPTTL') end
+  end
   local tooLarge = c > L.capacity
   local used = L.sum
   local admits = (not tooLarge) and used + c <= L.capacity

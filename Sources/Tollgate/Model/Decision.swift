@@ -47,6 +47,22 @@ public struct Decision: Sendable {
         case limited
         /// The cost exceeds an enforced limit's capacity: no wait will help.
         case costExceedsCapacity
+        /// The store could not answer and its failure policy is to deny (an HTTP service answers 503).
+        case storeUnavailable
+    }
+
+    /// Who took the decision.
+    public enum Origin: String, Sendable, Equatable {
+        /// The store evaluated the limits.
+        case store
+        /// A recent refusal, remembered in process, answered without asking the store.
+        case denyCache
+        /// The store failed and the failure policy let the request through unchecked.
+        case failOpen
+        /// The store failed and the failure policy refused the request.
+        case failClosed
+        /// The store failed and the in-process limiter decided instead.
+        case localFallback
     }
 
     /// True when the request was admitted (and counted).
@@ -57,6 +73,8 @@ public struct Decision: Sendable {
     public var retryAfterMicroseconds: Int64?
     /// The instant the decision was taken at, in microseconds since the epoch (store time).
     public var instant: Int64
+    /// Who took the decision; `.store` unless a cache or a failure policy answered.
+    public var origin: Origin = .store
 
     var storage: InlineArray<8, LimitResult>
     var storedCount: Int
@@ -80,6 +98,17 @@ public struct Decision: Sendable {
     mutating func append(_ result: LimitResult) {
         storage[storedCount] = result
         storedCount &+= 1
+    }
+
+    /// A decision taken without evaluating any limit: the failure policy's answer.
+    public static func unchecked(instant: Int64, origin: Origin, retryAfterMicroseconds: Int64? = nil) -> Decision {
+        var decision = Decision(instant: instant)
+        decision.origin = origin
+        if origin == .failClosed {
+            decision.denial = .storeUnavailable
+            decision.retryAfterMicroseconds = retryAfterMicroseconds
+        }
+        return decision
     }
 
     /// Derives the verdict and retry-after from the per-limit results.

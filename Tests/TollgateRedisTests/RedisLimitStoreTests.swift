@@ -1,0 +1,226 @@
+import Foundation
+import Logging
+import MetricsTestKit
+import Synchronization
+import Testing
+import Tollgate
+
+@testable import TollgateRedis
+
+let second: Int64 = 1_000_000
+
+/// A plan with every algorithm, both scopes and a shadow limit, in a non-UTC zone.
+func everyAlgorithmPlan(name: String = "mixed") throws -> Plan {
+    try Plan(
+        name: name, timeZone: TimeZone(identifier: "Asia/Kolkata")!,
+        limits: [
+            Limit(name: "burst", algorithm: .tokenBucket(capacity: 5, refillTokens: 2, refillPeriod: second)),
+            Limit(name: "org-log", algorithm: .slidingLog(limit: 9, window: 10 * second), scope: .organization),
+            Limit(name: "counter", algorithm: .slidingCounter(limit: 8, window: 5 * second)),
+            Limit(name: "fixed", algorithm: .fixedWindow(limit: 10, window: 3 * second)),
+            Limit(name: "minute", algorithm: .calendar(limit: 20, unit: .minute), scope: .organization),
+            Limit(name: "shadow", algorithm: .tokenBucket(capacity: 3, refillTokens: 1, refillPeriod: second), shadow: true),
+            Limit(name: "long-counter", algorithm: .slidingCounter(limit: 30, window: 90 * second)),
+        ])
+}
+
+/// Captures log messages so tests can read what the store reported.
+final class CapturedLogs: Sendable {
+    let messages = Mutex<[String]>([])
+
+    var logger: Logger {
+        Logger(label: "capture") { _ in Handler(sink: self) }
+    }
+
+    struct Handler: LogHandler {
+        let sink: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let rendered = "\(event.message) \((event.metadata ?? [:]).map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
+            sink.messages.withLock { $0.append(rendered) }
+        }
+    }
+}
+
+@Suite struct RedisLimitStoreTests {
+    /// The same random request sequences at the same instants against Redis and the in-process store
+    /// give identical decisions, field by field.
+    @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
+    func sameAnswersAsTheMemoryStore(seed: UInt64) async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try everyAlgorithmPlan()
+                let store = RedisLimitStore(client: client, logger: quietLogger)
+                let clock = ManualClock(microseconds: 1_767_225_600 * second + 59 * second)  // just before a minute
+                let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
+                let run = UInt64.random(in: 0...UInt64.max)
+                let partitions = (0..<4).map { Partition(organization: "org-\(run)-\($0 % 2)", apiKey: "key-\($0)") }
+                var random = SplitMix(seed: seed)
+                for step in 0..<1_200 {
+                    let roll = random.next() % 100
+                    let gap: Int64 =
+                        roll < 5
+                        ? -Int64(random.next() % 300_000)  // the clock steps back a little
+                        : (roll < 15 ? 0 : Int64(random.next() % 900_000))
+                    clock.advance(microseconds: gap)
+                    let cost = roll == 99 ? 12 : Int(random.next() % 4)
+                    let partition = partitions[Int(random.next() % 4)]
+                    let expected = try memory.checkNow(plan, partition: partition, cost: cost)
+                    let actual = try await store.check(plan, partition: partition, cost: cost, at: clock.now())
+                    let context = Comment(rawValue: "seed \(seed) step \(step) cost \(cost) \(partition.apiKey)")
+                    try #require(actual.denial == expected.denial, context)
+                    try #require(actual.retryAfterMicroseconds == expected.retryAfterMicroseconds, context)
+                    try #require(actual.instant == expected.instant, context)
+                    try #require(Array(actual.results) == Array(expected.results), context)
+                }
+                // Every key Tollgate wrote has a time to live.
+                var cursor = "0"
+                var checked = 0
+                repeat {
+                    let reply = try await client.send(["SCAN", cursor, "MATCH", "tg:{org-\(run)-*", "COUNT", "1000"])
+                    let parts = try #require(reply.array)
+                    cursor = parts[0].string ?? "0"
+                    for key in parts[1].array ?? [] {
+                        let ttl = try await client.send(["PTTL", key.string!]).int64
+                        #expect((ttl ?? -1) > 0, "key without TTL: \(key.string!)")
+                        checked += 1
+                    }
+                } while cursor != "0"
+                #expect(checked >= 8)
+            }
+        }
+    }
+
+    @Test func foreignDataUnderOurKeyIsABadReplyNamingTheHashTag() async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try Plan(name: "p", limits: [Limit(name: "burst", algorithm: .tokenBucket(capacity: 5, refillTokens: 1, refillPeriod: second))])
+                let logs = CapturedLogs()
+                let metrics = TestMetrics()
+                let store = RedisLimitStore(client: client, logger: logs.logger, metricsFactory: metrics)
+                let organization = "org-\(UInt64.random(in: 0...UInt64.max))"
+                let partition = Partition(organization: organization, apiKey: "k1")
+                let key = "tg:{\(organization)}:\(LimitKeys.limitID(plan: plan, index: 0)):k:k1"
+                for value in [["SET", key, "hello"], ["RPUSH", key, "x"]] {
+                    _ = try await client.send(["DEL", key])
+                    _ = try await client.send(value)
+                    let decision = try await store.check(plan, partition: partition, cost: 1)
+                    #expect(decision.origin == .failClosed)
+                    #expect(decision.denial == .storeUnavailable)
+                }
+                let errors = try metrics.expectCounter("tollgate_redis_errors_total", [("kind", "bad_reply")])
+                #expect(errors.totalValue == 2)
+                let messages = logs.messages.withLock { $0 }
+                #expect(messages.contains { $0.contains("{\(organization)}") && $0.contains("burst") })
+                #expect(!messages.contains { $0.contains("k1") }, "the key id must not be logged")
+            }
+        }
+    }
+
+    @Test func scriptFlushIsRecoveredTransparently() async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try Plan(name: "p", limits: [Limit(name: "f", algorithm: .fixedWindow(limit: 100, window: 60 * second))])
+                let store = RedisLimitStore(client: client, logger: quietLogger)
+                let partition = Partition(organization: "org-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
+                #expect(try await store.check(plan, partition: partition, cost: 1).origin == .store)
+                _ = try await client.send(["SCRIPT", "FLUSH"])
+                let again = try await store.check(plan, partition: partition, cost: 1)
+                #expect(again.origin == .store)
+                #expect(again.results[0].remaining == 98)
+            }
+        }
+    }
+
+    @Test func denyCacheAnswersRepeatedRefusalsWithoutARoundTrip() async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try Plan(name: "p", limits: [Limit(name: "f", algorithm: .fixedWindow(limit: 2, window: 3_600 * second))])
+                let store = RedisLimitStore(client: client, logger: quietLogger)
+                let partition = Partition(organization: "org-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
+                #expect(try await store.check(plan, partition: partition, cost: 2).isAllowed)
+                let first = try await store.check(plan, partition: partition, cost: 1)
+                #expect(first.origin == .store && first.denial == .limited)
+                let cached = try await store.check(plan, partition: partition, cost: 1)
+                #expect(cached.origin == .denyCache && cached.denial == .limited)
+                #expect(cached.retryAfterMicroseconds! <= first.retryAfterMicroseconds!)
+                // A peek is never answered from the cache, and nothing the cache says was admitted.
+                #expect(try await store.check(plan, partition: partition, cost: 0).origin == .store)
+                let disabled = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger)
+                #expect(try await disabled.check(plan, partition: partition, cost: 1).origin == .store)
+                #expect(disabled.denyCacheCount == 0)
+            }
+        }
+    }
+
+    /// Redis killed in the middle of a run and started again: no crash, no call waits longer than its
+    /// budget, the failure policy answers, and checks reach Redis again soon after it is back.
+    @Test(arguments: RedisLimitStore.FailurePolicy.allCases)
+    func redisKilledAndRestarted(policy: RedisLimitStore.FailurePolicy) async throws {
+        let server = try await RedisTestServer.start()
+        let port = server.port
+        var configuration = server.configuration
+        configuration.commandTimeout = .milliseconds(300)
+        configuration.connectTimeout = .milliseconds(300)
+        configuration.reconnectBackoffMaximum = .milliseconds(200)
+        let client = try RedisClient(configuration: configuration, logger: quietLogger)
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        try await client.waitUntilConnected(timeout: .seconds(5))
+        let store = RedisLimitStore(
+            client: client, configuration: .init(failurePolicy: policy, breakerProbeInterval: .milliseconds(200)),
+            logger: quietLogger)
+        let plan = try Plan(name: "p", limits: [Limit(name: "f", algorithm: .fixedWindow(limit: 1_000_000, window: 3_600 * second))])
+        let partition = Partition(organization: "org-kill", apiKey: "k")
+        #expect(try await store.check(plan, partition: partition, cost: 1).origin == .store)
+
+        await server.kill()
+        var origins: Set<Decision.Origin> = []
+        var slowest: Duration = .zero
+        for _ in 0..<50 {
+            let start = ContinuousClock.now
+            let decision = try await store.check(plan, partition: partition, cost: 1)
+            slowest = max(slowest, ContinuousClock.now - start)
+            origins.insert(decision.origin)
+            if policy == .deny { #expect(decision.denial == .storeUnavailable && decision.retryAfterMicroseconds == second) }
+        }
+        let expected: Decision.Origin = switch policy {
+        case .deny: .failClosed
+        case .allow: .failOpen
+        case .local: .localFallback
+        }
+        #expect(origins == [expected])
+        #expect(slowest < .milliseconds(300 + 500), "a call waited \(slowest), longer than its 300 ms budget allows")
+
+        let restarted = try await RedisTestServer.start(port: port)
+        let deadline = ContinuousClock.now + .seconds(5)
+        var recovered = false
+        while ContinuousClock.now < deadline {
+            if (try? await store.check(plan, partition: partition, cost: 1).origin) == .store {
+                recovered = true
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(recovered, "checks did not reach Redis again within 5 s of its restart")
+        await restarted.kill()
+    }
+}
+
+/// SplitMix64, for reproducible sequences.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}
