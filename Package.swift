@@ -29,6 +29,8 @@ let package = Package(
             name: "tollgate",
             dependencies: [
                 "Tollgate",
+                "TollgateRedis",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -58,6 +60,7 @@ let package = Package(
             dependencies: [
                 "TollgateRedis",
                 "Tollgate",
+                "tollgate",
                 "CHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
