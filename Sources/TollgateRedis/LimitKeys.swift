@@ -3,18 +3,19 @@ import Tollgate
 /// Where a plan's counters live in Redis.
 ///
 /// ```
-/// tg:{<organization>}:<plan>.<limit>.<definition>:k:<api key id>   per-key limit
-/// tg:{<organization>}:<plan>.<limit>.<definition>:o                organization-wide limit
-/// … :sum                                                          a sliding log's running total
+/// tg:{<organization>}:<limit>:k<api key id>    per-key limit            e.g. tg:{org_123}:5c0f2e:k9f86d081884c7d65
+/// tg:{<organization>}:<limit>:o                organization-wide limit  e.g. tg:{org_123}:a41b07:o
+/// … :sum                                       a sliding log's running total
 /// ```
 ///
 /// Every key of one request carries the organization as its hash tag, so one script can touch all of
-/// them on a Redis Cluster. `<definition>` is six hex digits of a hash of the limit's numbers, scope and
-/// time zone: changing a limit's definition starts it afresh instead of misreading old state (old keys
-/// expire by their TTL). Organizations whose identifier is not plain `[A-Za-z0-9_.:@-]` (up to 128
-/// bytes) are tagged by a hash of it instead, so a `{` or `}` can never split the tag.
-/// Values: `a:b:c` decimal strings (see `LimitState` in the core); a sliding log is a list of
-/// `time:cost` entries, oldest first, plus its `:sum`.
+/// them on a Redis Cluster. `<limit>` is six hex digits of a hash of the plan's name and time zone and the
+/// limit's name, numbers and scope (`limitID(plan:index:)`): short, because the key name is most of a
+/// counter's memory, and new whenever a definition changes, so a changed limit starts afresh instead of
+/// misreading old state (old keys expire by their TTL). Organizations whose identifier is not plain
+/// `[A-Za-z0-9_.:@-]` (up to 128 bytes) are tagged by a hash of it instead, so a `{` or `}` can never
+/// split the tag. Values: `a:b:c` decimal strings (see `LimitState` in the core); a sliding log is a list
+/// of `time:cost` entries, oldest first, plus its `:sum`. Every key has a TTL no shorter than its window.
 public enum LimitKeys {
     /// The hash tag (without braces) for an organization.
     public static func hashTag(_ organization: String) -> String {
@@ -32,11 +33,12 @@ public enum LimitKeys {
         return plain ? organization : "h" + hex(StableHash.of(organization), digits: 16)
     }
 
-    /// The stable identity of one limit of a plan: `<plan>.<limit>.<definition>`.
+    /// The stable identity of one limit of a plan: six hex digits of its whole definition.
     public static func limitID(plan: Plan, index: Int) -> String {
         let limit = plan.limits[index]
-        let definition = StableHash.of("\(limit.algorithm)|\(limit.scope.rawValue)|\(plan.timeZone.identifier)")
-        return "\(plan.name).\(limit.name).\(hex(definition, digits: 6))"
+        let definition = StableHash.of(
+            "\(plan.name)|\(plan.timeZone.identifier)|\(limit.name)|\(limit.algorithm)|\(limit.scope.rawValue)")
+        return hex(definition, digits: 6)
     }
 
     /// The state keys of every limit of `plan` for `partition`, in plan order (two for a sliding log),
@@ -47,7 +49,7 @@ public enum LimitKeys {
         var first: [Int] = []
         keys.reserveCapacity(plan.limits.count + 1)
         for (index, limit) in plan.limits.enumerated() {
-            let subject = limit.scope == .apiKey ? "k:" + partition.apiKey : "o"
+            let subject = limit.scope == .apiKey ? "k" + partition.apiKey : "o"
             let key = prefix + limitIDs[index] + ":" + subject
             first.append(keys.count + 1)
             keys.append(key)

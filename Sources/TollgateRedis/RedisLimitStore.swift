@@ -262,6 +262,9 @@ public final class RedisLimitStore: LimitStore {
         return ids
     }
 
+    /// The Lua source of the limit script (for benchmarks that run it with other clients).
+    public static var scriptSource: String { LimitScript.source }
+
     /// Entries in the deny cache (for tests and monitoring).
     public var denyCacheCount: Int { denyCache?.count ?? 0 }
 }

@@ -38,8 +38,14 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var sharedKey = false
     @Option(help: "Algorithm: fixed_window or token_bucket.")
     var algorithm = "fixed_window"
+    @Flag(help: "Print the limit script's Lua source and exit (for redis-benchmark runs of the same script).")
+    var printScript = false
 
     func run() async throws {
+        if printScript {
+            print(RedisLimitStore.scriptSource)
+            return
+        }
         var redis = try RedisConfiguration(url: url)
         redis.connections = connections
         redis.maximumPendingCommands = max(redis.maximumPendingCommands, callers * 2)

@@ -105,7 +105,7 @@ final class CapturedLogs: Sendable {
                 let store = RedisLimitStore(client: client, logger: logs.logger, metricsFactory: metrics)
                 let organization = "org-\(UInt64.random(in: 0...UInt64.max))"
                 let partition = Partition(organization: organization, apiKey: "k1")
-                let key = "tg:{\(organization)}:\(LimitKeys.limitID(plan: plan, index: 0)):k:k1"
+                let key = "tg:{\(organization)}:\(LimitKeys.limitID(plan: plan, index: 0)):kk1"
                 for value in [["SET", key, "hello"], ["RPUSH", key, "x"]] {
                     _ = try await client.send(["DEL", key])
                     _ = try await client.send(value)
