@@ -9,11 +9,11 @@ import Testing
         var parser = StructuredFieldValueParser(Array(value.utf8))
         let list = try parser.parseListFieldValue()
         return try list.map { member in
-            guard case .item(let item) = member, case .string(let name) = item.bareItem else {
+            guard case .item(let item) = member, case .string(let name) = item.rfc9651BareItem else {
                 throw ParseError.notAString
             }
             var params: [String: Int] = [:]
-            for (key, value) in item.parameters {
+            for (key, value) in item.rfc9651Parameters {
                 guard case .integer(let number) = value else { throw ParseError.notAnInteger }
                 params[key] = number
             }
