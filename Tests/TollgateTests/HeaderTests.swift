@@ -15,7 +15,7 @@ import Testing
             var params: [String: Int] = [:]
             for (key, value) in item.rfc9651Parameters {
                 guard case .integer(let number) = value else { throw ParseError.notAnInteger }
-                params[key] = number
+                params[key] = Int(number)
             }
             return (name, params)
         }
