@@ -2,26 +2,32 @@ import Foundation
 import Synchronization
 
 /// A plan turned into plain numbers for the hot path: no strings, no existentials, no allocation.
+///
+/// The numbers a check reads sit in one `HotPlan` allocated here and reached through a pointer, so
+/// checks never touch a reference count: two cores checking the same plan must not write to a shared
+/// cache line (retaining an array buffer or this object would).
 package final class CompiledPlan: Sendable {
     package let specs: ContiguousArray<LimitSpec>
-    /// Limits grouped by scope: all counters of one group live in one store entry (one lookup per group).
-    let groups: ContiguousArray<LimitGroup>
     package let calendars: ContiguousArray<CalendarWindows?>
-    let hasSlidingLog: Bool
+    /// Immutable after `init`, freed in `deinit`; a `Plan` keeps this object alive while a check runs.
+    nonisolated(unsafe) let hot: UnsafeMutablePointer<HotPlan>
 
     init(name: String, timeZone: TimeZone, limits: [Limit]) {
         var specs = ContiguousArray<LimitSpec>()
         var calendars = ContiguousArray<CalendarWindows?>()
-        var groups = ContiguousArray<LimitGroup>()
+        var groups: [LimitGroup] = []
         for scope in LimitScope.allCases {
             let members = limits.indices.filter { limits[$0].scope == scope }
             guard !members.isEmpty else { continue }
             let signature = ([name, scope.rawValue, timeZone.identifier] + members.map { "\(limits[$0])" })
                 .joined(separator: "|")
-            groups.append(LimitGroup(id: GroupRegistry.id(for: signature), scope: scope, members: ContiguousArray(members)))
+            var group = LimitGroup(id: GroupRegistry.id(for: signature), scope: scope, memberCount: members.count)
+            for (slot, member) in members.enumerated() { group.members[slot] = member }
+            groups.append(group)
         }
-        for limit in limits {
-            let slot = groups.first { $0.scope == limit.scope }!.members.firstIndex { limits[$0] == limit }!
+        for (index, limit) in limits.enumerated() {
+            let group = groups.first { $0.scope == limit.scope }!
+            let slot = (0..<group.memberCount).first { group.members[$0] == index }!
             specs.append(LimitSpec(limit, slot: slot))
             if case .calendar(_, let unit) = limit.algorithm {
                 calendars.append(CalendarWindows(unit: unit, timeZone: timeZone))
@@ -30,10 +36,36 @@ package final class CompiledPlan: Sendable {
             }
         }
         self.specs = specs
-        self.groups = groups
         self.calendars = calendars
-        hasSlidingLog = specs.contains { $0.kind == .slidingLog }
+        let specPointer = UnsafeMutablePointer<LimitSpec>.allocate(capacity: specs.count)
+        specPointer.initialize(from: Array(specs), count: specs.count)
+        let calendarPointer = UnsafeMutablePointer<Unmanaged<CalendarWindows>?>.allocate(capacity: calendars.count)
+        calendarPointer.initialize(from: calendars.map { $0.map(Unmanaged.passUnretained) }, count: calendars.count)
+        hot = .allocate(capacity: 1)
+        hot.initialize(
+            to: HotPlan(
+                specs: specPointer, calendars: calendarPointer, groupCount: groups.count, group0: groups[0],
+                group1: groups.count > 1 ? groups[1] : groups[0], hasSlidingLog: specs.contains { $0.kind == .slidingLog }))
     }
+
+    deinit {
+        hot.pointee.specs.deallocate()
+        hot.pointee.calendars.deallocate()
+        hot.deallocate()
+    }
+}
+
+/// What a check reads of a plan: trivially copyable values only.
+struct HotPlan {
+    let specs: UnsafeMutablePointer<LimitSpec>
+    /// Unretained: `CompiledPlan.calendars` owns them.
+    let calendars: UnsafeMutablePointer<Unmanaged<CalendarWindows>?>
+    let groupCount: Int
+    let group0: LimitGroup
+    let group1: LimitGroup
+    let hasSlidingLog: Bool
+
+    @inline(__always) func group(_ g: Int) -> LimitGroup { g == 0 ? group0 : group1 }
 }
 
 /// The limits of one plan that share a scope, and the process-wide identity of their counters.
@@ -41,8 +73,15 @@ struct LimitGroup: Sendable {
     /// Equal for equal definitions, so that reloading an unchanged plan keeps its counters.
     let id: UInt64
     let scope: LimitScope
+    let memberCount: Int
     /// Indices into the plan's limits; a limit's position here is its slot in the store entry.
-    let members: ContiguousArray<Int>
+    var members = InlineArray<8, Int>(repeating: 0)
+
+    init(id: UInt64, scope: LimitScope, memberCount: Int) {
+        self.id = id
+        self.scope = scope
+        self.memberCount = memberCount
+    }
 }
 
 /// Interns group signatures to small integers for the life of the process.

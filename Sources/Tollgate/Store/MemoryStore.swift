@@ -7,7 +7,7 @@ import Synchronization
 /// lost), then evicts the sampled entry that would expire soonest (the one carrying the least state);
 /// evictions are counted in `statistics`. Size `maximumEntries` above the number of active subjects
 /// times groups per plan so that eviction never happens in normal operation.
-public final class MemoryStore: LimitStore {
+public final class MemoryStore: LimitStore, @unchecked Sendable {
     /// Sizing of the store.
     public struct Configuration: Sendable {
         /// The most entries (one per subject and plan scope) kept at once. Default 1,000,000.
@@ -31,7 +31,11 @@ public final class MemoryStore: LimitStore {
         public var evictions: Int
     }
 
-    let shards: ContiguousArray<Shard>
+    /// The shards, each a `Mutex<ShardTable>` on its own cache lines, reached by pointer arithmetic so
+    /// that a check retains nothing shared. Allocated in `init`, freed in `deinit`, never reassigned.
+    nonisolated(unsafe) let shardBase: UnsafeMutableRawPointer
+    let shardStride: Int
+    let shardCount: Int
     let shardMask: Int
     let clock: any LimiterClock
 
@@ -39,9 +43,26 @@ public final class MemoryStore: LimitStore {
         var count = 1
         while count < max(1, configuration.shards) { count <<= 1 }
         let perShard = (max(1, configuration.maximumEntries) + count - 1) / count
-        shards = ContiguousArray((0..<count).map { Shard(maximumCount: perShard, seed: UInt64($0) &* 0x9e37_79b9_7f4a_7c15) })
+        let size = MemoryLayout<Mutex<ShardTable>>.stride
+        shardStride = (size + 127) / 128 * 128
+        shardCount = count
+        shardBase = UnsafeMutableRawPointer.allocate(byteCount: shardStride * count, alignment: 128)
+        for i in 0..<count {
+            (shardBase + i * shardStride).bindMemory(to: Mutex<ShardTable>.self, capacity: 1)
+                .initialize(to: Mutex(ShardTable(maximumCount: perShard, seed: UInt64(i) &* 0x9e37_79b9_7f4a_7c15)))
+        }
         shardMask = count - 1
         self.clock = clock
+    }
+
+    deinit {
+        for i in 0..<shardCount { shard(i).deinitialize(count: 1) }
+        shardBase.deallocate()
+    }
+
+    @inline(__always)
+    func shard(_ index: Int) -> UnsafeMutablePointer<Mutex<ShardTable>> {
+        (shardBase + index &* shardStride).assumingMemoryBound(to: Mutex<ShardTable>.self)
     }
 
     public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
@@ -53,42 +74,40 @@ public final class MemoryStore: LimitStore {
     
     public func checkNow(_ plan: Plan, partition: Partition, cost: Int = 1) throws(LimiterError) -> Decision {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
-        let compiled = plan.compiled
+        let hot = plan.compiled.hot
         let now = clock.now()
-        let groups = compiled.groups
-        let first = groups[0]
+        let first = hot.pointee.group0
         let (firstSubject, firstHash) = partition.subject(for: first.scope)
         let hash0 = Self.entryHash(firstHash, group: first.id)
-        let shard0 = shards[Int(truncatingIfNeeded: hash0 >> 58) & shardMask]
-        if groups.count == 1 {
-            return shard0.table.withLock { table in
+        let index0 = Int(truncatingIfNeeded: hash0 >> 58) & shardMask
+        if hot.pointee.groupCount == 1 {
+            return shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
                     let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: 0, subject1: "")
-                    return Self.decide(compiled, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
+                    return Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
                 }
             }
         }
-        let second = groups[1]
+        let second = hot.pointee.group1
         let (secondSubject, secondHash) = partition.subject(for: second.scope)
         let hash1 = Self.entryHash(secondHash, group: second.id)
         let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: hash1, subject1: secondSubject)
-        let index0 = Int(truncatingIfNeeded: hash0 >> 58) & shardMask
         let index1 = Int(truncatingIfNeeded: hash1 >> 58) & shardMask
         if index0 == index1 {
-            return shard0.table.withLock { table in
+            return shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
-                    Self.decide(compiled, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
+                    Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
                 }
             }
         }
         // Two shards: lock in index order so that concurrent checks cannot deadlock.
-        let (low, high) = index0 < index1 ? (shard0, shards[index1]) : (shards[index1], shard0)
-        return low.table.withLock { lowTable in
-            high.table.withLock { highTable in
+        let (low, high) = index0 < index1 ? (index0, index1) : (index1, index0)
+        return shard(low).pointee.withLock { lowTable in
+            shard(high).pointee.withLock { highTable in
                 withUnsafeMutablePointer(to: &lowTable) { lowPointer in
                     withUnsafeMutablePointer(to: &highTable) { highPointer in
                         let (p0, p1) = index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer)
-                        return Self.decide(compiled, keys: keys, cost: Int64(cost), now: now, table0: p0, table1: p1)
+                        return Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: p0, table1: p1)
                     }
                 }
             }
@@ -117,17 +136,18 @@ public final class MemoryStore: LimitStore {
     /// Evaluates every limit, then commits all of them or none. Runs with the shard lock(s) held;
     /// `table1` may be the same table as `table0`.
     static func decide(
-        _ compiled: CompiledPlan, keys: EntryKeys, cost: Int64, now clockNow: Int64,
+        _ hot: UnsafeMutablePointer<HotPlan>, keys: EntryKeys, cost: Int64, now clockNow: Int64,
         table0: UnsafeMutablePointer<ShardTable>, table1: UnsafeMutablePointer<ShardTable>
     ) -> Decision {
-        let groups = compiled.groups
-        let specs = compiled.specs
-        let groupCount = groups.count
+        let specs = hot.pointee.specs
+        let groupCount = hot.pointee.groupCount
+        let group0 = hot.pointee.group0
+        let group1 = hot.pointee.group1
         var slots: (Int?, Int?) = (nil, nil)
-        slots.0 = table0.pointee.find(hash: keys.hash0, group: groups[0].id, subject: keys.subject0)
+        slots.0 = table0.pointee.find(hash: keys.hash0, group: group0.id, subject: keys.subject0)
         let now = clockNow
         if groupCount > 1 {
-            slots.1 = table1.pointee.find(hash: keys.hash1, group: groups[1].id, subject: keys.subject1)
+            slots.1 = table1.pointee.find(hash: keys.hash1, group: group1.id, subject: keys.subject1)
         }
 
         var decision = Decision(instant: now)
@@ -151,7 +171,7 @@ public final class MemoryStore: LimitStore {
                 return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
             case .calendar:
                 let t = max(now, state.a)
-                let window = t < state.c ? (state.a, state.c) : compiled.calendars[index]!.window(containing: t)
+                let window = t < state.c ? (state.a, state.c) : hot.pointee.calendars[index]!.takeUnretainedValue().window(containing: t)
                 return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
             case .slidingLog:
                 let log = slot.flatMap { table.pointee.entries[$0].logs?[spec.slot] }
@@ -162,7 +182,9 @@ public final class MemoryStore: LimitStore {
         }
 
         for g in 0..<groupCount {
-            for index in groups[g].members {
+            let group = g == 0 ? group0 : group1
+            for m in 0..<group.memberCount {
+                let index = group.members[m]
                 let spec = specs[index]
                 let evaluation = evaluate(index, group: g, cost: cost)
                 next[index] = evaluation.next
@@ -184,7 +206,9 @@ public final class MemoryStore: LimitStore {
         if !decision.isAllowed {
             // Nothing is consumed: limits that would have admitted report their quota as it stands.
             for g in 0..<groupCount {
-                for index in groups[g].members where decision.storage[index].admits {
+                let group = g == 0 ? group0 : group1
+                for m in 0..<group.memberCount where decision.storage[group.members[m]].admits {
+                    let index = group.members[m]
                     let unchanged = evaluate(index, group: g, cost: 0)
                     decision.storage[index].remaining = unchanged.remaining
                     decision.storage[index].resetAfterMicroseconds = unchanged.resetAfter
@@ -197,25 +221,27 @@ public final class MemoryStore: LimitStore {
         // Commit. A shadow limit that would have refused keeps its state: it counts what it would admit.
         for g in 0..<groupCount {
             let table = g == 0 ? table0 : table1
-            let members = groups[g].members
+            let group = g == 0 ? group0 : group1
             var slot = g == 0 ? slots.0 : slots.1
             if slot == nil {
-                let states = ContiguousArray<LimitState>(repeating: LimitState(), count: members.count)
+                let states = ContiguousArray<LimitState>(repeating: LimitState(), count: group.memberCount)
                 let logs: ContiguousArray<SlidingLogEntries?>? =
-                    compiled.hasSlidingLog
-                    ? ContiguousArray(members.map { specs[$0].kind == .slidingLog ? SlidingLogEntries() : nil }) : nil
+                    hot.pointee.hasSlidingLog
+                    ? ContiguousArray((0..<group.memberCount).map { specs[group.members[$0]].kind == .slidingLog ? SlidingLogEntries() : nil })
+                    : nil
                 let entry = StoreEntry(expiresAt: now, states: states, logs: logs)
                 slot = table.pointee.insert(
-                    hash: g == 0 ? keys.hash0 : keys.hash1, group: groups[g].id,
+                    hash: g == 0 ? keys.hash0 : keys.hash1, group: group.id,
                     subject: g == 0 ? keys.subject0 : keys.subject1, entry: entry, now: now)
                 if g == 0 && groupCount > 1 && table0 == table1 && slots.1 != nil {
                     // Inserting may have moved (or evicted) the other group's entry in this shared table.
-                    slots.1 = table1.pointee.find(hash: keys.hash1, group: groups[1].id, subject: keys.subject1)
+                    slots.1 = table1.pointee.find(hash: keys.hash1, group: group1.id, subject: keys.subject1)
                 }
             }
             let s = slot!
             table.pointee.entries[s].expiresAt = g == 0 ? expiresAt.0 : expiresAt.1
-            for index in members {
+            for m in 0..<group.memberCount {
+                let index = group.members[m]
                 let spec = specs[index]
                 let result = decision.storage[index]
                 guard result.admits else { continue }
@@ -232,8 +258,8 @@ public final class MemoryStore: LimitStore {
     /// Current counts of entries, reclamations and evictions across all shards.
     public var statistics: Statistics {
         var total = Statistics(entries: 0, reclaimed: 0, evictions: 0)
-        for shard in shards {
-            shard.table.withLock { table in
+        for i in 0..<shardCount {
+            shard(i).pointee.withLock { table in
                 total.entries += table.count
                 total.reclaimed += table.reclaimed
                 total.evictions += table.evictions
@@ -248,20 +274,10 @@ public final class MemoryStore: LimitStore {
     public func removeExpired() -> Int {
         let now = clock.now()
         var freed = 0
-        for shard in shards {
-            freed += shard.table.withLock { $0.removeExpired(now: now) }
+        for i in 0..<shardCount {
+            freed += shard(i).pointee.withLock { $0.removeExpired(now: now) }
         }
         return freed
-    }
-}
-
-/// One lock and its table, padded so that neighbouring shards do not share a cache line.
-final class Shard: Sendable {
-    let table: Mutex<ShardTable>
-    private let padding: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64) = (0, 0, 0, 0, 0, 0, 0, 0)
-
-    init(maximumCount: Int, seed: UInt64) {
-        table = Mutex(ShardTable(maximumCount: maximumCount, seed: seed))
     }
 }
 
