@@ -76,42 +76,50 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
         let hot = plan.compiled.hot
         let now = clock.now()
-        let first = hot.pointee.group0
-        let (firstSubject, firstHash) = partition.subject(for: first.scope)
-        let hash0 = Self.entryHash(firstHash, group: first.id)
-        let index0 = Int(truncatingIfNeeded: hash0 >> 58) & shardMask
-        if hot.pointee.groupCount == 1 {
-            return shard(index0).pointee.withLock { table in
-                withUnsafeMutablePointer(to: &table) { pointer in
-                    let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: 0, subject1: "")
-                    return Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
+        // The decision is filled in place: it is large (inline per-limit results), and copying it
+        // through the closures below would cost more than the check itself.
+        var decision = Decision(instant: now)
+        withUnsafeMutablePointer(to: &decision) { out in
+            let first = hot.pointee.group0
+            let (firstSubject, firstHash) = partition.subject(for: first.scope)
+            let hash0 = Self.entryHash(firstHash, group: first.id)
+            let index0 = Int(truncatingIfNeeded: hash0 >> 58) & shardMask
+            if hot.pointee.groupCount == 1 {
+                shard(index0).pointee.withLock { table in
+                    withUnsafeMutablePointer(to: &table) { pointer in
+                        let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: 0, subject1: "")
+                        Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer, into: out)
+                    }
                 }
+                return
             }
-        }
-        let second = hot.pointee.group1
-        let (secondSubject, secondHash) = partition.subject(for: second.scope)
-        let hash1 = Self.entryHash(secondHash, group: second.id)
-        let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: hash1, subject1: secondSubject)
-        let index1 = Int(truncatingIfNeeded: hash1 >> 58) & shardMask
-        if index0 == index1 {
-            return shard(index0).pointee.withLock { table in
-                withUnsafeMutablePointer(to: &table) { pointer in
-                    Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer)
+            let second = hot.pointee.group1
+            let (secondSubject, secondHash) = partition.subject(for: second.scope)
+            let hash1 = Self.entryHash(secondHash, group: second.id)
+            let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: hash1, subject1: secondSubject)
+            let index1 = Int(truncatingIfNeeded: hash1 >> 58) & shardMask
+            if index0 == index1 {
+                shard(index0).pointee.withLock { table in
+                    withUnsafeMutablePointer(to: &table) { pointer in
+                        Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer, into: out)
+                    }
                 }
+                return
             }
-        }
-        // Two shards: lock in index order so that concurrent checks cannot deadlock.
-        let (low, high) = index0 < index1 ? (index0, index1) : (index1, index0)
-        return shard(low).pointee.withLock { lowTable in
-            shard(high).pointee.withLock { highTable in
-                withUnsafeMutablePointer(to: &lowTable) { lowPointer in
-                    withUnsafeMutablePointer(to: &highTable) { highPointer in
-                        let (p0, p1) = index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer)
-                        return Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: p0, table1: p1)
+            // Two shards: lock in index order so that concurrent checks cannot deadlock.
+            let (low, high) = index0 < index1 ? (index0, index1) : (index1, index0)
+            shard(low).pointee.withLock { lowTable in
+                shard(high).pointee.withLock { highTable in
+                    withUnsafeMutablePointer(to: &lowTable) { lowPointer in
+                        withUnsafeMutablePointer(to: &highTable) { highPointer in
+                            let (p0, p1) = index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer)
+                            Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: p0, table1: p1, into: out)
+                        }
                     }
                 }
             }
         }
+        return decision
     }
 
     struct EntryKeys {
@@ -137,8 +145,9 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
     /// `table1` may be the same table as `table0`.
     static func decide(
         _ hot: UnsafeMutablePointer<HotPlan>, keys: EntryKeys, cost: Int64, now clockNow: Int64,
-        table0: UnsafeMutablePointer<ShardTable>, table1: UnsafeMutablePointer<ShardTable>
-    ) -> Decision {
+        table0: UnsafeMutablePointer<ShardTable>, table1: UnsafeMutablePointer<ShardTable>,
+        into out: UnsafeMutablePointer<Decision>
+    ) {
         let specs = hot.pointee.specs
         let groupCount = hot.pointee.groupCount
         let group0 = hot.pointee.group0
@@ -150,7 +159,6 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
             slots.1 = table1.pointee.find(hash: keys.hash1, group: group1.id, subject: keys.subject1)
         }
 
-        var decision = Decision(instant: now)
         var next = InlineArray<8, LimitState>(repeating: LimitState())
         var expiresAt: (Int64, Int64) = (now, now)
 
@@ -193,7 +201,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
                 } else {
                     expiresAt.1 = max(expiresAt.1, evaluation.expiresAt)
                 }
-                decision.append(
+                out.pointee.append(
                     LimitResult(
                         index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
                         shadow: spec.shadow, quota: spec.capacity, windowMicroseconds: evaluation.window,
@@ -201,22 +209,22 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
                         retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter))
             }
         }
-        decision.sortByIndex()
-        decision.settle()
-        if !decision.isAllowed {
+        out.pointee.sortByIndex()
+        out.pointee.settle()
+        if !out.pointee.isAllowed {
             // Nothing is consumed: limits that would have admitted report their quota as it stands.
             for g in 0..<groupCount {
                 let group = g == 0 ? group0 : group1
-                for m in 0..<group.memberCount where decision.storage[group.members[m]].admits {
+                for m in 0..<group.memberCount where out.pointee.storage[group.members[m]].admits {
                     let index = group.members[m]
                     let unchanged = evaluate(index, group: g, cost: 0)
-                    decision.storage[index].remaining = unchanged.remaining
-                    decision.storage[index].resetAfterMicroseconds = unchanged.resetAfter
+                    out.pointee.storage[index].remaining = unchanged.remaining
+                    out.pointee.storage[index].resetAfterMicroseconds = unchanged.resetAfter
                 }
             }
-            return decision
+            return
         }
-        guard cost > 0 else { return decision }
+        guard cost > 0 else { return }
 
         // Commit. A shadow limit that would have refused keeps its state: it counts what it would admit.
         for g in 0..<groupCount {
@@ -243,7 +251,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
             for m in 0..<group.memberCount {
                 let index = group.members[m]
                 let spec = specs[index]
-                let result = decision.storage[index]
+                let result = out.pointee.storage[index]
                 guard result.admits else { continue }
                 table.pointee.entries[s].states[spec.slot] = next[index]
                 if spec.kind == .slidingLog {
@@ -252,7 +260,6 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
                 }
             }
         }
-        return decision
     }
 
     /// Current counts of entries, reclamations and evictions across all shards.
