@@ -8,12 +8,20 @@ import Yams
 enum ConfigurationSection: String, CaseIterable {
     case version
     case plans
+    case server
+    case upstream
+    case store
+    /// After `store`: keys from Redis share `store.url` by default.
+    case keys
+    case routes
+    case unmatched
 
     /// Whether a file without this section is rejected.
     var isRequired: Bool {
         switch self {
         case .version: false
         case .plans: true
+        case .server, .upstream, .store, .keys, .routes, .unmatched: false
         }
     }
 
@@ -22,6 +30,9 @@ enum ConfigurationSection: String, CaseIterable {
         switch self {
         case .version: "1"
         case .plans: "a mapping of plan names to plans"
+        case .server, .upstream, .store, .keys: "a mapping of \(rawValue) settings"
+        case .routes: "a list of routes"
+        case .unmatched: "pass or not_found"
         }
     }
 
@@ -31,6 +42,12 @@ enum ConfigurationSection: String, CaseIterable {
         switch self {
         case .version: try reader.version(node, at: path)
         case .plans: configuration.plans = try reader.plans(node, at: path)
+        case .server: configuration.sidecar.server = try reader.server(node, at: path)
+        case .upstream: configuration.sidecar.upstream = try reader.upstream(node, at: path)
+        case .store: configuration.sidecar.store = try reader.store(node, at: path)
+        case .keys: configuration.sidecar.keys = try reader.keys(node, at: path, store: configuration.sidecar.store)
+        case .routes: configuration.sidecar.routes = try reader.routes(node, at: path)
+        case .unmatched: configuration.sidecar.unmatched = try reader.unmatched(node, at: path)
         }
     }
 }

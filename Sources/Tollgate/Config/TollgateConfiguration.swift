@@ -9,6 +9,8 @@ import Foundation
 ///   - `version` (int, optional, default: 1): the format version; must be 1.
 ///   - `plans` (mapping, required): plan name → plan, in the order they are listed. At least one plan.
 ///     Plan names are 1-64 letters, digits, `-`, `_` or `.`, unique in the file.
+///   - `server`, `upstream`, `store`, `keys`, `routes`, `unmatched` (optional): how `tollgate serve` runs;
+///     see `SidecarSettings` for their keys and defaults.
 ///
 /// - Plan keys (`plans.<name>`):
 ///   - `time_zone` (string, optional, default: `UTC`): the IANA zone in which calendar quotas start and
@@ -44,6 +46,8 @@ import Foundation
 public struct TollgateConfiguration: Sendable {
     /// The plans, in file order.
     public internal(set) var plans: [Plan]
+    /// The sidecar's sections; their defaults when the file has none.
+    public internal(set) var sidecar = SidecarSettings()
 
     init(plans: [Plan]) {
         self.plans = plans

@@ -1,0 +1,343 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import Metrics
+import NIOCore
+import Prometheus
+import ServiceLifecycle
+import Synchronization
+import Tollgate
+import TollgateHTTP
+import TollgateRedis
+import UnixSignals
+
+/// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
+/// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`), run as swift-service-lifecycle
+/// services.
+///
+/// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
+/// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
+/// `tollgate serve`) reads the files again and puts plans, routes, keys and the other live settings in
+/// force without losing counters — the store is the same instance, and plans defined as before keep
+/// their counters — or refuses an invalid file with a log line and keeps the old configuration. Settings
+/// tied to sockets and connections (listen addresses, upstream URL and pool, store, key source) take
+/// effect at the next start; a reload that changes them says so in the log.
+///
+/// Shutdown is graceful: on SIGTERM (or `shutdown()`), the listeners stop accepting, requests in flight
+/// finish (for at most `server.shutdown_timeout`), then the upstream client and Redis connections close.
+public final class Sidecar: Sendable {
+    public let configurationFile: String
+    /// Every metric of the sidecar, for `/metrics` (and for tests).
+    public let metricsRegistry: PrometheusCollectorRegistry
+    let logger: Logger
+    let startup: SidecarSettings
+    let live: LiveSettings
+    let limiter: RateLimiter
+    let keyRegistry: KeyRegistry
+    let store: any LimitStore
+    let redisClients: [RedisClient]
+    let httpClient: HTTPClient?
+    let upstream: any Upstream
+    let metrics: SidecarMetrics
+    let storeClient: RedisClient?
+    private let state = Mutex(RunState())
+
+    struct RunState {
+        var proxyPort: Int?
+        var adminPort: Int?
+        var group: ServiceGroup?
+        var shutdownRequested = false
+    }
+
+    /// Reads and validates `configurationFile` and everything it names, and prepares the sidecar; nothing
+    /// listens or connects until `run()`.
+    /// - Throws: `ConfigurationError` naming the file, line and field at fault.
+    public init(configurationFile: String, logger: Logger) throws(ConfigurationError) {
+        self.configurationFile = configurationFile
+        self.logger = logger
+        let configuration = try TollgateConfiguration.load(contentsOfFile: configurationFile)
+        let settings = configuration.sidecar
+        startup = settings
+
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let fast: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .seconds(1),
+        ]
+        factory.durationHistogramBuckets = [
+            "tollgate_store_check_duration_seconds": fast, "tollgate_redis_check_duration_seconds": fast,
+        ]
+        metricsRegistry = registry
+        metrics = SidecarMetrics(factory: factory)
+
+        // Redis: one client per distinct URL, shared by the store and the key registry.
+        var clients: [String: RedisClient] = [:]
+        func redisClient(_ url: String, field: String) throws(ConfigurationError) -> RedisClient {
+            if let client = clients[url] { return client }
+            do {
+                var redis = try RedisConfiguration(url: url)
+                redis.connections = settings.store.connections
+                redis.commandTimeout = settings.store.timeout
+                let client = try RedisClient(configuration: redis, logger: logger)
+                clients[url] = client
+                return client
+            } catch {
+                throw ConfigurationError(file: configurationFile, line: nil, path: field, message: error.message)
+            }
+        }
+
+        let store: any LimitStore
+        var storeClient: RedisClient?
+        switch settings.store.backend {
+        case .memory:
+            store = MemoryStore(configuration: .init(maximumEntries: settings.store.maxEntries))
+        case .redis:
+            let client = try redisClient(settings.store.url ?? "", field: "store.url")
+            storeClient = client
+            let policy = RedisLimitStore.FailurePolicy(rawValue: settings.store.failurePolicy.rawValue) ?? .deny
+            store = RedisLimitStore(
+                client: client,
+                configuration: .init(failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter),
+                logger: logger, metricsFactory: factory)
+        }
+        self.store = store
+        self.storeClient = storeClient
+
+        let source: any KeySource
+        switch settings.keys.source {
+        case .file:
+            source = FileKeySource(
+                file: try KeyFile.load(
+                    contentsOfFile: Self.resolve(settings.keys.file, relativeTo: configurationFile),
+                    plans: Set(configuration.plans.map(\.name))))
+        case .redis:
+            source = RedisKeySource(client: try redisClient(settings.keys.url ?? "", field: "keys.url"), logger: logger)
+        }
+        keyRegistry = KeyRegistry(source: source, policy: Self.cachePolicy(settings.keys), logger: logger, metricsFactory: factory)
+        redisClients = Array(clients.values)
+
+        limiter = RateLimiter(
+            store: store, keys: keyRegistry, policy: RateLimitPolicy(configuration: configuration), logger: logger,
+            metricsFactory: factory)
+        live = LiveSettings(settings)
+        metrics.storeInfo(
+            backend: settings.store.backend.rawValue,
+            failurePolicy: settings.store.backend == .redis ? settings.store.failurePolicy.rawValue : "none")
+
+        if let url = settings.upstream.url {
+            let client = HTTPForwarder.makeClient(
+                poolSize: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
+                readTimeout: settings.upstream.readTimeout)
+            httpClient = client
+            upstream = HTTPForwarder(client: client, base: url, metrics: metrics, logger: logger)
+        } else {
+            httpClient = nil
+            upstream = StandInUpstream()
+        }
+    }
+
+    static func resolve(_ path: String, relativeTo configurationFile: String) -> String {
+        if path.hasPrefix("/") { return path }
+        return URL(fileURLWithPath: configurationFile).deletingLastPathComponent().appendingPathComponent(path).path
+    }
+
+    static func cachePolicy(_ keys: KeySourceSettings) -> KeyRegistry.CachePolicy {
+        KeyRegistry.CachePolicy(
+            ttl: keys.cacheTTL, negativeTTL: keys.negativeCacheTTL, capacity: keys.cacheSize, staleIfError: keys.staleIfError)
+    }
+
+    // MARK: Running
+
+    /// Runs until cancelled, or until a graceful shutdown (`shutdown()`, or one of
+    /// `gracefulShutdownSignals`). With `reloadOnHangup`, SIGHUP calls `reload()`.
+    public func run(gracefulShutdownSignals: [UnixSignal] = [], reloadOnHangup: Bool = false) async throws {
+        let server = startup.server
+        let proxyRouter = Router(context: SidecarRequestContext.self)
+        proxyRouter.add(middleware: AccessLogMiddleware(live: live, metrics: metrics))
+        proxyRouter.add(middleware: BodyLimitMiddleware(live: live))
+        proxyRouter.add(middleware: RateLimitMiddleware<SidecarRequestContext>(limiter: limiter))
+        proxyRouter.add(middleware: ForwardMiddleware(upstream: upstream, live: live))
+
+        let headerLimit = server.maxHeaderSize
+        let metrics = self.metrics
+        let channel = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ProtocolGuard(maxHeaderSize: headerLimit, onAnswer: { metrics.response($0) })],
+            idleTimeout: TimeAmount(server.idleTimeout),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: headerLimit, maxHeaderListSize: headerLimit, maxHeaderFieldCount: 1_000))
+        let proxy = Application(
+            router: proxyRouter, server: .http1(configuration: channel),
+            configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port)),
+            onServerRunning: { [weak self] channel in self?.listening(proxy: channel.localAddress?.port) },
+            logger: logger)
+
+        let storeClient = self.storeClient
+        let keyRegistry = self.keyRegistry
+        let admin = Application(
+            router: AdminRoutes.router(
+                registry: metricsRegistry,
+                storeReady: {
+                    guard let storeClient else { return true }
+                    return (try? await storeClient.send(["PING"]))?.string == "PONG"
+                },
+                keysReady: { await keyRegistry.isReachable() }),
+            configuration: ApplicationConfiguration(address: .hostname(server.adminHost, port: server.adminPort)),
+            onServerRunning: { [weak self] channel in self?.listening(admin: channel.localAddress?.port) },
+            logger: logger)
+
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = redisClients.map {
+            .init(service: RedisClientService(client: $0), serviceName: "redis")
+        }
+        if let httpClient {
+            services.append(.init(service: HTTPClientService(client: httpClient), serviceName: "upstream-client"))
+        }
+        services.append(.init(service: admin, serviceName: "admin"))
+        services.append(.init(service: proxy, serviceName: "proxy"))
+        if reloadOnHangup {
+            services.append(.init(service: HangupReloader(sidecar: self), serviceName: "reload"))
+        }
+        var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
+        configuration.maximumGracefulShutdownDuration = server.shutdownTimeout
+        let group = ServiceGroup(configuration: configuration)
+        let shutdownFirst = state.withLock { state -> Bool in
+            state.group = group
+            return state.shutdownRequested
+        }
+        logger.info(
+            "tollgate sidecar starting",
+            metadata: [
+                "listen": "\(server.host):\(server.port)", "admin": "\(server.adminHost):\(server.adminPort)",
+                "store": "\(startup.store.backend.rawValue)", "keys": "\(startup.keys.source.rawValue)",
+                "upstream": "\(startup.upstream.url ?? "built-in stand-in")",
+            ])
+        if shutdownFirst { return }
+        try await group.run()
+        logger.info("tollgate sidecar stopped")
+    }
+
+    /// Stops accepting, lets requests in flight finish, then stops (graceful shutdown).
+    public func shutdown() async {
+        let group = state.withLock { state -> ServiceGroup? in
+            state.shutdownRequested = true
+            return state.group
+        }
+        await group?.triggerGracefulShutdown()
+    }
+
+    private func listening(proxy: Int? = nil, admin: Int? = nil) {
+        state.withLock { state in
+            if let proxy { state.proxyPort = proxy }
+            if let admin { state.adminPort = admin }
+        }
+        if let proxy { logger.info("proxy listening", metadata: ["port": "\(proxy)"]) }
+        if let admin { logger.info("admin listening", metadata: ["port": "\(admin)"]) }
+    }
+
+    /// The ports both listeners are bound to, once they are (useful with port 0).
+    public func listeningPorts(timeout: Duration = .seconds(10)) async throws -> (proxy: Int, admin: Int) {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let (proxy, admin) = state.withLock { ($0.proxyPort, $0.adminPort) }
+            if let proxy, let admin { return (proxy, admin) }
+            guard ContinuousClock.now < deadline else {
+                throw ConfigurationError(file: configurationFile, line: nil, path: "server", message: "the listeners did not start within \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    // MARK: Reloading
+
+    /// Reads the configuration file (and key file) again and puts them in force; on any error, logs it
+    /// and keeps the configuration in force. Returns whether the new configuration was applied.
+    @discardableResult
+    public func reload() -> Bool {
+        do {
+            let configuration = try TollgateConfiguration.load(contentsOfFile: configurationFile)
+            let settings = configuration.sidecar
+            var source = keyRegistry.source
+            if startup.keys.source == .file, settings.keys.source == .file {
+                source = FileKeySource(
+                    file: try KeyFile.load(
+                        contentsOfFile: Self.resolve(settings.keys.file, relativeTo: configurationFile),
+                        plans: Set(configuration.plans.map(\.name))))
+            }
+            let pending = Self.restartOnlyChanges(from: startup, to: settings)
+            limiter.update(RateLimitPolicy(configuration: configuration))
+            keyRegistry.replace(source: source, policy: Self.cachePolicy(settings.keys))
+            live.update(settings)
+            metrics.reload("applied")
+            logger.info(
+                "configuration reloaded",
+                metadata: ["file": "\(configurationFile)", "plans": "\(configuration.plans.map(\.name).joined(separator: ","))"])
+            if !pending.isEmpty {
+                logger.warning(
+                    "configuration changes that take effect only at the next start were not applied",
+                    metadata: ["fields": "\(pending.joined(separator: ", "))"])
+            }
+            return true
+        } catch {
+            metrics.reload("refused")
+            logger.error(
+                "configuration reload refused; the previous configuration stays in force",
+                metadata: ["error": "\(error.description)"])
+            return false
+        }
+    }
+
+    /// The fields of `new` that differ from `old` and need a restart.
+    static func restartOnlyChanges(from old: SidecarSettings, to new: SidecarSettings) -> [String] {
+        var changed: [String] = []
+        func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { changed.append(name) } }
+        check("server.host", old.server.host, new.server.host)
+        check("server.port", old.server.port, new.server.port)
+        check("server.admin_host", old.server.adminHost, new.server.adminHost)
+        check("server.admin_port", old.server.adminPort, new.server.adminPort)
+        check("server.max_header_size", old.server.maxHeaderSize, new.server.maxHeaderSize)
+        check("server.idle_timeout", old.server.idleTimeout, new.server.idleTimeout)
+        check("server.shutdown_timeout", old.server.shutdownTimeout, new.server.shutdownTimeout)
+        check("upstream.url", old.upstream.url, new.upstream.url)
+        check("upstream.pool_size", old.upstream.poolSize, new.upstream.poolSize)
+        check("upstream.connect_timeout", old.upstream.connectTimeout, new.upstream.connectTimeout)
+        check("upstream.read_timeout", old.upstream.readTimeout, new.upstream.readTimeout)
+        check("store", old.store, new.store)
+        check("keys.source", old.keys.source, new.keys.source)
+        check("keys.url", old.keys.url, new.keys.url)
+        return changed
+    }
+}
+
+/// Keeps a Redis client's connections open until graceful shutdown.
+struct RedisClientService: Service {
+    let client: RedisClient
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await client.run() }
+    }
+}
+
+/// Shuts the upstream client down at graceful shutdown, after the listeners (services stop in reverse order).
+struct HTTPClientService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await client.shutdown()
+    }
+}
+
+/// Reloads the configuration on every SIGHUP.
+struct HangupReloader: Service {
+    let sidecar: Sidecar
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            sidecar.logger.info("SIGHUP: reloading the configuration")
+            sidecar.reload()
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import Testing
+import TollgateSidecar
+
+/// How long a server in a test may take to start. Generous: the whole package's tests share two cores
+/// and the cooperative thread pool, and CPU-bound suites can hold both threads for many seconds.
+let startupTimeout: Duration = .seconds(120)
+
+/// Tests never bootstrap logging; this logger drops everything.
+let quietLogger = Logger(label: "tollgate.sidecar.tests", factory: { _ in SwiftLogNoOpLogHandler() })
+
+// MARK: The upstream
+
+/// What the test upstream received.
+struct Received: Sendable {
+    let method: String
+    let path: String
+    let headers: HTTPFields
+    let authority: String?
+}
+
+/// A real HTTP upstream on a free port: a Hummingbird application that records what reaches it.
+///
+/// - `POST /api/v1/messages/send`: 200 JSON, with hop-by-hop fields of its own to be stripped
+///   (`Connection: X-Up-Hop`, `X-Up-Hop`, `Keep-Alive`, `Proxy-Authenticate`) and one to be kept (`X-Up-Plain`).
+/// - `POST /echo`: streams the request body back as it arrives.
+/// - `GET /slow`: answers after 3 s.
+/// - `GET /redirect`: 302 to `/api/v1/messages/send`.
+/// - `GET /api/v1/orgs/{org}/messages/{id}`: 200.
+final class TestUpstream: Sendable {
+    let port: Int
+    private let recorder: Recorder
+    private let task: Task<Void, any Error>
+
+    private init(port: Int, recorder: Recorder, task: Task<Void, any Error>) {
+        self.port = port
+        self.recorder = recorder
+        self.task = task
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+    var received: [Received] { recorder.entries.withLock { $0 } }
+    var count: Int { recorder.entries.withLock { $0.count } }
+
+    final class Recorder: Sendable {
+        let entries = Mutex<[Received]>([])
+        let port = Mutex<Int?>(nil)
+    }
+
+    static func start() async throws -> TestUpstream {
+        let recorder = Recorder()
+        let router = Router()
+        router.add(middleware: RecordingMiddleware(recorder: recorder))
+        router.post("/api/v1/messages/send") { request, _ -> Response in
+            _ = try await request.body.collect(upTo: 1 << 20)
+            return Response(
+                status: .ok,
+                headers: [
+                    .contentType: "application/json", .connection: "X-Up-Hop", HTTPField.Name("X-Up-Hop")!: "secret",
+                    HTTPField.Name("Keep-Alive")!: "timeout=5", .proxyAuthenticate: "Basic", HTTPField.Name("X-Up-Plain")!: "1",
+                ],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: "{\"queued\":true}")))
+        }
+        router.post("/echo") { request, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody(asyncSequence: request.body))
+        }
+        router.get("/slow") { request, _ -> String in
+            let milliseconds = request.uri.queryParameters.get("ms").flatMap { Int($0) } ?? 3_000
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return "late"
+        }
+        router.get("/redirect") { _, _ -> Response in
+            Response(status: .found, headers: [.location: "/api/v1/messages/send"])
+        }
+        router.get("/api/v1/orgs/{org}/messages/{id}") { _, context -> String in
+            "{\"id\":\"\(context.parameters.get("id") ?? "")\"}"
+        }
+        let app = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in recorder.port.withLock { $0 = channel.localAddress?.port } }, logger: quietLogger)
+        let task = Task { try await app.run() }
+        let deadline = ContinuousClock.now + startupTimeout
+        while true {
+            if let port = recorder.port.withLock({ $0 }) {
+                return TestUpstream(port: port, recorder: recorder, task: task)
+            }
+            guard ContinuousClock.now < deadline else { throw TestSetupError(description: "the test upstream did not start") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = try? await task.value
+    }
+}
+
+/// Runs `body` with a fresh upstream, stopped afterwards.
+func withUpstream(_ body: (TestUpstream) async throws -> Void) async throws {
+    let upstream = try await TestUpstream.start()
+    do {
+        try await body(upstream)
+    } catch {
+        await upstream.stop()
+        throw error
+    }
+    await upstream.stop()
+}
+
+struct RecordingMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let recorder: TestUpstream.Recorder
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        recorder.entries.withLock {
+            $0.append(Received(method: request.method.rawValue, path: request.head.path ?? "", headers: request.headers, authority: request.head.authority))
+        }
+        return try await next(request, context)
+    }
+}
