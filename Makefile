@@ -1,7 +1,7 @@
 # Tollgate — common tasks. `make test` is what CI runs.
 SWIFT ?= swift
 
-.PHONY: deps build test run check bench-core
+.PHONY: deps build test run check bench-core bench-redis
 
 deps:  ## Debian packages the build and the tests need
 	@command -v redis-server >/dev/null && [ -f /usr/include/hiredis/hiredis.h ] || \
@@ -16,7 +16,11 @@ test: deps
 check: build
 	$(SWIFT) run tollgate check Config/tollgate.yaml
 
-run: check
+run: deps  ## the sidecar on the embedded store, demo keys and the built-in stand-in upstream
+	$(SWIFT) run tollgate serve --config Config/tollgate.yaml
+
+bench-redis:
+	bash Benchmarks/redis-compare.sh
 
 bench-core:
 	bash Benchmarks/compare-core.sh

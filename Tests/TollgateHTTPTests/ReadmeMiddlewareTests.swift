@@ -56,5 +56,8 @@ import TollgateHTTP
         let lines = source[begin.upperBound..<end.lowerBound].split(separator: "\n", omittingEmptySubsequences: false)
         #expect(lines.allSatisfy { $0.isEmpty || $0.hasPrefix("    ") })
         #expect(lines.count < 25, "a few lines")
+        let snippet = lines.map { $0.hasPrefix("    ") ? String($0.dropFirst(4)) : String($0) }.joined(separator: "\n")
+        let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
+        #expect(readme.contains(snippet), "README.md must contain the middleware example exactly as compiled here")
     }
 }
