@@ -1,0 +1,216 @@
+// The Swift side of the Guava comparison: mirrors shared/peers/guava/Keyed.java step for step.
+//
+//     core-compare THREADS KEYS [one|three] [split|shared] [--checks N] [--shards N]
+//
+// - N = 10,000,000 checks per thread (`--checks` lowers it, e.g. for callgrind), round-robin over the keys.
+// - Keys are built once, before anything is timed (`Partition` hashes its strings at creation, as Java's
+//   `String` caches its hash code).
+// - Two warm-up passes of N checks over the whole key set on the main thread (this also creates every
+//   key's entry), then THREADS OS threads (pthreads) are started and joined; the time from before the
+//   first start to after the last join is the result, exactly as Keyed.java measures it.
+// - With more than one thread and more than one key, each thread walks its own disjoint slice of the keys
+//   (`split`, the default), so that threads on distinct keys really are on distinct keys; `shared` makes
+//   every thread walk all keys from the first, as Keyed.java's threads do. With one key, every thread
+//   checks that same key (the contention case).
+//
+// `--shards` sets `MemoryStore.Configuration.shards` (default 64), for experiments.
+//
+// Prints one line in the format of Keyed.java's.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Tollgate
+
+struct Options {
+    var threads = 1
+    var keys = 1
+    var plan = "one"
+    var split = true
+    var checks = 10_000_000
+    var shards = 64
+
+    static let usage = "usage: core-compare THREADS KEYS [one|three] [split|shared] [--checks N] [--shards N]"
+
+    init(_ arguments: [String]) {
+        var positional: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            if argument == "--checks" || argument == "--shards", index + 1 < arguments.count,
+                let n = Int(arguments[index + 1]), n > 0
+            {
+                if argument == "--checks" { checks = n } else { shards = n }
+                index += 2
+                continue
+            }
+            positional.append(argument)
+            index += 1
+        }
+        guard positional.count >= 2, let threads = Int(positional[0]), threads > 0,
+            let keys = Int(positional[1]), keys > 0
+        else { Self.fail("expected THREADS and KEYS as positive integers, found \(arguments)") }
+        self.threads = threads
+        self.keys = keys
+        for word in positional.dropFirst(2) {
+            switch word {
+            case "one", "three": plan = word
+            case "split": split = true
+            case "shared": split = false
+            default: Self.fail("unknown argument \"\(word)\"")
+            }
+        }
+        if split && keys > 1 && keys < threads {
+            Self.fail("split needs at least one key per thread: \(keys) keys for \(threads) threads")
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        let text = "core-compare: \(message)\n\(usage)\n"
+        _ = text.withCString { write(2, $0, strlen($0)) }
+        exit(2)
+    }
+}
+
+/// Limits so high that nothing is ever denied (durations in microseconds, the limiters' time base):
+/// one token bucket, or that bucket with a sliding window counter and a calendar month.
+func makePlan(_ name: String) throws -> Plan {
+    let second = Duration.seconds(1).microseconds
+    let bucket = Limit(
+        name: "burst",
+        algorithm: .tokenBucket(capacity: 1_000_000_000_000, refillTokens: 1_000_000_000_000, refillPeriod: second))
+    if name == "one" {
+        return try Plan(name: "one-bucket", limits: [bucket])
+    }
+    return try Plan(
+        name: "three-limits",
+        limits: [
+            bucket,
+            // The largest a sliding window counter accepts (2^32): far above the checks a run makes in a minute.
+            Limit(name: "minute", algorithm: .slidingCounter(limit: 1 << 32, window: 60 * second)),
+            Limit(name: "month", algorithm: .calendar(limit: 1_000_000_000_000_000, unit: .month)),
+        ])
+}
+
+/// What one thread does: `checks` checks round-robin over `range` of the shared key array.
+/// Immutable and read-only while threads run (the store synchronizes itself), so it is Sendable.
+final class Work: Sendable {
+    let store: MemoryStore
+    let plan: Plan
+    let partitions: ContiguousArray<Partition>
+    let range: Range<Int>
+    let checks: Int
+
+    init(store: MemoryStore, plan: Plan, partitions: ContiguousArray<Partition>, range: Range<Int>, checks: Int) {
+        self.store = store
+        self.plan = plan
+        self.partitions = partitions
+        self.range = range
+        self.checks = checks
+    }
+
+    /// Returns how many checks were admitted (all of them, with these plans).
+    @inline(never)
+    func run() -> Int {
+        let store = store
+        let plan = plan
+        let lower = range.lowerBound
+        let upper = range.upperBound
+        var allowed = 0
+        partitions.withUnsafeBufferPointer { keys in
+            var k = lower
+            for _ in 0..<checks {
+                do {
+                    if try store.checkNow(plan, partition: keys[k], cost: 1).isAllowed { allowed &+= 1 }
+                } catch {
+                    fatalError("check failed: \(error)")
+                }
+                k &+= 1
+                if k == upper { k = lower }
+            }
+        }
+        return allowed
+    }
+}
+
+/// A pthread running one `Work`; joined for its admitted count.
+final class Runner {
+    let work: Work
+    var allowed = 0
+    private var thread = pthread_t()
+
+    init(_ work: Work) { self.work = work }
+
+    func start() {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let status = pthread_create(
+            &thread, nil,
+            { context in
+                let runner = Unmanaged<Runner>.fromOpaque(context!).takeRetainedValue()
+                runner.allowed = runner.work.run()
+                return nil
+            }, context)
+        precondition(status == 0, "pthread_create failed: \(status)")
+    }
+
+    func join() {
+        let status = pthread_join(thread, nil)
+        precondition(status == 0, "pthread_join failed: \(status)")
+    }
+}
+
+func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
+let options = Options(Array(CommandLine.arguments.dropFirst()))
+let plan: Plan
+do {
+    plan = try makePlan(options.plan)
+} catch {
+    Options.fail("invalid plan: \(error)")
+}
+let store = MemoryStore(configuration: .init(maximumEntries: 2_000_000, shards: options.shards))
+let partitions = ContiguousArray(
+    (0..<options.keys).map { Partition(organization: "org_\($0 % 1000)", apiKey: "wz_live_key_\($0)") })
+let n = options.checks
+
+// Keyed.java: r.run(); r.run(); — every key, on the main thread.
+let warmUp = Work(store: store, plan: plan, partitions: partitions, range: 0..<options.keys, checks: n)
+precondition(warmUp.run() == n && warmUp.run() == n, "a warm-up check was denied")
+
+let runners = (0..<options.threads).map { t in
+    let range: Range<Int>
+    if options.split && options.keys > 1 {
+        range = (options.keys * t / options.threads)..<(options.keys * (t + 1) / options.threads)
+    } else {
+        range = 0..<options.keys
+    }
+    return Runner(Work(store: store, plan: plan, partitions: partitions, range: range, checks: n))
+}
+let t0 = monotonicNanoseconds()
+for runner in runners { runner.start() }
+for runner in runners { runner.join() }
+let dt = Double(monotonicNanoseconds() - t0)
+precondition(runners.allSatisfy { $0.allowed == n }, "a check was denied")
+
+let layout = options.threads > 1 && options.keys > 1 ? (options.split ? " split" : " shared") : ""
+let perThread = format1(dt / Double(n))
+let total = format1(Double(options.threads * n) / (dt / 1e9) / 1e6)
+print(
+    "tollgate memory (MemoryStore, plan=\(options.plan)\(layout)) threads=\(options.threads) keys=\(options.keys) "
+        + "ns/op(per thread)=\(perThread) total Mops/s=\(total)")
+
+/// `%.1f`, as Keyed.java prints.
+func format1(_ value: Double) -> String {
+    let tenths = (value * 10).rounded()
+    let whole = Int(tenths / 10)
+    let fraction = Int(tenths) - whole * 10
+    return "\(whole).\(fraction)"
+}

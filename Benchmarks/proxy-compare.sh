@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The sidecar under load, in one run against one upstream (shared/peers/upstream-nginx.conf):
+# the upstream directly, nginx with limit_req (shared/peers/nginx-limit-req.conf, :18082 never rejects),
+# Tollgate on the in-memory store and Tollgate on Redis — every limit set so high that nothing is refused,
+# so each row measures the cost of proxying plus limiting.
+#
+#   bash Benchmarks/proxy-compare.sh [SECONDS]        (default 10 s per row; wrk -t2 -c64)
+#
+# Environment: PEERS (default ../shared/peers), TOLLGATE_SKIP_BUILD=1 to reuse the release build,
+# CONNECTIONS (default 64).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECS=${1:-10}
+CONNS=${CONNECTIONS:-64}
+PEERS=$(cd "${PEERS:-../shared/peers}" && pwd)
+WORK=$(mktemp -d /tmp/tollgate-proxy-bench.XXXXXX)
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need redis-server; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk redis-server redis-tools >/dev/null
+fi
+if [ -z "${TOLLGATE_SKIP_BUILD:-}" ]; then
+  echo "building tollgate (release)…" >&2
+  swift build -c release --scratch-path .build-release --product tollgate >/dev/null
+fi
+TOLLGATE="${TOLLGATE_BIN:-$(swift build -c release --scratch-path .build-release --show-bin-path)/tollgate}"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; redis-cli -p 6398 shutdown nosave >/dev/null 2>&1 || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+mkdir -p "$WORK/run"
+nginx -p "$WORK/run" -c "$PEERS/upstream-nginx.conf" & pids+=($!)
+nginx -p "$WORK/run" -c "$PEERS/nginx-limit-req.conf" & pids+=($!)
+redis-server --port 6398 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --dir "$WORK" --logfile "$WORK/redis.log"
+
+# A plan that never refuses and one key on it.
+KEY=wz_test_bench_000000000000
+SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+cat > "$WORK/keys.yaml" <<YAML
+keys:
+  - sha256: $SHA
+    org: org_bench
+    plan: bench
+    scopes: [messages:send]
+YAML
+config() {  # port admin backend
+  cat <<YAML
+plans:
+  bench:
+    limits:
+      - { name: burst, algorithm: token_bucket, capacity: 1000000000, refill: { tokens: 1000000000, per: 1s } }
+      - { name: minute, algorithm: sliding_window, limit: 4000000000, window: 1m }
+      - { name: month, algorithm: calendar, limit: 1000000000000, period: month, scope: organization }
+server: { port: $1, admin_port: $2, access_log: off }
+upstream: { url: "http://127.0.0.1:18080", pool_size: 64 }
+store: $3
+keys: { source: file, file: keys.yaml }
+routes:
+  - { method: POST, path: /api/v1/messages/send, scope: messages:send, cost: 1 }
+unmatched: pass
+YAML
+}
+config 18091 19091 "{ backend: memory }" > "$WORK/memory.yaml"
+config 18092 19092 "{ backend: redis, url: \"redis://127.0.0.1:6398\", failure_policy: deny }" > "$WORK/redis.yaml"
+"$TOLLGATE" serve --config "$WORK/memory.yaml" >"$WORK/memory.log" 2>&1 & pids+=($!)
+"$TOLLGATE" serve --config "$WORK/redis.yaml" >"$WORK/redis-sidecar.log" 2>&1 & pids+=($!)
+for port in 18080 18082 18091 18092; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"to":"+15551234567","text":"hello"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
+LUA
+run() {  # url -> "rps p50 p99 non2xx"
+  wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/post.lua" "$1" 2>/dev/null | awk '
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
+    /Non-2xx/ { bad = $NF }
+    END { printf "%s %s %s %s", rps, p50, p99, (bad == "" ? 0 : bad) }'
+}
+printf '%-34s %12s %10s %10s %8s\n' target "requests/s" p50 p99 non-2xx
+declare -A RPS P99
+for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send" \
+           "nginx limit_req (never rejects)|http://127.0.0.1:18082/api/v1/messages/send" \
+           "Tollgate, in-memory store|http://127.0.0.1:18091/api/v1/messages/send" \
+           "Tollgate, Redis store|http://127.0.0.1:18092/api/v1/messages/send"; do
+  name=${row%%|*}; url=${row#*|}
+  read -r rps p50 p99 bad <<<"$(run "$url")"
+  printf '%-34s %12s %10s %10s %8s\n' "$name" "$rps" "$p50" "$p99" "$bad"
+  RPS[$name]=$rps; P99[$name]=$p99
+done
+python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" <<'PY'
+import sys
+nginx, redis, memory = map(float, sys.argv[1:4])
+print(f"Tollgate on Redis / nginx limit_req throughput: {redis / nginx:.2f}x (goal >= 1.0x); in-memory: {memory / nginx:.2f}x")
+PY
