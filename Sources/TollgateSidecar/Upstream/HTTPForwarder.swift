@@ -51,25 +51,43 @@ struct HTTPForwarder: Upstream {
             request, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
 
         let declared = request.headers[.contentLength].flatMap { Int64($0) }
-        let capped = CappedBody(base: request.body, limit: settings.maxBodySize)
+        // The client's body is the connection's inbound stream: once this returns (and the response is
+        // written) Hummingbird reads the rest of it itself. AsyncHTTPClient reads it from a task of its
+        // own that can outlive `execute` (an upstream may answer before the body is through), so the body
+        // is handed over as an `ExclusiveBody` and taken back (`close()`) before the stream is given up.
+        let body = ExclusiveBody(CappedBody(base: request.body, limit: settings.maxBodySize))
         if let declared {
-            if declared > 0 { outbound.body = .stream(capped, length: .known(declared)) }
+            if declared > 0 { outbound.body = .stream(body, length: .known(declared)) }
         } else if request.headers[.transferEncoding] != nil {
-            outbound.body = .stream(capped, length: .unknown)
+            outbound.body = .stream(body, length: .unknown)
         }
 
         let started = ContinuousClock.now
+        let response: HTTPClientResponse
         do {
-            let response = try await client.execute(outbound, timeout: TimeAmount(settings.responseTimeout), logger: nil)
-            metrics.upstreamLatency.record(ContinuousClock.now - started)
-            metrics.upstream(String(response.status.code))
-            return Response(
-                status: HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
-                headers: Self.clientHeaders(response.headers),
-                body: ResponseBody(asyncSequence: response.body))
+            response = try await client.execute(outbound, timeout: TimeAmount(settings.responseTimeout), logger: nil)
         } catch {
+            await body.close()
             return failure(error, settings: settings)
         }
+        metrics.upstreamLatency.record(ContinuousClock.now - started)
+        metrics.upstream(String(response.status.code))
+        let upstreamBody = response.body
+        return Response(
+            status: HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
+            headers: Self.clientHeaders(response.headers),
+            body: ResponseBody { writer in
+                do {
+                    for try await buffer in upstreamBody {
+                        try await writer.write(buffer)
+                    }
+                } catch {
+                    await body.close()
+                    throw error
+                }
+                await body.close()
+                try await writer.finish(nil)
+            })
     }
 
     func failure(_ error: any Error, settings: ForwardingSettings) -> Response {
@@ -78,6 +96,12 @@ struct HTTPForwarder: Upstream {
             var response = Problem.contentTooLarge(limit: tooLarge.limit).response()
             response.headers[.connection] = "close"
             return response
+        }
+        if error is BodyAlreadyStreamed {
+            // A second attempt at sending a request whose body has been streamed (and is gone).
+            metrics.upstream("error")
+            logger.warning("upstream request could not be retried: its body was already streamed")
+            return Problem.badGateway("the message API cannot be reached").response()
         }
         if error is HTTPParserError {
             metrics.upstream("aborted")

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// Where admitted requests go: the message API (`HTTPForwarder`) or the built-in stand-in.
 protocol Upstream: Sendable {
@@ -70,3 +71,84 @@ struct CappedBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where
 struct BodyTooLarge: Error {
     let limit: Int
 }
+
+/// A request body that is read at most once, by one iterator, and can be taken back.
+///
+/// The body of a request is the connection's inbound stream, which allows one reader at a time: whoever
+/// the body is lent to (AsyncHTTPClient, which reads it from a task of its own) must be done with it
+/// before the server reads on (to the next request). `close()` makes sure of that: it waits for a read
+/// in progress to return, and every read after it fails with `BodyAlreadyStreamed`. A second iterator
+/// (a retried request) fails the same way at once, so a body is never sent twice or sent cut short.
+final class ExclusiveBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
+    typealias Element = ByteBuffer
+
+    private struct State {
+        var iterated = false
+        var reading = false
+        var closed = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let base: Base
+    private let state = Mutex(State())
+
+    init(_ base: Base) {
+        self.base = base
+    }
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let owner: ExclusiveBody
+        /// `nil` for an iterator made after the first.
+        var base: Base.AsyncIterator?
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard base != nil, owner.beginRead() else { throw BodyAlreadyStreamed() }
+            defer { owner.endRead() }
+            return try await base!.next()
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        let first = state.withLock { state in
+            defer { state.iterated = true }
+            return !state.iterated
+        }
+        return AsyncIterator(owner: self, base: first ? base.makeAsyncIterator() : nil)
+    }
+
+    /// Whether a read may start (the body is not taken back); marks it started.
+    private func beginRead() -> Bool {
+        state.withLock { state in
+            if state.closed || state.reading { return false }
+            state.reading = true
+            return true
+        }
+    }
+
+    private func endRead() {
+        let waiters = state.withLock { state in
+            state.reading = false
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Takes the body back: no read starts after this, and one in progress has returned when it does.
+    func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state in
+                state.closed = true
+                if state.reading {
+                    state.waiters.append(continuation)
+                    return false
+                }
+                return true
+            }
+            if ready { continuation.resume() }
+        }
+    }
+}
+
+/// A request body was to be read again (a retried request) or after it was taken back.
+struct BodyAlreadyStreamed: Error {}

@@ -69,6 +69,13 @@ final class TestUpstream: Sendable {
                 ],
                 body: ResponseBody(byteBuffer: ByteBuffer(string: "{\"queued\":true}")))
         }
+        // Answers at once, before the request body has arrived (as nginx's `return 200` does), and
+        // leaves the body to be drained.
+        router.post("/early") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "application/json", .contentLength: "8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: "{\"ok\":1}")))
+        }
         router.post("/echo") { request, _ -> Response in
             Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: ResponseBody(asyncSequence: request.body))
         }
