@@ -1,3 +1,4 @@
+import Foundation
 // The Swift side of the Guava comparison: mirrors shared/peers/guava/Keyed.java step for step.
 //
 //     core-compare THREADS KEYS [one|three] [split|shared] [--checks N] [--shards N]
@@ -180,6 +181,22 @@ let store = MemoryStore(configuration: .init(maximumEntries: 2_000_000, shards: 
 let partitions = ContiguousArray(
     (0..<options.keys).map { Partition(organization: "org_\($0 % 1000)", apiKey: "wz_live_key_\($0)") })
 let n = options.checks
+
+// `TOLLGATE_MEASURE_MEMORY=1 core-compare 1 KEYS [one|three]`: memory the store holds per key (resident
+// set after one check of every key minus before; the partitions' strings are the caller's and are
+// shared, not copied, by the store).
+func residentBytes() -> Int {
+    let fields = ((try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "").split(separator: " ")
+    return (fields.count > 1 ? Int(fields[1]) ?? 0 : 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+if ProcessInfo.processInfo.environment["TOLLGATE_MEASURE_MEMORY"] == "1" {
+    let before = residentBytes()
+    for partition in partitions { _ = try? store.checkNow(plan, partition: partition, cost: 1) }
+    let after = residentBytes()
+    let perKey = Double(after - before) / Double(options.keys)
+    print("tollgate memory (MemoryStore, plan=\(options.plan)) keys=\(options.keys) resident bytes per key=\(String(format: "%.1f", perKey)) entries=\(store.statistics.entries)")
+    exit(0)
+}
 
 // Keyed.java: r.run(); r.run(); — every key, on the main thread.
 let warmUp = Work(store: store, plan: plan, partitions: partitions, range: 0..<options.keys, checks: n)
