@@ -19,18 +19,26 @@ import Tollgate
 public enum LimitKeys {
     /// The hash tag (without braces) for an organization.
     public static func hashTag(_ organization: String) -> String {
-        let plain =
-            (1...128).contains(organization.utf8.count)
-            && organization.utf8.allSatisfy { byte in
-                switch byte {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"),
-                    UInt8(ascii: "@"), UInt8(ascii: "-"):
-                    true
-                default: false
-                }
-            }
-        return plain ? organization : "h" + hex(StableHash.of(organization), digits: 16)
+        let utf8 = organization.utf8
+        guard (1...128).contains(utf8.count) else { return hashed(organization) }
+        // Checked on every request: over the contiguous bytes when there are (always, for native strings).
+        let plain = utf8.withContiguousStorageIfAvailable { bytes in bytes.allSatisfy(isPlain) } ?? utf8.allSatisfy(isPlain)
+        return plain ? organization : hashed(organization)
+    }
+
+    private static func hashed(_ organization: String) -> String {
+        "h" + hex(StableHash.of(organization), digits: 16)
+    }
+
+    @inline(__always)
+    private static func isPlain(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: ":"),
+            UInt8(ascii: "@"), UInt8(ascii: "-"):
+            true
+        default: false
+        }
     }
 
     /// The stable identity of one limit of a plan: six hex digits of its whole definition.

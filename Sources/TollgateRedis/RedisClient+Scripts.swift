@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Lua scripts: load once, call by SHA1, load again when the server has forgotten them.
 extension RedisClient {
     /// Loads a Lua script with `SCRIPT LOAD` and returns its SHA1. The client remembers the script so
@@ -26,6 +28,21 @@ extension RedisClient {
         )
     }
 
+    /// An `EVALSHA` of `sha` that `encode` writes whole (the limit store's pre-encoded calls), with the
+    /// same one reload of `source` on `NOSCRIPT` as `evalSHA`.
+    nonisolated(nonsending) func evalSHA(
+        _ sha: String,
+        source: String,
+        encode: (inout ByteBuffer) -> Void
+    ) async throws(RedisClientError) -> RedisReply {
+        try await Self.reloadingOnce(
+            sha,
+            source: source,
+            send: { (arguments) async throws(RedisClientError) in try await self.send(arguments) },
+            call: { () async throws(RedisClientError) in try await self.send(encode: encode) }
+        )
+    }
+
     /// The `EVALSHA` with one reload on `NOSCRIPT`, over any way of sending a command (tests pass a fake).
     static func evalSHA(
         _ sha: String,
@@ -38,8 +55,19 @@ extension RedisClient {
         command.reserveCapacity(3 + keys.count + args.count)
         command.append(contentsOf: keys)
         command.append(contentsOf: args)
+        return try await reloadingOnce(sha, source: source, send: send, call: { () async throws(RedisClientError) in try await send(command) })
+    }
+
+    /// Makes `call` (an `EVALSHA` of `sha`); on `NOSCRIPT` loads `source` with `send` and makes it once more.
+    /// Any other failure reaches the caller as it is: the call may have run.
+    nonisolated(nonsending) static func reloadingOnce(
+        _ sha: String,
+        source: String?,
+        send: (_ arguments: [RedisArgument]) async throws(RedisClientError) -> RedisReply,
+        call: nonisolated(nonsending) () async throws(RedisClientError) -> RedisReply
+    ) async throws(RedisClientError) -> RedisReply {
         do {
-            return try await send(command)
+            return try await call()
         } catch where error.serverErrorPrefix == "NOSCRIPT" {
             guard let source else { throw error }
             let reloaded = try await load(source, send: send)
@@ -49,11 +77,11 @@ extension RedisClient {
                     message: "reloading the script after NOSCRIPT gave SHA1 \(reloaded), not the \(sha) that was called"
                 )
             }
-            return try await send(command)
+            return try await call()
         }
     }
 
-    static func load(
+    nonisolated(nonsending) static func load(
         _ lua: String,
         send: (_ arguments: [RedisArgument]) async throws(RedisClientError) -> RedisReply
     ) async throws(RedisClientError) -> String {

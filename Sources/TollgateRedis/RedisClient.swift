@@ -23,6 +23,8 @@ public final class RedisClient: Sendable {
     public let configuration: RedisConfiguration
     let logger: Logger
     let slots: [ConnectionSlot]
+    /// The connections grouped by event loop, each group with a task executor on its loop.
+    let loops: [LoopSlots]
     private let nextSlot = Atomic<UInt>(0)
     private let lifecycle = Mutex<Lifecycle>(.idle)
     /// Scripts loaded through `scriptLoad`, by SHA1, so that `evalSHA` can load them again.
@@ -46,9 +48,15 @@ public final class RedisClient: Sendable {
         var logger = logger
         logger[metadataKey: "redis.endpoint"] = "\(configuration.endpointDescription)"
         self.logger = logger
-        self.slots = (0..<configuration.connections).map { index in
+        let slots = (0..<configuration.connections).map { index in
             ConnectionSlot(index: index, eventLoop: eventLoopGroup.next())
         }
+        self.slots = slots
+        var distinct: [any EventLoop] = []
+        for slot in slots where !distinct.contains(where: { $0 === slot.eventLoop }) {
+            distinct.append(slot.eventLoop)
+        }
+        self.loops = distinct.map { loop in LoopSlots(eventLoop: loop, slots: slots.filter { $0.eventLoop === loop }) }
     }
 
     // MARK: Running
@@ -92,6 +100,7 @@ public final class RedisClient: Sendable {
                 let connection = try await RedisConnection.connect(
                     configuration: configuration,
                     eventLoop: slot.eventLoop,
+                    taskExecutor: loops.first { $0.eventLoop === slot.eventLoop }?.executor,
                     logger: logger
                 )
                 slot.state.withLock { $0 = .connected(connection) }
@@ -173,7 +182,7 @@ public final class RedisClient: Sendable {
     /// `.serverError` for an error reply; `.timeout` or `.connectionClosed` when the command may have run
     /// (it is never sent again).
     public func send(_ arguments: [RedisArgument]) async throws(RedisClientError) -> RedisReply {
-        try await pickConnection().send(arguments, timeout: configuration.commandTimeout)
+        try await pickConnection().send(arguments)
     }
 
     /// Sends one command and waits at most `timeout` for its reply.
@@ -191,8 +200,45 @@ public final class RedisClient: Sendable {
         try await send(arguments.map { RedisArgument($0) })
     }
 
-    /// The next connection that is up, round-robin.
+    /// Sends one command that `encode` writes as RESP (exactly one whole command), within
+    /// `configuration.commandTimeout`: the hot path of the limit store, with no argument array.
+    nonisolated(nonsending) func send(encode: (inout ByteBuffer) -> Void) async throws(RedisClientError) -> RedisReply {
+        let connection = try pickConnection()
+        return try await connection.send(timeout: connection.commandTimeout, encode: encode)
+    }
+
+    // MARK: Event loops
+
+    /// A task executor that runs tasks on the event loop of connection `index % connections`.
+    ///
+    /// A caller that runs with it as its executor preference
+    /// (`group.addTask(executorPreference: client.taskExecutor(for: i)) { … }` or
+    /// `withTaskExecutorPreference`) is sent over a connection of that loop, writes its commands straight
+    /// into the connection's buffer and is resumed on the loop by the reply: no thread hop per command,
+    /// and the commands of all such callers of a loop leave together on one connection. Everything the
+    /// caller does between commands then runs on the loop too, so keep that work short.
+    public func taskExecutor(for index: Int) -> any TaskExecutor {
+        let loop = slots[index % slots.count].eventLoop
+        return loops.first { $0.eventLoop === loop }!.executor
+    }
+
+    /// One task executor per event loop the connections use.
+    public var taskExecutors: [any TaskExecutor] {
+        loops.map(\.executor)
+    }
+
+    /// Commands pending on a connection beyond which a caller on its loop moves on to the loop's next one.
+    private var spillThreshold: Int { max(1, configuration.maximumPendingCommands / 2) }
+
+    /// The next connection that is up: for a caller running on one of the client's event loops, a
+    /// connection of that loop (see `LoopSlots.pick`); for any other caller, round-robin over all.
     func pickConnection() throws(RedisClientError) -> RedisConnection {
+        if loops.count > 0 {
+            for group in loops where group.eventLoop.inEventLoop {
+                if let connection = group.pick(spillAt: spillThreshold) { return connection }
+                break
+            }
+        }
         let count = UInt(slots.count)
         let first = nextSlot.wrappingAdd(1, ordering: .relaxed).oldValue
         var lastError: RedisClientError?
@@ -240,5 +286,67 @@ final class ConnectionSlot: Sendable {
     init(index: Int, eventLoop: any EventLoop) {
         self.index = index
         self.eventLoop = eventLoop
+    }
+}
+
+/// The connections of a client that share one event loop, and a task executor on that loop.
+final class LoopSlots: Sendable {
+    let eventLoop: any EventLoop
+    let executor: EventLoopTaskExecutor
+    let slots: [ConnectionSlot]
+
+    init(eventLoop: any EventLoop, slots: [ConnectionSlot]) {
+        self.eventLoop = eventLoop
+        self.executor = EventLoopTaskExecutor(eventLoop)
+        self.slots = slots
+    }
+
+    /// The first connection of this loop that is up and has fewer than `spillAt` commands pending, else
+    /// the least busy one that is up; nil when none is up.
+    ///
+    /// Sticking to one connection while it keeps up is what Redis serves best: the commands of all the
+    /// loop's callers leave in one write per tick and Redis reads them as one batch. The others take
+    /// over when it is down or backed up.
+    func pick(spillAt: Int) -> RedisConnection? {
+        var leastBusy: RedisConnection?
+        for slot in slots {
+            guard case .connected(let connection) = slot.state.withLock({ $0 }), !connection.isClosed else { continue }
+            let pending = connection.pendingCommands
+            if pending < spillAt { return connection }
+            if let best = leastBusy, best.pendingCommands <= pending { continue }
+            leastBusy = connection
+        }
+        return leastBusy
+    }
+}
+
+/// Runs tasks on one NIO event loop: a task with this executor preference runs its nonisolated code on
+/// the loop's thread, where the Redis connections of that loop do their I/O.
+public final class EventLoopTaskExecutor: TaskExecutor {
+    public let eventLoop: any EventLoop
+    /// Jobs handed to the loop and not yet started.
+    private let queued = Atomic<Int>(0)
+    /// Whether one of this executor's jobs is running (changed and read on the loop only).
+    private let running = Atomic<Bool>(false)
+
+    public init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queued.add(1, ordering: .relaxed)
+        eventLoop.execute {
+            self.queued.subtract(1, ordering: .relaxed)
+            self.running.store(true, ordering: .relaxed)
+            job.runSynchronously(on: self.asUnownedTaskExecutor())
+            self.running.store(false, ordering: .relaxed)
+        }
+    }
+
+    /// True on the loop while the running job is the last one queued: nothing this executor runs later
+    /// in the tick can add to a write, so a connection may flush now rather than schedule a flush.
+    var isRunningLastQueuedJob: Bool {
+        running.load(ordering: .relaxed) && queued.load(ordering: .relaxed) == 0
     }
 }

@@ -6,7 +6,8 @@ import NIOCore
 /// Pure logic with no I/O: generic over the promise type so that it can be tested with plain values.
 ///
 /// **Timeouts.** Each pending command has a deadline. The state machine asks for one timer at a time,
-/// at the earliest deadline it knows of, instead of one timer per command. When the timer fires, every
+/// instead of one timer per command: armed at the first deadline, re-armed when it fires at the earliest
+/// deadline still pending, or earlier when a command with an earlier deadline arrives. When the timer fires, every
 /// command whose deadline has passed fails with `.timeout` and the connection is closed, failing every
 /// other pending command with `.connectionClosed`. Closing is deliberate: the reply to a timed-out
 /// command may still arrive, and on a pipelined connection it would otherwise be taken as the reply to
@@ -87,10 +88,9 @@ struct RedisCommandStateMachine<Promise> {
                 )
             }
             state = .active(pending)
-            if pending.isEmpty {
-                // Nothing left to time out: let the next command arm a fresh timer.
-                armedDeadline = nil
-            }
+            // The armed timer stays armed even when nothing is pending any more: when it fires it finds
+            // nothing expired and re-arms at the earliest deadline then pending (or stops). Re-arming at
+            // every command instead would cost a cancelled and a new scheduled task per round trip.
             if case .error(let message) = reply {
                 return .fail(command.promise, .server(message))
             }

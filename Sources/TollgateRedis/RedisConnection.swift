@@ -5,9 +5,11 @@ import Synchronization
 
 /// One connection to Redis. Commands from any number of concurrent callers are pipelined on it.
 ///
-/// An actor whose executor is the channel's event loop: its methods run on the loop, so they talk to
-/// the channel handler without a further thread hop. The pending-command bound is checked before the
-/// hop, so an overloaded caller hears so at once.
+/// A caller hands its command to the channel handler on the channel's event loop: directly when it
+/// already runs there (a task whose executor preference is the loop, see
+/// `RedisClient.taskExecutor(for:)`), else with one `execute` on the loop. The reply resumes the
+/// caller's continuation from the loop, so a caller running on the loop never changes thread. The
+/// pending-command bound is checked before anything is handed over, so an overloaded caller hears so at once.
 public final actor RedisConnection {
     /// The channel; its event loop is this actor's executor.
     nonisolated let channel: any Channel
@@ -16,16 +18,22 @@ public final actor RedisConnection {
     /// Commands accepted but not yet completed, including those still on their way to the event loop.
     nonisolated private let reserved = Atomic<Int>(0)
     nonisolated private let allocator: ByteBufferAllocator
+    /// The channel's Redis handler, used only on the event loop.
+    nonisolated private let handler: NIOLoopBound<RedisChannelHandler>
+    /// `configuration.commandTimeout`, converted once.
+    nonisolated let commandTimeout: TimeAmount
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         channel.eventLoop.executor.asUnownedSerialExecutor()
     }
 
-    private init(channel: any Channel, configuration: RedisConfiguration, logger: Logger) {
+    private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, configuration: RedisConfiguration, logger: Logger) {
         self.channel = channel
+        self.handler = handler
         self.configuration = configuration
         self.logger = logger
         self.allocator = channel.allocator
+        self.commandTimeout = TimeAmount(configuration.commandTimeout)
     }
 
     /// Connects over TCP or the unix socket of `configuration`, then authenticates and selects the
@@ -35,6 +43,17 @@ public final actor RedisConnection {
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
         logger: Logger
     ) async throws(RedisClientError) -> RedisConnection {
+        try await connect(configuration: configuration, eventLoop: eventLoop, taskExecutor: nil, logger: logger)
+    }
+
+    /// Connects; `taskExecutor`, when given, is the client's executor on `eventLoop`, whose jobs the
+    /// handler can flush after (see `RedisChannelHandler.scheduleFlush`).
+    static func connect(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop,
+        taskExecutor: EventLoopTaskExecutor?,
+        logger: Logger
+    ) async throws(RedisClientError) -> RedisConnection {
         try configuration.validate()
         let started = ContinuousClock.now
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -42,7 +61,7 @@ public final actor RedisConnection {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(logger: logger, taskExecutor: taskExecutor))
                 }
             }
         let channel: any Channel
@@ -79,7 +98,16 @@ public final actor RedisConnection {
         timeout: Duration,
         logger: Logger
     ) async throws(RedisClientError) -> RedisConnection {
-        let connection = RedisConnection(channel: channel, configuration: configuration, logger: logger)
+        let handler: NIOLoopBound<RedisChannelHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            channel.close(promise: nil)
+            throw RedisClientError(.connectFailed, message: "the channel has no Redis handler", underlying: error)
+        }
+        let connection = RedisConnection(channel: channel, handler: handler, configuration: configuration, logger: logger)
         do {
             try await connection.authenticateAndSelect(timeout: max(timeout, .milliseconds(1)))
         } catch {
@@ -97,7 +125,7 @@ public final actor RedisConnection {
         }.get()
     }
 
-    private func authenticateAndSelect(timeout: Duration) async throws(RedisClientError) {
+    private nonisolated func authenticateAndSelect(timeout: Duration) async throws(RedisClientError) {
         var commands: [[RedisArgument]] = []
         if let password = configuration.password {
             if let username = configuration.username {
@@ -137,7 +165,8 @@ public final actor RedisConnection {
     /// A top-level error reply throws `.serverError`. A command that times out or whose connection drops
     /// throws `.timeout` or `.connectionClosed`: it may have run, and it is never sent again.
     public nonisolated func send(_ arguments: [RedisArgument]) async throws(RedisClientError) -> RedisReply {
-        try await send(arguments, timeout: configuration.commandTimeout)
+        try RESPCommandEncoder.validate(arguments)
+        return try await send(timeout: commandTimeout) { RESPCommandEncoder.write(arguments, into: &$0) }
     }
 
     /// Sends one command and waits at most `timeout` for its reply.
@@ -145,8 +174,8 @@ public final actor RedisConnection {
         _ arguments: [RedisArgument],
         timeout: Duration
     ) async throws(RedisClientError) -> RedisReply {
-        let command = try RESPCommandEncoder.encode(arguments, allocator: allocator)
-        return try await send(encoded: command, timeout: timeout)
+        try RESPCommandEncoder.validate(arguments)
+        return try await send(timeout: TimeAmount(timeout)) { RESPCommandEncoder.write(arguments, into: &$0) }
     }
 
     /// Sends one command given as text arguments.
@@ -161,6 +190,17 @@ public final actor RedisConnection {
 
     /// Sends an already encoded command.
     nonisolated func send(encoded command: ByteBuffer, timeout: Duration) async throws(RedisClientError) -> RedisReply {
+        try await send(timeout: TimeAmount(timeout)) { $0.writeImmutableBuffer(command) }
+    }
+
+    /// Sends one command that `encode` writes as RESP, and waits at most `timeout` for its reply.
+    ///
+    /// On the event loop, `encode` writes straight into the handler's outbound buffer; elsewhere into a
+    /// buffer of the caller's that the loop then takes. `encode` must write exactly one whole command.
+    nonisolated(nonsending) func send(
+        timeout: TimeAmount,
+        encode: (inout ByteBuffer) -> Void
+    ) async throws(RedisClientError) -> RedisReply {
         guard timeout > .zero else {
             // A spent budget must not reach the handler: its timer would close the connection for everyone.
             throw RedisClientError(.timeout, message: "the time allowed for the command was already spent; the command was not sent")
@@ -174,8 +214,26 @@ public final actor RedisConnection {
                 message: "\(limit) commands are already waiting on this Redis connection (maximumPendingCommands); the command was not sent"
             )
         }
+        // While the channel is active its handler is in the pipeline, so the command reaches the handler,
+        // which resumes the continuation whatever happens next.
+        guard channel.isActive else { throw closedError }
         do {
-            return try await submitAndWait(command, timeout: TimeAmount(timeout))
+            return try await withUnsafeThrowingContinuation { continuation in
+                let eventLoop = channel.eventLoop
+                let deadline = eventLoop.now + timeout
+                if eventLoop.inEventLoop {
+                    handler.value.enqueue(deadline: deadline, responder: .continuation(continuation), encode: encode)
+                } else {
+                    var command = allocator.buffer(capacity: 256)
+                    encode(&command)
+                    let request = RedisRequest(command: command, deadline: deadline, responder: .continuation(continuation))
+                    eventLoop.execute { [handler] in
+                        handler.value.enqueue(deadline: request.deadline, responder: request.responder) {
+                            $0.writeImmutableBuffer(request.command)
+                        }
+                    }
+                }
+            }
         } catch let error as RedisClientError {
             throw error
         } catch {
@@ -183,24 +241,28 @@ public final actor RedisConnection {
         }
     }
 
-    private func submitAndWait(_ command: ByteBuffer, timeout: TimeAmount) async throws -> RedisReply {
-        try await submit(command, timeout: timeout).get()
+    /// Hands a command to the channel handler, for a future of its reply (connection set-up).
+    private nonisolated func submit(_ command: ByteBuffer, timeout: TimeAmount) throws(RedisClientError) -> EventLoopFuture<RedisReply> {
+        guard channel.isActive else { throw closedError }
+        let eventLoop = channel.eventLoop
+        let promise = eventLoop.makePromise(of: RedisReply.self)
+        let deadline = eventLoop.now + timeout
+        eventLoop.execute { [handler] in
+            handler.value.enqueue(deadline: deadline, responder: .promise(promise)) { $0.writeImmutableBuffer(command) }
+        }
+        return promise.futureResult
     }
 
-    /// Hands a command to the channel handler; runs on the event loop.
-    private func submit(_ command: ByteBuffer, timeout: TimeAmount) throws(RedisClientError) -> EventLoopFuture<RedisReply> {
-        // While the channel is active its handler is in the pipeline, so the request reaches the handler,
-        // which completes the promise whatever happens next.
-        guard channel.isActive else {
-            throw RedisClientError(
-                .notConnected,
-                message: "the connection to Redis at \(configuration.endpointDescription) is closed; the command was not sent"
-            )
-        }
-        let promise = channel.eventLoop.makePromise(of: RedisReply.self)
-        let request = RedisRequest(command: command, deadline: channel.eventLoop.now + timeout, promise: promise)
-        channel.write(request, promise: nil)
-        return promise.futureResult
+    private nonisolated var closedError: RedisClientError {
+        RedisClientError(
+            .notConnected,
+            message: "the connection to Redis at \(configuration.endpointDescription) is closed; the command was not sent"
+        )
+    }
+
+    /// The event loop the connection's I/O runs on.
+    public nonisolated var eventLoop: any EventLoop {
+        channel.eventLoop
     }
 
     /// Commands accepted by this connection and not yet completed.

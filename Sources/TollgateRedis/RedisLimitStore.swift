@@ -15,6 +15,13 @@ import Tollgate
 /// in-process deny cache until their retry instant (see `DenyCache`).
 ///
 /// Run `client.run()` in a task for as long as the store is used (the client keeps its connections).
+///
+/// **Cost of a check.** A plan's command is encoded once (`ScriptInvocation`); a check writes only its
+/// keys and cost into the connection's outbound buffer and reads the reply off hiredis' reader without
+/// intermediate allocations. `check` runs on its caller's executor (`nonisolated(nonsending)`): a caller
+/// that runs on one of the client's event loops (`client.taskExecutor(for:)` as its task executor
+/// preference) makes the whole round trip without a thread hop; any other caller pays one hop to the
+/// connection's loop and one back.
 public final class RedisLimitStore: LimitStore {
     /// What the store does when Redis cannot answer in time.
     public enum FailurePolicy: String, Sendable, CaseIterable {
@@ -68,8 +75,11 @@ public final class RedisLimitStore: LimitStore {
     private let breaker: Mutex<CircuitBreaker>
     private let denyCache: DenyCache?
     private let fallback: MemoryStore
+    /// True while the breaker is closed with no failure counted: the common case skips its lock.
+    private let breakerClean = Atomic<Bool>(true)
     private let scriptSHA = Mutex<String?>(nil)
-    private let limitIDs = Mutex<[ObjectIdentifier: [String]]>([:])
+    /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused).
+    private let invocations = Mutex<[ObjectIdentifier: ScriptInvocation]>([:])
     private let metrics: StoreMetrics
 
     /// - Parameters:
@@ -105,13 +115,13 @@ public final class RedisLimitStore: LimitStore {
         return sha
     }
 
-    public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
+    nonisolated(nonsending) public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
         try await check(plan, partition: partition, cost: cost, at: nil)
     }
 
     /// The check, with an explicit instant in microseconds instead of Redis' `TIME` — for tests that
     /// compare stores at the same instants. Production code uses `check(_:partition:cost:)`.
-    public func check(_ plan: Plan, partition: Partition, cost: Int, at instant: Int64?) async throws(LimiterError) -> Decision {
+    nonisolated(nonsending) public func check(_ plan: Plan, partition: Partition, cost: Int, at instant: Int64?) async throws(LimiterError) -> Decision {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
         let sentAt = clock.now()
         let cacheKey = DenyCache.Key(plan: ObjectIdentifier(plan.compiled), partition: partition)
@@ -120,14 +130,19 @@ public final class RedisLimitStore: LimitStore {
             metrics.record(cached)
             return cached
         }
-        let permission = breaker.withLock { $0.permission(now: sentAt) }
+        let permission = breakerClean.load(ordering: .acquiring) ? .call : breaker.withLock { $0.permission(now: sentAt) }
         if permission == .refuse {
             metrics.shortCircuits.increment()
             return try fallbackDecision(plan, partition: partition, cost: cost, now: sentAt)
         }
         do {
             let decision = try await evaluate(plan, partition: partition, cost: cost, instant: instant, callerClock: sentAt)
-            breaker.withLock { $0.recordSuccess() }
+            if !breakerClean.load(ordering: .acquiring) {
+                breaker.withLock {
+                    $0.recordSuccess()
+                    breakerClean.store(true, ordering: .releasing)
+                }
+            }
             metrics.latency.recordNanoseconds((clock.now() - sentAt) * 1_000)
             if let denyCache, decision.denial == .limited {
                 denyCache.record(cacheKey, cost: cost, sentAt: sentAt, decision: decision)
@@ -142,6 +157,7 @@ public final class RedisLimitStore: LimitStore {
         } catch {
             let now = clock.now()
             let opened = breaker.withLock { breaker -> Bool in
+                breakerClean.store(false, ordering: .releasing)
                 let wasOpen = breaker.isOpen
                 breaker.recordFailure(now: now)
                 return !wasOpen && breaker.isOpen
@@ -182,18 +198,19 @@ public final class RedisLimitStore: LimitStore {
         var description: String { message }
     }
 
-    private func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
-        let ids = limitIDs(for: plan)
+    nonisolated(nonsending) private func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
         let hashTag = LimitKeys.hashTag(partition.organization)
-        var invocation = ScriptInvocation(plan: plan, partition: partition, cost: cost, limitIDs: ids, now: instant, callerClock: callerClock)
+        var callerClock = callerClock
         var clockRetried = false
         while true {
             do {
-                let sha = try await sha()
-                let reply = try await client.evalSHA(
-                    sha, keys: invocation.keys.map { RedisArgument($0) }, args: invocation.arguments.map { RedisArgument($0) })
+                let invocation = try await invocation(for: plan)
+                let reply = try await client.evalSHA(invocation.sha, source: LimitScript.source) { buffer in
+                    invocation.encode(
+                        partition: partition, hashTag: hashTag, cost: cost, now: instant, callerClock: callerClock, into: &buffer)
+                }
                 do {
-                    return try invocation.decision(from: reply.array?.map { $0.int64 ?? .min }, hashTag: hashTag)
+                    return try invocation.decision(from: reply, hashTag: hashTag)
                 } catch {
                     throw Failure(kind: .badReply, message: error.message)
                 }
@@ -202,11 +219,11 @@ public final class RedisLimitStore: LimitStore {
                 if prefix == "TOLLGATE_CLOCK", !clockRetried, let redisNow = Self.clockInstant(error.message) {
                     // Redis' clock is in another calendar period than ours: send the periods around its now.
                     clockRetried = true
-                    invocation = ScriptInvocation(plan: plan, partition: partition, cost: cost, limitIDs: ids, now: instant, callerClock: redisNow)
+                    callerClock = redisNow
                     continue
                 }
                 if prefix == "TOLLGATE_BADSTATE" {
-                    let name = Self.limitName(error.message, plan: plan, keys: invocation.keys)
+                    let name = Self.limitName(error.message, plan: plan)
                     throw Failure(
                         kind: .badReply,
                         message: "a Redis key under hash tag {\(hashTag)} for limit \(name) of plan \(plan.name) holds something "
@@ -219,6 +236,21 @@ public final class RedisLimitStore: LimitStore {
                 throw Failure(kind: .server, message: "\(error)")
             }
         }
+    }
+
+    /// The plan's prepared call, made on its first check. (The SHA1 never changes: it is the hash of
+    /// `LimitScript.source`.)
+    nonisolated(nonsending) private func invocation(for plan: Plan) async throws(RedisClientError) -> ScriptInvocation {
+        let id = ObjectIdentifier(plan.compiled)
+        if let cached = invocations.withLock({ $0[id] }) { return cached }
+        let sha = try await sha()
+        let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
+        let invocation = ScriptInvocation(plan: plan, limitIDs: ids, sha: sha)
+        invocations.withLock { table in
+            if table.count > 1_024 { table.removeAll() }
+            table[id] = invocation
+        }
+        return invocation
     }
 
     private static func kind(of error: RedisClientError) -> Failure.Kind {
@@ -236,7 +268,7 @@ public final class RedisLimitStore: LimitStore {
         return Int64(message[range.upperBound...].prefix { $0.isNumber })
     }
 
-    private static func limitName(_ message: String, plan: Plan, keys: [String]) -> String {
+    private static func limitName(_ message: String, plan: Plan) -> String {
         guard let range = message.range(of: "TOLLGATE_BADSTATE "),
             let keyIndex = Int(message[range.upperBound...].prefix { $0.isNumber })
         else { return "(unknown)" }
@@ -249,17 +281,6 @@ public final class RedisLimitStore: LimitStore {
             _ = limitIndex
         }
         return "(unknown)"
-    }
-
-    private func limitIDs(for plan: Plan) -> [String] {
-        let id = ObjectIdentifier(plan.compiled)
-        if let cached = limitIDs.withLock({ $0[id] }) { return cached }
-        let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
-        limitIDs.withLock { table in
-            if table.count > 1_024 { table.removeAll() }
-            table[id] = ids
-        }
-        return ids
     }
 
     /// The Lua source of the limit script (for benchmarks that run it with other clients).
@@ -279,18 +300,21 @@ public final class RedisLimitStore: LimitStore {
 struct StoreMetrics: Sendable {
     let latency: Timer
     let shortCircuits: Counter
-    private let decisions: [String: Counter]
+    /// Indexed by `Self.index(origin:allowed:)`.
+    private let decisions: [Counter]
     private let errorCounters: [String: Counter]
+    private static let origins: [Decision.Origin] = [.store, .denyCache, .failOpen, .failClosed, .localFallback]
 
     init(factory: any MetricsFactory) {
         latency = Timer(label: "tollgate_redis_check_duration_seconds", dimensions: [], factory: factory)
         shortCircuits = Counter(label: "tollgate_redis_short_circuits_total", dimensions: [], factory: factory)
-        var decisions: [String: Counter] = [:]
-        for origin in ["store", "denyCache", "failOpen", "failClosed", "localFallback"] {
+        var decisions: [Counter] = []
+        for origin in Self.origins {
             for outcome in ["allowed", "denied"] {
-                decisions[origin + "/" + outcome] = Counter(
-                    label: "tollgate_redis_decisions_total", dimensions: [("origin", origin), ("outcome", outcome)],
-                    factory: factory)
+                decisions.append(
+                    Counter(
+                        label: "tollgate_redis_decisions_total", dimensions: [("origin", origin.rawValue), ("outcome", outcome)],
+                        factory: factory))
             }
         }
         self.decisions = decisions
@@ -301,8 +325,20 @@ struct StoreMetrics: Sendable {
         errorCounters = errors
     }
 
+    private static func index(origin: Decision.Origin, allowed: Bool) -> Int {
+        let base: Int =
+            switch origin {
+            case .store: 0
+            case .denyCache: 2
+            case .failOpen: 4
+            case .failClosed: 6
+            case .localFallback: 8
+            }
+        return base + (allowed ? 0 : 1)
+    }
+
     func record(_ decision: Decision) {
-        decisions[decision.origin.rawValue + "/" + (decision.isAllowed ? "allowed" : "denied")]?.increment()
+        decisions[Self.index(origin: decision.origin, allowed: decision.isAllowed)].increment()
     }
 
     func errors(_ kind: RedisLimitStore.Failure.Kind) -> Counter {

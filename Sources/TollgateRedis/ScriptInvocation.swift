@@ -1,23 +1,63 @@
+import NIOCore
 import Tollgate
 
-/// Turns one check into the script's KEYS and ARGV, and its reply back into a `Decision`.
-struct ScriptInvocation {
+/// One plan's `EVALSHA` of the limit script, prepared once: what a check of the plan sends, and how its
+/// reply becomes a `Decision`.
+///
+/// Most of the command never changes for a plan: the script's SHA1, the number of keys, and for every
+/// limit but calendar quotas all twelve of its ARGV fields. Those bytes are encoded as RESP once, here;
+/// a check only writes its keys (organization and API key), its cost, the explicit instant (tests) and a
+/// calendar quota's periods around now, straight into the outbound buffer.
+///
+/// KEYS and ARGV are those documented in `LimitScript`, and equal, byte for byte, to formatting
+/// `LimitKeys.keys` and the decimal fields with the generic encoder (a test checks this).
+final class ScriptInvocation: Sendable {
     let plan: Plan
-    let keys: [String]
-    let arguments: [String]
+    /// The SHA1 the head was encoded with.
+    let sha: String
+    /// `*<argc>\r\n`, `EVALSHA`, the SHA1 and the number of keys.
+    private let head: [UInt8]
+    private let keys: [KeyShape]
+    /// ARGV 3 (`n`) and every limit's fields when the plan has no calendar quota; else ARGV 3 only.
+    private let fixedTail: [UInt8]
+    /// With calendar quotas: per limit, its fields without (calendar) or with (others) the four periods.
+    private let limitFields: [[UInt8]]
+    private let hasCalendar: Bool
+    /// Bytes of the head, the fixed tail, the limit fields and the constant part of every key.
+    private let fixedByteCount: Int
 
-    /// - Parameters:
-    ///   - now: an explicit instant in microseconds (tests only), or nil for Redis' `TIME`.
-    ///   - callerClock: the caller's idea of now, used to send the calendar periods around it.
-    init(plan: Plan, partition: Partition, cost: Int, limitIDs: [String], now: Int64?, callerClock: Int64) {
+    /// One key of the plan: `tg:{<tag>` + `middle` + (API key, for per-key limits) + (`:sum`).
+    private struct KeyShape: Sendable {
+        /// `}:<limit id>:k` or `}:<limit id>:o`.
+        let middle: [UInt8]
+        let perKey: Bool
+        let sum: Bool
+
+        var constantCount: Int { 4 + middle.count + (sum ? 4 : 0) }
+    }
+
+    init(plan: Plan, limitIDs: [String], sha: String) {
         self.plan = plan
-        let (keys, first) = LimitKeys.keys(plan: plan, partition: partition, limitIDs: limitIDs)
-        self.keys = keys
+        self.sha = sha
         let specs = plan.compiled.specs
-        var arguments: [String] = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
-        arguments.reserveCapacity(3 + specs.count * LimitScript.fieldsPerLimit)
+        var keys: [KeyShape] = []
+        var first: [Int] = []
+        for (index, limit) in plan.limits.enumerated() {
+            let middle = Array("}:\(limitIDs[index]):\(limit.scope == .apiKey ? "k" : "o")".utf8)
+            first.append(keys.count + 1)
+            keys.append(KeyShape(middle: middle, perKey: limit.scope == .apiKey, sum: false))
+            if case .slidingLog = limit.algorithm {
+                keys.append(KeyShape(middle: middle, perKey: limit.scope == .apiKey, sum: true))
+            }
+        }
+        self.keys = keys
+
+        let argc = 3 + keys.count + 3 + specs.count * LimitScript.fieldsPerLimit
+        head = Self.encoded(["EVALSHA", sha, String(keys.count)], arrayOf: argc)
+        var fields: [[UInt8]] = []
+        var hasCalendar = false
         for (index, spec) in specs.enumerated() {
-            let kind: Int =
+            let kind: Int64 =
                 switch spec.kind {
                 case .tokenBucket: 1
                 case .slidingLog: 2
@@ -25,30 +65,111 @@ struct ScriptInvocation {
                 case .fixedWindow: 4
                 case .calendar: 5
                 }
-            var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
-            if let calendar = plan.compiled.calendars[index] {
-                around = calendar.neighbourhood(of: now ?? callerClock)
+            var values = [kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond, spec.fullLevel, Int64(first[index])]
+            if plan.compiled.calendars[index] == nil {
+                values += [0, 0, 0, 0]
+            } else {
+                hasCalendar = true
             }
-            arguments += [
-                String(kind), spec.shadow ? "1" : "0", String(spec.capacity), String(spec.window),
-                String(spec.unitsPerToken), String(spec.unitsPerMicrosecond), String(spec.fullLevel),
-                String(first[index]), String(around.p0), String(around.c0), String(around.c1), String(around.n1),
-            ]
+            fields.append(Self.encoded(values.map { String($0) }))
         }
-        self.arguments = arguments
+        var tail = Self.encoded([String(specs.count)])
+        if !hasCalendar {
+            for bytes in fields { tail += bytes }
+            fields = []
+        }
+        fixedTail = tail
+        limitFields = fields
+        self.hasCalendar = hasCalendar
+        fixedByteCount = head.count + tail.count + fields.reduce(0) { $0 + $1.count } + keys.reduce(0) { $0 + $1.constantCount }
     }
 
+    /// `arguments` as RESP bulk strings, after an array header when `arrayOf` is given.
+    private static func encoded(_ arguments: [String], arrayOf count: Int? = nil) -> [UInt8] {
+        var buffer = ByteBuffer()
+        if let count {
+            buffer.writeString("*\(count)\r\n")
+        }
+        for argument in arguments {
+            buffer.writeString("$\(argument.utf8.count)\r\n\(argument)\r\n")
+        }
+        return Array(buffer.readableBytesView)
+    }
+
+    /// Writes the whole `EVALSHA` of one check.
+    ///
+    /// - Parameters:
+    ///   - hashTag: `LimitKeys.hashTag(partition.organization)`.
+    ///   - now: an explicit instant in microseconds (tests only), or nil for Redis' `TIME`.
+    ///   - callerClock: the caller's idea of now, used to send the calendar periods around it.
+    func encode(
+        partition: Partition, hashTag: String, cost: Int, now: Int64?, callerClock: Int64, into buffer: inout ByteBuffer
+    ) {
+        let tagBytes = hashTag.utf8.count
+        let apiKeyBytes = partition.apiKey.utf8.count
+        // Every byte is counted first, so that the command is written with one capacity check.
+        var count = fixedByteCount + RESPWriter.bulkIntegerCount(Int64(cost))
+        count += now.map { RESPWriter.bulkIntegerCount($0) } ?? RESPWriter.bulkCount(0)
+        for key in keys {
+            count += RESPWriter.bulkCount(key.constantCount + tagBytes + (key.perKey ? apiKeyBytes : 0)) - key.constantCount
+        }
+        var periods: [(p0: Int64, c0: Int64, c1: Int64, n1: Int64)?] = []
+        if hasCalendar {
+            periods = plan.compiled.calendars.map { calendar in calendar?.neighbourhood(of: now ?? callerClock) }
+            for case let around? in periods {
+                count += RESPWriter.bulkIntegerCount(around.p0) + RESPWriter.bulkIntegerCount(around.c0)
+                count += RESPWriter.bulkIntegerCount(around.c1) + RESPWriter.bulkIntegerCount(around.n1)
+            }
+        }
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
+            var writer = RESPWriter(raw)
+            writer.bytes(head)
+            for key in keys {
+                writer.bulkHeader(key.constantCount + tagBytes + (key.perKey ? apiKeyBytes : 0))
+                writer.bytes(Self.keyPrefix)
+                writer.utf8(hashTag)
+                writer.bytes(key.middle)
+                if key.perKey { writer.utf8(partition.apiKey) }
+                if key.sum { writer.bytes(Self.sumSuffix) }
+                writer.crlf()
+            }
+            writer.bulkInteger(Int64(cost))
+            if let now {
+                writer.bulkInteger(now)
+            } else {
+                writer.bulkHeader(0)
+                writer.crlf()
+            }
+            writer.bytes(fixedTail)
+            if hasCalendar {
+                for (index, fields) in limitFields.enumerated() {
+                    writer.bytes(fields)
+                    if let around = periods[index] {
+                        writer.bulkInteger(around.p0)
+                        writer.bulkInteger(around.c0)
+                        writer.bulkInteger(around.c1)
+                        writer.bulkInteger(around.n1)
+                    }
+                }
+            }
+            return writer.finish(raw, expected: count)
+        }
+    }
+
+    private static let keyPrefix = Array("tg:{".utf8)
+    private static let sumSuffix = Array(":sum".utf8)
+
     /// Reads the script's reply; anything of the wrong shape is a `badReply` naming the hash tag.
-    func decision(from values: [Int64]?, hashTag: String) throws(LimiterError) -> Decision {
+    func decision(from reply: RedisReply, hashTag: String) throws(LimiterError) -> Decision {
         let specs = plan.compiled.specs
-        guard let values, values.count == 2 + 6 * specs.count else {
+        guard case .array(let elements) = reply, elements.count == 2 + 6 * specs.count else {
+            let found = reply.array.map { "\($0.count) integers" } ?? "something else"
             throw LimiterError(
-                .badReply, "the limit script for {\(hashTag)} answered \(values.map { "\($0.count) integers" } ?? "something else"), "
+                .badReply, "the limit script for {\(hashTag)} answered \(found), "
                     + "expected \(2 + 6 * specs.count) integers; is another script loaded under the same SHA?")
         }
-        var results: [LimitResult] = []
-        results.reserveCapacity(specs.count)
-        for (index, spec) in specs.enumerated() {
+        let values = ReplyIntegers(elements)
+        for index in specs.indices {
             let base = 2 + index * 6
             let admits = values[base], tooLarge = values[base + 1]
             guard (0...1).contains(admits), (0...1).contains(tooLarge), values[base + 2] >= 0, values[base + 3] >= 0,
@@ -56,16 +177,49 @@ struct ScriptInvocation {
             else {
                 throw LimiterError(.badReply, "the limit script for {\(hashTag)} answered out-of-range values for limit \(plan.limits[index].name)")
             }
-            results.append(
-                LimitResult(
-                    index: index, admits: admits == 1, exceedsCapacity: tooLarge == 1, shadow: spec.shadow,
-                    quota: spec.capacity, windowMicroseconds: values[base + 5], remaining: values[base + 2],
-                    resetAfterMicroseconds: values[base + 3], retryAfterMicroseconds: values[base + 4] < 0 ? nil : values[base + 4]))
         }
-        let decision = Decision(instant: values[0], results: results)
+        let decision = Decision(instant: values[0], results: ReplyResults(values: values, specs: specs))
         guard decision.isAllowed == (values[1] == 1) else {
             throw LimiterError(.badReply, "the limit script for {\(hashTag)} answered a verdict that contradicts its limits")
         }
         return decision
+    }
+}
+
+/// The integers of the script's reply (`Int64.min` for anything that is not one).
+private struct ReplyIntegers {
+    let elements: [RedisReply]
+
+    init(_ elements: [RedisReply]) {
+        self.elements = elements
+    }
+
+    subscript(index: Int) -> Int64 {
+        if case .integer(let value) = elements[index] { return value }
+        return elements[index].int64 ?? .min
+    }
+}
+
+/// The per-limit results of a validated reply, one at a time: a concrete sequence, so that handing it to
+/// `Decision`'s generic initializer allocates nothing and looks up no generic metadata per element.
+private struct ReplyResults: Sequence, IteratorProtocol {
+    let values: ReplyIntegers
+    let specs: ContiguousArray<LimitSpec>
+    var index = 0
+
+    init(values: ReplyIntegers, specs: ContiguousArray<LimitSpec>) {
+        self.values = values
+        self.specs = specs
+    }
+
+    mutating func next() -> LimitResult? {
+        guard index < specs.count else { return nil }
+        defer { index += 1 }
+        let base = 2 + index * 6
+        let retry = values[base + 4]
+        return LimitResult(
+            index: index, admits: values[base] == 1, exceedsCapacity: values[base + 1] == 1, shadow: specs[index].shadow,
+            quota: specs[index].capacity, windowMicroseconds: values[base + 5], remaining: values[base + 2],
+            resetAfterMicroseconds: values[base + 3], retryAfterMicroseconds: retry < 0 ? nil : retry)
     }
 }
