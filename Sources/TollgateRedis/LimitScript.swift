@@ -1,3 +1,5 @@
+import Tollgate
+
 /// The Lua script that evaluates every limit of one request atomically inside Redis — the same
 /// arithmetic as the in-process algorithms (`Sources/Tollgate/Algorithms`), so both stores give the same
 /// answers. All quantities stay below 2^53, where Lua's doubles are exact integers.
@@ -12,6 +14,17 @@
 /// `TOLLGATE_CLOCK <now>` when Redis' clock lies outside the calendar periods the caller sent.
 enum LimitScript {
     static let fieldsPerLimit = 12
+
+    /// The script's code for an algorithm (its `kind` field).
+    static func code(for kind: LimitSpec.Kind) -> Int64 {
+        switch kind {
+        case .tokenBucket: 1
+        case .slidingLog: 2
+        case .slidingCounter: 3
+        case .fixedWindow: 4
+        case .calendar: 5
+        }
+    }
 
     static let source = #"""
 local function fdiv(a, b)

@@ -274,11 +274,10 @@ public final class RedisLimitStore: LimitStore {
         else { return "(unknown)" }
         // Keys are laid out in plan order, a sliding log taking two.
         var index = 0
-        for (limitIndex, limit) in plan.limits.enumerated() {
+        for limit in plan.limits {
             let width = if case .slidingLog = limit.algorithm { 2 } else { 1 }
             if keyIndex <= index + width { return limit.name }
             index += width
-            _ = limitIndex
         }
         return "(unknown)"
     }

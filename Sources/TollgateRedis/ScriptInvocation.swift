@@ -57,14 +57,7 @@ final class ScriptInvocation: Sendable {
         var fields: [[UInt8]] = []
         var hasCalendar = false
         for (index, spec) in specs.enumerated() {
-            let kind: Int64 =
-                switch spec.kind {
-                case .tokenBucket: 1
-                case .slidingLog: 2
-                case .slidingCounter: 3
-                case .fixedWindow: 4
-                case .calendar: 5
-                }
+            let kind = LimitScript.code(for: spec.kind)
             var values = [kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond, spec.fullLevel, Int64(first[index])]
             if plan.compiled.calendars[index] == nil {
                 values += [0, 0, 0, 0]

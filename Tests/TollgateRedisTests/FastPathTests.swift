@@ -98,14 +98,7 @@ import Tollgate
         let specs = plan.compiled.specs
         var arguments = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
         for (index, spec) in specs.enumerated() {
-            let kind: Int =
-                switch spec.kind {
-                case .tokenBucket: 1
-                case .slidingLog: 2
-                case .slidingCounter: 3
-                case .fixedWindow: 4
-                case .calendar: 5
-                }
+            let kind = LimitScript.code(for: spec.kind)
             var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
             if let calendar = plan.compiled.calendars[index] {
                 around = calendar.neighbourhood(of: now ?? callerClock)
