@@ -18,7 +18,9 @@ import Tollgate
 ///   `insufficient_scope`, `other_organization`, `unknown_plan`, `not_found`, `bad_request`, `body_too_large`.
 final class RateLimitMetrics: Sendable {
     private let factory: any MetricsFactory
-    private let counters = Mutex<[String: Counter]>([:])
+    /// The series of each plan in use, by the identity of its compiled form (which the entry keeps alive).
+    private let plans = Mutex<[ObjectIdentifier: PlanSeries]>([:])
+    private let refusals = Mutex<[String: Counter]>([:])
     let storeLatency: Timer
     let denyCacheHits: Counter
     let storeErrors: Counter
@@ -30,43 +32,79 @@ final class RateLimitMetrics: Sendable {
         storeErrors = Counter(label: "tollgate_store_errors_total", dimensions: [], factory: factory)
     }
 
-    /// One counter per label set, made once: the backends' own lookups take a lock and build strings.
-    private func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
-        let key = label + "|" + dimensions.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
-        return counters.withLock { table in
-            if let counter = table[key] { return counter }
-            // A label set per plan, limit and outcome: bounded by the configuration, but a reload that
-            // keeps renaming plans would grow it; past this, old series are dropped from the cache only.
-            if table.count > 10_000 { table.removeAll() }
-            let counter = Counter(label: label, dimensions: dimensions, factory: factory)
-            table[key] = counter
-            return counter
+    static let outcomes = ["allowed", "limited", "cost_exceeds_capacity", "store_unavailable"]
+    static let origins: [Decision.Origin] = [.store, .denyCache, .failOpen, .failClosed, .localFallback]
+
+    /// One plan's counters, each made the first time it counts (a series appears once it has happened).
+    /// The backends' own lookups take a lock and build strings, so they are made once and kept here.
+    private final class PlanSeries {
+        let compiled: AnyObject
+        /// `tollgate_checks_total`, at `outcome * origins.count + origin`.
+        var checks: [Counter?]
+        /// `tollgate_decisions_total`, at `limit * 2` (allowed) and `limit * 2 + 1` (denied).
+        var decisions: [Counter?]
+
+        init(_ plan: Plan) {
+            compiled = plan.compiled
+            checks = Array(repeating: nil, count: RateLimitMetrics.outcomes.count * RateLimitMetrics.origins.count)
+            decisions = Array(repeating: nil, count: plan.limits.count * 2)
         }
     }
 
     func record(_ decision: Decision, plan: Plan) {
         let outcome =
             switch decision.denial {
-            case nil: "allowed"
-            case .limited: "limited"
-            case .costExceedsCapacity: "cost_exceeds_capacity"
-            case .storeUnavailable: "store_unavailable"
+            case nil: 0
+            case .limited: 1
+            case .costExceedsCapacity: 2
+            case .storeUnavailable: 3
             }
-        counter(
-            "tollgate_checks_total",
-            [("plan", plan.name), ("outcome", outcome), ("origin", decision.origin.rawValue)]
-        ).increment()
-        if decision.origin == .denyCache { denyCacheHits.increment() }
-        for result in decision.results {
-            counter(
-                "tollgate_decisions_total",
-                [("plan", plan.name), ("limit", plan.limits[result.index].name), ("outcome", result.admits ? "allowed" : "denied")]
-            ).increment()
+        let origin = Self.origins.firstIndex(of: decision.origin) ?? 0
+        let factory = self.factory
+        plans.withLock { plans in
+            let id = ObjectIdentifier(plan.compiled)
+            let series: PlanSeries
+            if let known = plans[id] {
+                series = known
+            } else {
+                // Reloads bring new plans; past this many, the old ones' entries go (their series stay).
+                if plans.count >= 1_000 { plans.removeAll() }
+                series = PlanSeries(plan)
+                plans[id] = series
+            }
+            let check = outcome * Self.origins.count + origin
+            if series.checks[check] == nil {
+                series.checks[check] = Counter(
+                    label: "tollgate_checks_total",
+                    dimensions: [("plan", plan.name), ("outcome", Self.outcomes[outcome]), ("origin", decision.origin.rawValue)],
+                    factory: factory)
+            }
+            series.checks[check]!.increment()
+            for result in decision.results {
+                let slot = result.index * 2 + (result.admits ? 0 : 1)
+                if series.decisions[slot] == nil {
+                    series.decisions[slot] = Counter(
+                        label: "tollgate_decisions_total",
+                        dimensions: [
+                            ("plan", plan.name), ("limit", plan.limits[result.index].name),
+                            ("outcome", result.admits ? "allowed" : "denied"),
+                        ],
+                        factory: factory)
+                }
+                series.decisions[slot]!.increment()
+            }
         }
+        if decision.origin == .denyCache { denyCacheHits.increment() }
     }
 
     func refused(_ reason: String) {
-        counter("tollgate_refusals_total", [("reason", reason)]).increment()
+        let factory = self.factory
+        refusals.withLock { table in
+            if let counter = table[reason] { return counter }
+            let counter = Counter(label: "tollgate_refusals_total", dimensions: [("reason", reason)], factory: factory)
+            table[reason] = counter
+            return counter
+        }.increment()
     }
 }
 

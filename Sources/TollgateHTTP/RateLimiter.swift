@@ -185,10 +185,7 @@ public final class RateLimiter: Sendable {
         metrics.record(decision, plan: plan)
         outcome.decision = decision
 
-        var fields = HTTPFields()
-        for (name, value) in RateLimitHeaders.fields(decision, plan: plan, includeLegacy: policy.legacyHeaders) {
-            fields.append(HTTPField(name: HTTPField.Name(name)!, value: value))
-        }
+        let fields = Self.rateLimitFields(decision, plan: plan, includeLegacy: policy.legacyHeaders)
         outcome.headers = fields
 
         switch decision.denial {
@@ -203,6 +200,23 @@ public final class RateLimiter: Sendable {
             return .refused(
                 Problem.unavailable("the rate limit store cannot be reached", retryAfterSeconds: seconds).response(), outcome)
         }
+    }
+
+    /// `RateLimitHeaders.fields` as `HTTPFields`, in the same order.
+    static func rateLimitFields(_ decision: Decision, plan: Plan, includeLegacy: Bool) -> HTTPFields {
+        var fields = HTTPFields()
+        let policy = RateLimitHeaders.policy(decision, plan: plan)
+        if !policy.isEmpty {
+            fields.append(HTTPField(name: .rateLimitPolicy, value: policy))
+            fields.append(HTTPField(name: .rateLimit, value: RateLimitHeaders.rateLimit(decision, plan: plan)))
+        }
+        if let retry = RateLimitHeaders.retryAfter(decision) { fields.append(HTTPField(name: .retryAfter, value: retry)) }
+        if includeLegacy, let legacy = RateLimitHeaders.legacy(decision) {
+            fields.append(HTTPField(name: .xRateLimitLimit, value: legacy.limit))
+            fields.append(HTTPField(name: .xRateLimitRemaining, value: legacy.remaining))
+            fields.append(HTTPField(name: .xRateLimitReset, value: legacy.reset))
+        }
+        return fields
     }
 
     enum BodyFailure: Error {

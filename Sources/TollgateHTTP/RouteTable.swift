@@ -78,14 +78,14 @@ public struct RouteTable: Sendable {
                 return .failure(PathError(message: "the path has broken percent-encoding"))
             }
             if decoded == "." || decoded == ".." { return .failure(PathError(message: "the path has a . or .. segment")) }
-            if decoded.contains("/") { return .failure(PathError(message: "the path has an encoded / (%2F) in a segment")) }
+            if decoded.utf8.contains(UInt8(ascii: "/")) { return .failure(PathError(message: "the path has an encoded / (%2F) in a segment")) }
             segments.append(decoded)
         }
         return .success(segments)
     }
 
     static func percentDecoded(_ text: Substring) -> String? {
-        guard text.contains("%") else { return String(text) }
+        guard text.utf8.contains(UInt8(ascii: "%")) else { return String(text) }
         var bytes: [UInt8] = []
         var iterator = text.utf8.makeIterator()
         while let byte = iterator.next() {

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -38,7 +37,7 @@ public final class Sidecar: Sendable {
     let keyRegistry: KeyRegistry
     let store: any LimitStore
     let redisClients: [RedisClient]
-    let httpClient: HTTPClient?
+    let upstreamPool: UpstreamPool?
     let upstream: any Upstream
     let metrics: SidecarMetrics
     let storeClient: RedisClient?
@@ -129,13 +128,19 @@ public final class Sidecar: Sendable {
             failurePolicy: settings.store.backend == .redis ? settings.store.failurePolicy.rawValue : "none")
 
         if let url = settings.upstream.url {
-            let client = HTTPForwarder.makeClient(
-                poolSize: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
-                readTimeout: settings.upstream.readTimeout)
-            httpClient = client
-            upstream = HTTPForwarder(client: client, base: url, metrics: metrics, logger: logger)
+            let pool: UpstreamPool
+            do {
+                guard let target = UpstreamTarget(url: url) else { throw UpstreamFailure.connect("not an http(s) URL") }
+                pool = try UpstreamPool(
+                    target: target, maximumIdle: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
+                    bufferLimit: HTTPForwarder.bufferedBodySize)
+            } catch {
+                throw ConfigurationError(file: configurationFile, line: nil, path: "upstream.url", message: "\(error)")
+            }
+            upstreamPool = pool
+            upstream = HTTPForwarder(pool: pool, metrics: metrics, logger: logger)
         } else {
-            httpClient = nil
+            upstreamPool = nil
             upstream = StandInUpstream()
         }
     }
@@ -191,8 +196,8 @@ public final class Sidecar: Sendable {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = redisClients.map {
             .init(service: RedisClientService(client: $0), serviceName: "redis")
         }
-        if let httpClient {
-            services.append(.init(service: HTTPClientService(client: httpClient), serviceName: "upstream-client"))
+        if let upstreamPool {
+            services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
         }
         services.append(.init(service: admin, serviceName: "admin"))
         services.append(.init(service: proxy, serviceName: "proxy"))
@@ -302,7 +307,6 @@ public final class Sidecar: Sendable {
         check("upstream.url", old.upstream.url, new.upstream.url)
         check("upstream.pool_size", old.upstream.poolSize, new.upstream.poolSize)
         check("upstream.connect_timeout", old.upstream.connectTimeout, new.upstream.connectTimeout)
-        check("upstream.read_timeout", old.upstream.readTimeout, new.upstream.readTimeout)
         check("store", old.store, new.store)
         check("keys.source", old.keys.source, new.keys.source)
         check("keys.url", old.keys.url, new.keys.url)
@@ -319,13 +323,13 @@ struct RedisClientService: Service {
     }
 }
 
-/// Shuts the upstream client down at graceful shutdown, after the listeners (services stop in reverse order).
-struct HTTPClientService: Service {
-    let client: HTTPClient
+/// Closes the upstream connections at graceful shutdown, after the listeners (services stop in reverse order).
+struct UpstreamPoolService: Service {
+    let pool: UpstreamPool
 
     func run() async throws {
         try? await gracefulShutdown()
-        try await client.shutdown()
+        pool.shutdown()
     }
 }
 

@@ -42,11 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
 
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(label: label, level: level) }
         let logger = Logger(label: "tollgate.sidecar")
         let sidecar: Sidecar
         do {

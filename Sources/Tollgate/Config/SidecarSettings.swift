@@ -26,7 +26,8 @@ import Foundation
 /// - `upstream` (mapping, optional): where admitted requests go.
 ///   - `url` (string, optional): `http://host:port` of the message API, optionally with a path prefix.
 ///     Without it, a built-in stand-in answers `POST /api/v1/messages/send` (for trying Tollgate out).
-///   - `pool_size` (int, default 64): connections kept to the upstream.
+///   - `pool_size` (int, default 64): idle keep-alive connections kept open to the upstream for reuse
+///     (as nginx's `keepalive`; a cache, not a cap on concurrent connections).
 ///   - `connect_timeout` (duration, default 1s): a connection not made in time → 504.
 ///   - `response_timeout` (duration, default 30s): the response head must arrive within this → 504.
 ///   - `read_timeout` (duration, default 30s): the longest silence while streaming a response body.

@@ -8,10 +8,14 @@ public enum RateLimitHeaders {
     /// `"burst";q=20;w=1, "month";q=100000;w=2592000` — each enforced limit's quota and window.
     public static func policy(_ decision: Decision, plan: Plan) -> String {
         var out = ""
+        out.reserveCapacity(48 * decision.results.count)
         for result in decision.results where !result.shadow {
-            if !out.isEmpty { out += ", " }
-            out += structuredString(plan.limits[result.index].name)
-            out += ";q=\(result.quota);w=\(wholeSeconds(result.windowMicroseconds, minimum: 1))"
+            if !out.isEmpty { out.append(", ") }
+            appendStructuredString(plan.limits[result.index].name, to: &out)
+            out.append(";q=")
+            out.append(String(result.quota))
+            out.append(";w=")
+            out.append(String(wholeSeconds(result.windowMicroseconds, minimum: 1)))
         }
         return out
     }
@@ -19,10 +23,14 @@ public enum RateLimitHeaders {
     /// `"burst";r=0;t=1, "month";r=98211;t=1209600` — remaining quota and seconds until more is available.
     public static func rateLimit(_ decision: Decision, plan: Plan) -> String {
         var out = ""
+        out.reserveCapacity(48 * decision.results.count)
         for result in decision.results where !result.shadow {
-            if !out.isEmpty { out += ", " }
-            out += structuredString(plan.limits[result.index].name)
-            out += ";r=\(max(0, result.remaining));t=\(wholeSeconds(result.resetAfterMicroseconds, minimum: 0))"
+            if !out.isEmpty { out.append(", ") }
+            appendStructuredString(plan.limits[result.index].name, to: &out)
+            out.append(";r=")
+            out.append(String(max(0, result.remaining)))
+            out.append(";t=")
+            out.append(String(wholeSeconds(result.resetAfterMicroseconds, minimum: 0)))
         }
         return out
     }
@@ -81,12 +89,21 @@ public enum RateLimitHeaders {
     /// An sf-string: quoted, with `\` and `"` escaped. Policy names are validated to a safe alphabet,
     /// so nothing else needs escaping.
     static func structuredString(_ value: String) -> String {
-        var out = "\""
-        for character in value {
-            if character == "\"" || character == "\\" { out.append("\\") }
-            out.append(character)
+        var out = ""
+        appendStructuredString(value, to: &out)
+        return out
+    }
+
+    static func appendStructuredString(_ value: String, to out: inout String) {
+        out.append("\"")
+        if value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            for character in value {
+                if character == "\"" || character == "\\" { out.append("\\") }
+                out.append(character)
+            }
+        } else {
+            out.append(value)
         }
         out.append("\"")
-        return out
     }
 }

@@ -32,25 +32,28 @@ public struct KeyDigest: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// 64 lowercase hex digits: the registry's spelling (`tg:key:<hex>`, `sha256:` in key files).
-    public var hex: String {
-        var out = ""
-        out.reserveCapacity(64)
-        for byte in bytes {
-            out.append(Self.digits[Int(byte >> 4)])
-            out.append(Self.digits[Int(byte & 0x0f)])
-        }
-        return out
-    }
+    public var hex: String { hex(bytes: 32) }
 
     /// 16 hex digits: the key's identity for its counters (`Partition.apiKey`).
-    public var keyID: String { String(hex.prefix(16)) }
+    public var keyID: String { hex(bytes: 8) }
     /// 8 hex digits: the key's tag in logs.
-    public var fingerprint: String { String(hex.prefix(8)) }
+    public var fingerprint: String { hex(bytes: 4) }
+
+    /// The first `count` bytes in lowercase hex.
+    private func hex(bytes count: Int) -> String {
+        String(unsafeUninitializedCapacity: count * 2) { out in
+            for (index, byte) in bytes.prefix(count).enumerated() {
+                out[2 * index] = Self.digits[Int(byte >> 4)]
+                out[2 * index + 1] = Self.digits[Int(byte & 0x0f)]
+            }
+            return count * 2
+        }
+    }
 
     /// The fingerprint only: a digest never prints whole.
     public var description: String { "sha256:\(fingerprint)…" }
 
-    private static let digits: [Character] = Array("0123456789abcdef")
+    private static let digits: [UInt8] = Array("0123456789abcdef".utf8)
 
     private static func nibble(_ byte: UInt8) -> UInt8? {
         switch byte {

@@ -20,17 +20,28 @@ public struct KeyRecord: Sendable, Equatable {
         self.expiresAt = expiresAt
         self.revoked = revoked
     }
+}
+
+/// A key record with what every request needs of it worked out once, when it is cached: the identity
+/// (the digest's hex prefixes) is the same for every request; only the expiry depends on the time.
+struct ResolvedKey: Sendable {
+    let record: KeyRecord
+    let fingerprint: String
+    let identity: APIKeyIdentity
+
+    init(_ record: KeyRecord, digest: KeyDigest) {
+        self.record = record
+        fingerprint = digest.fingerprint
+        identity = APIKeyIdentity(
+            organization: record.organization, plan: record.plan, scopes: record.scopes, keyID: digest.keyID,
+            fingerprint: fingerprint)
+    }
 
     /// Whether the key is usable at `now` (unix seconds); the expiry instant itself is already expired.
-    func resolution(digest: KeyDigest, now: Int64) -> KeyResolution {
-        if revoked { return KeyResolution(.revoked, fingerprint: digest.fingerprint) }
-        if let expiresAt, now >= expiresAt { return KeyResolution(.expired, fingerprint: digest.fingerprint) }
-        return KeyResolution(
-            .active(
-                APIKeyIdentity(
-                    organization: organization, plan: plan, scopes: scopes, keyID: digest.keyID,
-                    fingerprint: digest.fingerprint)),
-            fingerprint: digest.fingerprint)
+    func resolution(now: Int64) -> KeyResolution {
+        if record.revoked { return KeyResolution(.revoked, fingerprint: fingerprint) }
+        if let expiresAt = record.expiresAt, now >= expiresAt { return KeyResolution(.expired, fingerprint: fingerprint) }
+        return KeyResolution(.active(identity), fingerprint: fingerprint)
     }
 }
 

@@ -82,9 +82,9 @@ public final class KeyRegistry: APIKeyResolver {
         let current = setup.withLock { $0 }
         let now = self.now()
         switch cache.withLock({ $0.fresh(digest, now: now) }) {
-        case .some(.some(let record)):
+        case .some(.some(let resolved)):
             lookups["hit"]?.increment()
-            return record.resolution(digest: digest, now: wallClock())
+            return resolved.resolution(now: wallClock())
         case .some(.none):
             lookups["negative_hit"]?.increment()
             return KeyResolution(.unknown, fingerprint: digest.fingerprint)
@@ -95,14 +95,15 @@ public final class KeyRegistry: APIKeyResolver {
             let record = try await current.source.record(for: digest)
             lookups["miss"]?.increment()
             let ttl = record == nil ? current.policy.negativeTTL : current.policy.ttl
-            cache.withLock { $0.store(digest, record, fetchedAt: now, expiresAt: now + ttl) }
-            guard let record else { return KeyResolution(.unknown, fingerprint: digest.fingerprint) }
-            return record.resolution(digest: digest, now: wallClock())
+            let resolved = record.map { ResolvedKey($0, digest: digest) }
+            cache.withLock { $0.store(digest, resolved, fetchedAt: now, expiresAt: now + ttl) }
+            guard let resolved else { return KeyResolution(.unknown, fingerprint: digest.fingerprint) }
+            return resolved.resolution(now: wallClock())
         } catch {
-            if let record = cache.withLock({ $0.stale(digest, now: now, within: current.policy.staleIfError) }) {
+            if let resolved = cache.withLock({ $0.stale(digest, now: now, within: current.policy.staleIfError) }) {
                 lookups["stale"]?.increment()
-                logger.debug("key registry unreachable; answering from the cache", metadata: ["key": "\(digest.fingerprint)"])
-                return record.resolution(digest: digest, now: wallClock())
+                logger.debug("key registry unreachable; answering from the cache", metadata: ["key": "\(resolved.fingerprint)"])
+                return resolved.resolution(now: wallClock())
             }
             lookups["error"]?.increment()
             throw error
@@ -119,7 +120,7 @@ public final class KeyRegistry: APIKeyResolver {
 struct KeyCache {
     struct Entry {
         /// Nil: the key is unknown (a negative entry).
-        var record: KeyRecord?
+        var record: ResolvedKey?
         var fetchedAt: ContinuousClock.Instant
         var expiresAt: ContinuousClock.Instant
         /// Its position in `order`.
@@ -139,18 +140,18 @@ struct KeyCache {
     var count: Int { entries.count }
 
     /// `.some(record)` for a fresh entry (`.some(nil)`: known to be unknown), nil when absent or expired.
-    func fresh(_ digest: KeyDigest, now: ContinuousClock.Instant) -> KeyRecord?? {
+    func fresh(_ digest: KeyDigest, now: ContinuousClock.Instant) -> ResolvedKey?? {
         guard let entry = entries[digest], now < entry.expiresAt else { return nil }
         return .some(entry.record)
     }
 
     /// A found record fetched within `window`, however old its TTL says it is.
-    func stale(_ digest: KeyDigest, now: ContinuousClock.Instant, within window: Duration) -> KeyRecord? {
+    func stale(_ digest: KeyDigest, now: ContinuousClock.Instant, within window: Duration) -> ResolvedKey? {
         guard let entry = entries[digest], let record = entry.record, now < entry.fetchedAt + window else { return nil }
         return record
     }
 
-    mutating func store(_ digest: KeyDigest, _ record: KeyRecord?, fetchedAt: ContinuousClock.Instant, expiresAt: ContinuousClock.Instant) {
+    mutating func store(_ digest: KeyDigest, _ record: ResolvedKey?, fetchedAt: ContinuousClock.Instant, expiresAt: ContinuousClock.Instant) {
         if var entry = entries[digest] {
             entry.record = record
             entry.fetchedAt = fetchedAt

@@ -26,7 +26,7 @@ final class LiveSettings: Sendable {
             accessLogSample: settings.server.accessLogSample,
             forwarding: ForwardingSettings(
                 maxBodySize: settings.server.maxBodySize, responseTimeout: settings.upstream.responseTimeout,
-                forwardCredentials: settings.upstream.forwardCredentials))
+                readTimeout: settings.upstream.readTimeout, forwardCredentials: settings.upstream.forwardCredentials))
     }
 
     var current: Values { values.withLock { $0 } }

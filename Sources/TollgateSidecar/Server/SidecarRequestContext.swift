@@ -10,11 +10,14 @@ public struct SidecarRequestContext: RateLimitRequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The peer of the connection.
     public let remoteAddress: SocketAddress?
+    /// The connection's event loop (the forwarder's upstream connection is taken on the same one).
+    let eventLoop: any EventLoop
     let box: OutcomeBox
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)
         remoteAddress = source.channel.remoteAddress
+        eventLoop = source.channel.eventLoop
         box = OutcomeBox()
     }
 

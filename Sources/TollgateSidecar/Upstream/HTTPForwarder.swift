@@ -1,139 +1,220 @@
-import AsyncHTTPClient
 import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
-import NIOHTTP1
-import NIOPosix
 import TollgateHTTP
 
-/// Forwards admitted requests to the message API with AsyncHTTPClient, streaming both bodies.
+/// Forwards admitted requests to the message API over pooled keep-alive HTTP/1.1 connections
+/// (`UpstreamPool`), streaming bodies that are large or of unknown length.
 ///
-/// - The request goes to `base` + the path and query exactly as the client sent them, with the client's
-///   `Host`. Hop-by-hop fields are dropped both ways (`Connection` and every field it names,
-///   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), and so is `Expect`
-///   (the sidecar does not relay interim responses). `X-Forwarded-For` gets the client's address
-///   appended, `X-Forwarded-Proto` is set to `http`, and `X-Tollgate-Organization`, `X-Tollgate-Plan`,
-///   `X-Tollgate-Key-Id` say who was admitted; such fields sent by the client are removed first, so
-///   the upstream can trust them.
-/// - Bodies stream with back-pressure, never held whole: a body with `Content-Length` keeps it, a
-///   chunked one stays chunked and is cut off with 413 past `server.max_body_size`.
+/// - The request goes to the upstream URL's path prefix + the path and query exactly as the client sent
+///   them, with the client's `Host`. Hop-by-hop fields are dropped both ways (`Connection` and every
+///   field it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), and so
+///   is `Expect` (the sidecar does not relay interim responses). `X-Forwarded-For` gets the client's
+///   address appended, `X-Forwarded-Proto` is set to `http`, and `X-Tollgate-Organization`,
+///   `X-Tollgate-Plan`, `X-Tollgate-Key-Id` say who was admitted; such fields sent by the client are
+///   removed first, so the upstream can trust them.
+/// - Bodies with a `Content-Length` up to 64 KiB are read whole before they are sent on, both ways (as
+///   nginx's `proxy_request_buffering` and `proxy_buffering` do): the request leaves in one write and
+///   the answer in one. Larger and chunked bodies stream with back-pressure, never held whole; a
+///   chunked request body is cut off with 413 past `server.max_body_size`.
 /// - Redirects are passed back to the client, never followed.
 /// - No connection (refused, reset, unresolvable) → 502; no response head within
-///   `upstream.response_timeout`, or no connection within `upstream.connect_timeout` → 504. Failed
-///   connections are not retried by the pool (`retryConnectionEstablishment` off): a dead upstream
-///   answers 502 at once instead of holding every request until its deadline.
+///   `upstream.response_timeout`, no connection within `upstream.connect_timeout`, or a response body
+///   stalled for `upstream.read_timeout` → 504 (or the response is cut off, if it had begun).
+/// - A request is never sent twice, except a request with an idempotent method (GET, HEAD, PUT,
+///   DELETE, OPTIONS) whose reused connection closed before any answer: it is sent once more on a new
+///   connection, as the upstream may have closed the idle connection just as the request left.
 struct HTTPForwarder: Upstream {
-    let client: HTTPClient
-    /// `http://host:port` plus an optional path prefix, without a trailing `/`.
-    let base: String
+    let pool: UpstreamPool
     let metrics: SidecarMetrics
     let logger: Logger
 
+    /// Bodies up to this size, with a `Content-Length`, are read whole before they are sent on.
+    static let bufferedBodySize = 64 * 1024
+
     static let identityFields: [HTTPField.Name] = [.tollgateOrganization, .tollgatePlan, .tollgateKeyID]
 
-    /// A client for one upstream: `poolSize` connections, no redirects, no decompression, HTTP/1.1.
-    static func makeClient(poolSize: Int, connectTimeout: Duration, readTimeout: Duration) -> HTTPClient {
-        var configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow,
-            timeout: .init(connect: TimeAmount(connectTimeout), read: TimeAmount(readTimeout)),
-            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: poolSize),
-            decompression: .disabled)
-        configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.httpVersion = .http1Only
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    func respond(to request: Request, context: SidecarRequestContext, settings: ForwardingSettings) async -> Response {
+        var head = HTTPRequest(
+            method: request.method, scheme: nil, authority: request.head.authority ?? pool.target.authority,
+            path: pool.target.pathPrefix + (request.head.path ?? "/"))
+        head.headerFields = Self.upstreamHeaders(
+            request, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+
+        if let declared, declared <= Self.bufferedBodySize {
+            var body: ByteBuffer?
+            if declared > 0 {
+                do {
+                    body = try await request.body.collect(upTo: declared)
+                } catch {
+                    metrics.upstream("aborted")
+                    return Problem.badRequest("the request body ended before its Content-Length").response()
+                }
+            }
+            head.headerFields[.contentLength] = String(declared)
+            return await exchange(head, body: body, on: context.eventLoop, settings: settings)
+        }
+        if let declared {
+            head.headerFields[.contentLength] = String(declared)
+        } else if request.headers[.transferEncoding] != nil {
+            head.headerFields[.transferEncoding] = "chunked"
+        } else {
+            return await exchange(head, body: nil, on: context.eventLoop, settings: settings)
+        }
+        return await streamingExchange(
+            head, body: CappedBody(base: request.body, limit: settings.maxBodySize), on: context.eventLoop, settings: settings)
     }
 
-    func respond(to request: Request, context: SidecarRequestContext, settings: ForwardingSettings) async -> Response {
-        var outbound = HTTPClientRequest(url: base + (request.head.path ?? "/"))
-        outbound.method = HTTPMethod(rawValue: request.method.rawValue)
-        outbound.headers = Self.upstreamHeaders(
-            request, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
-
-        let declared = request.headers[.contentLength].flatMap { Int64($0) }
-        // The client's body is the connection's inbound stream: once this returns (and the response is
-        // written) Hummingbird reads the rest of it itself. AsyncHTTPClient reads it from a task of its
-        // own that can outlive `execute` (an upstream may answer before the body is through), so the body
-        // is handed over as an `ExclusiveBody` and taken back (`close()`) before the stream is given up.
-        let body = ExclusiveBody(CappedBody(base: request.body, limit: settings.maxBodySize))
-        if let declared {
-            if declared > 0 { outbound.body = .stream(body, length: .known(declared)) }
-        } else if request.headers[.transferEncoding] != nil {
-            outbound.body = .stream(body, length: .unknown)
-        }
-
+    /// Sends a request whose body (if any) is at hand, and relays the answer.
+    private func exchange(_ head: HTTPRequest, body: ByteBuffer?, on eventLoop: any EventLoop, settings: ForwardingSettings) async -> Response {
         let started = ContinuousClock.now
-        let response: HTTPClientResponse
-        do {
-            response = try await client.execute(outbound, timeout: TimeAmount(settings.responseTimeout), logger: nil)
-        } catch {
-            await body.close()
-            return failure(error, settings: settings)
+        var retried = false
+        while true {
+            let connection: UpstreamConnection
+            do {
+                connection = try await pool.connection(on: eventLoop)
+            } catch {
+                return failure(error)
+            }
+            do {
+                let start = try await connection.send(
+                    head, body: body, responseTimeout: settings.responseTimeout, readTimeout: settings.readTimeout)
+                return relay(start, from: connection, started: started)
+            } catch {
+                connection.close()
+                if !retried, error == .closed(responded: false), connection.wasUsed, Self.isIdempotent(head.method) {
+                    retried = true
+                    continue
+                }
+                return failure(error)
+            }
         }
+    }
+
+    /// Sends a request whose body streams from the client, and relays the answer.
+    ///
+    /// The body goes up from a task of its own while this one waits for the answer, and keeps going up
+    /// while the answer streams back: an upstream may answer before it has read everything (an echo, an
+    /// early refusal), and waiting for the upload to finish first would then stall both. The body is lent
+    /// to that task as an `ExclusiveBody` and taken back before the client's connection reads on.
+    private func streamingExchange(
+        _ head: HTTPRequest, body: CappedBody<RequestBody>, on eventLoop: any EventLoop, settings: ForwardingSettings
+    ) async -> Response {
+        let started = ContinuousClock.now
+        let connection: UpstreamConnection
+        do {
+            connection = try await pool.connection(on: eventLoop)
+            try await connection.begin(head, responseTimeout: settings.responseTimeout, readTimeout: settings.readTimeout)
+        } catch {
+            return failure(error)
+        }
+        let lent = ExclusiveBody(body)
+        let upload = Task { () -> (any Error)? in
+            do {
+                for try await part in lent {
+                    try await connection.write(part)
+                }
+                try await connection.finish()
+                return nil
+            } catch let failure as UpstreamFailure {
+                // The upstream stopped reading: it may have answered already (a 413 of its own, say).
+                return failure
+            } catch {
+                connection.close()
+                return error
+            }
+        }
+        let start: UpstreamResponseStart
+        do {
+            start = try await connection.response()
+        } catch {
+            connection.close()
+            await lent.close()
+            switch await upload.value {
+            case let tooLarge as BodyTooLarge:
+                metrics.upstream("aborted")
+                var response = Problem.contentTooLarge(limit: tooLarge.limit).response()
+                response.headers[.connection] = "close"
+                return response
+            case nil, is UpstreamFailure, is BodyAlreadyStreamed:
+                return failure(error)
+            default:
+                metrics.upstream("aborted")
+                return Problem.badRequest("the request body could not be read").response()
+            }
+        }
+        return relay(start, from: connection, started: started) {
+            await lent.close()
+            // A connection whose request did not go up whole cannot carry another.
+            if await upload.value != nil { connection.close() }
+        }
+    }
+
+    /// The upstream's answer as the client gets it; the connection goes back to the pool once the body
+    /// is through.
+    /// `settle`, when given, runs once the answer is through (or has failed), before the connection
+    /// goes back.
+    private func relay(
+        _ start: UpstreamResponseStart, from connection: UpstreamConnection, started: ContinuousClock.Instant,
+        settle: (@Sendable () async -> Void)? = nil
+    ) -> Response {
         metrics.upstreamLatency.record(ContinuousClock.now - started)
-        metrics.upstream(String(response.status.code))
-        let upstreamBody = response.body
+        metrics.upstream(String(start.head.status.code))
+        let headers = Self.clientHeaders(start.head.headerFields)
+        let pool = self.pool
+        if let body = start.body, settle == nil {
+            pool.release(connection)
+            return Response(status: start.head.status, headers: headers, body: ResponseBody(byteBuffer: body))
+        }
         return Response(
-            status: HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase),
-            headers: Self.clientHeaders(response.headers),
-            body: ResponseBody { writer in
+            status: start.head.status, headers: headers,
+            body: ResponseBody(contentLength: start.body?.readableBytes) { writer in
                 do {
-                    for try await buffer in upstreamBody {
-                        try await writer.write(buffer)
+                    if let body = start.body {
+                        try await writer.write(body)
+                    } else {
+                        while let part = try await connection.nextBodyPart() {
+                            try await writer.write(part)
+                        }
                     }
                 } catch {
-                    await body.close()
+                    connection.close()
+                    await settle?()
                     throw error
                 }
-                await body.close()
+                await settle?()
+                pool.release(connection)
                 try await writer.finish(nil)
             })
     }
 
-    func failure(_ error: any Error, settings: ForwardingSettings) -> Response {
-        if let tooLarge = error as? BodyTooLarge {
-            metrics.upstream("aborted")
-            var response = Problem.contentTooLarge(limit: tooLarge.limit).response()
-            response.headers[.connection] = "close"
-            return response
-        }
-        if error is BodyAlreadyStreamed {
-            // A second attempt at sending a request whose body has been streamed (and is gone).
+    func failure(_ failure: UpstreamFailure) -> Response {
+        switch failure {
+        case .connectTimeout, .timeout:
+            metrics.upstream("timeout")
+            logger.warning("upstream timed out", metadata: ["error": "\(failure)"])
+            return Problem.gatewayTimeout("the message API did not answer in time").response()
+        case .connect:
+            metrics.upstream("refused")
+        case .closed, .malformedResponse:
             metrics.upstream("error")
-            logger.warning("upstream request could not be retried: its body was already streamed")
-            return Problem.badGateway("the message API cannot be reached").response()
         }
-        if error is HTTPParserError {
-            metrics.upstream("aborted")
-            return Problem.badRequest("the request body is not valid HTTP/1.1").response()
-        }
-        if let clientError = error as? HTTPClientError {
-            switch clientError {
-            case .deadlineExceeded, .readTimeout, .connectTimeout:
-                metrics.upstream("timeout")
-                logger.warning("upstream timed out", metadata: ["error": "\(clientError)"])
-                return Problem.gatewayTimeout("the message API did not answer in time").response()
-            default:
-                break
-            }
-        }
-        metrics.upstream(Self.isRefusal(error) ? "refused" : "error")
-        logger.warning("upstream unreachable", metadata: ["error": "\(error)"])
+        logger.warning("upstream unreachable", metadata: ["error": "\(failure)"])
         return Problem.badGateway("the message API cannot be reached").response()
     }
 
-    /// Whether the upstream could not be connected to at all (as opposed to failing mid-request).
-    static func isRefusal(_ error: any Error) -> Bool {
-        error is NIOConnectionError || error is IOError
+    static func isIdempotent(_ method: HTTPRequest.Method) -> Bool {
+        [.get, .head, .put, .delete, .options].contains(method)
     }
 
-    /// The client's fields as the upstream gets them.
+    /// The client's fields as the upstream gets them (without framing: the caller sets that).
     static func upstreamHeaders(
         _ request: Request, client: String?, outcome: RateLimitOutcome?, forwardCredentials: Bool
-    ) -> HTTPHeaders {
+    ) -> HTTPFields {
         let connection = HopByHop.connectionTokens(request.headers[values: .connection])
-        var headers = HTTPHeaders()
-        if let authority = request.head.authority { headers.add(name: "Host", value: authority) }
+        var fields = HTTPFields()
         var forwardedFor: [String] = []
         for field in request.headers {
             let name = field.name.canonicalName
@@ -149,27 +230,25 @@ struct HTTPForwarder: Upstream {
             default:
                 if name.hasPrefix("x-tollgate-") { continue }
             }
-            headers.add(name: field.name.rawName, value: field.value)
+            fields.append(field)
         }
         if let client { forwardedFor.append(client) }
-        if !forwardedFor.isEmpty { headers.add(name: "X-Forwarded-For", value: forwardedFor.joined(separator: ", ")) }
-        headers.add(name: "X-Forwarded-Proto", value: "http")
+        if !forwardedFor.isEmpty { fields.append(HTTPField(name: .xForwardedFor, value: forwardedFor.joined(separator: ", "))) }
+        fields.append(HTTPField(name: .xForwardedProto, value: "http"))
         if let identity = outcome?.identity {
-            headers.add(name: HTTPField.Name.tollgateOrganization.rawName, value: identity.organization)
-            headers.add(name: HTTPField.Name.tollgatePlan.rawName, value: identity.plan)
-            headers.add(name: HTTPField.Name.tollgateKeyID.rawName, value: identity.keyID)
+            fields.append(HTTPField(name: .tollgateOrganization, value: identity.organization))
+            fields.append(HTTPField(name: .tollgatePlan, value: identity.plan))
+            fields.append(HTTPField(name: .tollgateKeyID, value: identity.keyID))
         }
-        return headers
+        return fields
     }
 
     /// The upstream's fields as the client gets them.
-    static func clientHeaders(_ headers: HTTPHeaders) -> HTTPFields {
-        let connection = HopByHop.connectionTokens(headers["connection"])
+    static func clientHeaders(_ headers: HTTPFields) -> HTTPFields {
+        let connection = HopByHop.connectionTokens(headers[values: .connection])
         var fields = HTTPFields()
-        for (name, value) in headers {
-            if HopByHop.isHopByHop(name.lowercased(), listedIn: connection) { continue }
-            guard let fieldName = HTTPField.Name(name) else { continue }
-            fields.append(HTTPField(name: fieldName, value: value))
+        for field in headers where !HopByHop.isHopByHop(field.name.canonicalName, listedIn: connection) {
+            fields.append(field)
         }
         return fields
     }
@@ -179,4 +258,6 @@ extension HTTPField.Name {
     static let tollgateOrganization = HTTPField.Name("X-Tollgate-Organization")!
     static let tollgatePlan = HTTPField.Name("X-Tollgate-Plan")!
     static let tollgateKeyID = HTTPField.Name("X-Tollgate-Key-Id")!
+    static let xForwardedFor = HTTPField.Name("X-Forwarded-For")!
+    static let xForwardedProto = HTTPField.Name("X-Forwarded-Proto")!
 }

@@ -13,6 +13,7 @@ protocol Upstream: Sendable {
 struct ForwardingSettings: Sendable {
     var maxBodySize: Int
     var responseTimeout: Duration
+    var readTimeout: Duration
     var forwardCredentials: Bool
 }
 
@@ -75,10 +76,11 @@ struct BodyTooLarge: Error {
 /// A request body that is read at most once, by one iterator, and can be taken back.
 ///
 /// The body of a request is the connection's inbound stream, which allows one reader at a time: whoever
-/// the body is lent to (AsyncHTTPClient, which reads it from a task of its own) must be done with it
-/// before the server reads on (to the next request). `close()` makes sure of that: it waits for a read
-/// in progress to return, and every read after it fails with `BodyAlreadyStreamed`. A second iterator
-/// (a retried request) fails the same way at once, so a body is never sent twice or sent cut short.
+/// the body is lent to (the forwarder's upload, which runs in a task of its own so that the upstream's
+/// answer can stream back while the body still streams up) must be done with it before the server reads
+/// on (to the next request). `close()` makes sure of that: it waits for a read in progress to return,
+/// and every read after it fails with `BodyAlreadyStreamed`. A second iterator fails the same way at
+/// once, so a body is never sent twice or sent cut short.
 final class ExclusiveBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
     typealias Element = ByteBuffer
 

@@ -1,0 +1,430 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// Why an exchange with the upstream failed.
+enum UpstreamFailure: Error, Equatable {
+    /// No connection could be made (refused, unreachable, TLS handshake failed).
+    case connect(String)
+    /// No connection within `upstream.connect_timeout`.
+    case connectTimeout
+    /// No response head within `upstream.response_timeout`, or a body stalled past `upstream.read_timeout`.
+    case timeout
+    /// The connection closed or failed before the response was complete; `responded` says whether a
+    /// response head had arrived.
+    case closed(responded: Bool)
+    /// The upstream's response could not be parsed.
+    case malformedResponse
+}
+
+/// The start of an upstream response: its head, and its body whole when it was small enough to wait for.
+struct UpstreamResponseStart: Sendable {
+    var head: HTTPResponse
+    /// The whole body (possibly empty), or nil when it streams through `UpstreamConnection.nextBodyPart()`.
+    var body: ByteBuffer?
+}
+
+/// One keep-alive HTTP/1.1 connection to the upstream, carrying one exchange at a time.
+///
+/// The connection's handler does everything on the connection's event loop; these methods hop there
+/// once per call. The request is written whole (head, buffered body, end) in one flush; a response
+/// whose `Content-Length` is at most `bufferLimit` is read whole before the caller resumes, any other
+/// is pulled part by part (`nextBodyPart()`), one read at a time, so a slow client slows the upstream
+/// rather than filling memory.
+final class UpstreamConnection: Sendable {
+    let channel: any Channel
+    private let handler: NIOLoopBound<UpstreamExchangeHandler>
+    private let status: UpstreamExchangeHandler.Status
+    /// When the connection was last handed back idle (uptime nanoseconds), for the pool's idle limit.
+    let idleSince = Atomic<UInt64>(0)
+
+    private init(channel: any Channel, handler: NIOLoopBound<UpstreamExchangeHandler>, status: UpstreamExchangeHandler.Status) {
+        self.channel = channel
+        self.handler = handler
+        self.status = status
+    }
+
+    /// Whether the last exchange is complete and the connection can carry another.
+    var isReusable: Bool {
+        channel.isActive && status.reusable.load(ordering: .acquiring)
+    }
+
+    /// Whether an exchange has completed on it before (a failure on such a connection may be a race
+    /// with the upstream closing it while idle).
+    var wasUsed: Bool {
+        status.exchanges.load(ordering: .relaxed) > 1
+    }
+
+    /// Connects on `eventLoop` to `target`.
+    static func connect(
+        to target: UpstreamTarget, on eventLoop: any EventLoop, connectTimeout: Duration, bufferLimit: Int,
+        tls: NIOSSLContext?
+    ) async throws(UpstreamFailure) -> UpstreamConnection {
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(connectTimeout))
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: target.isIPAddress ? nil : target.host))
+                    }
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPClientCodec())
+                    try channel.pipeline.syncOperations.addHandler(UpstreamExchangeHandler(bufferLimit: bufferLimit))
+                }
+            }
+        do {
+            let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
+            let (handler, status) = try await channel.eventLoop.submit {
+                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamExchangeHandler.self)
+                return (NIOLoopBound(handler, eventLoop: channel.eventLoop), handler.status)
+            }.get()
+            return UpstreamConnection(channel: channel, handler: handler, status: status)
+        } catch let error as ChannelError {
+            if case .connectTimeout = error { throw .connectTimeout }
+            throw .connect("\(error)")
+        } catch {
+            throw .connect("\(error)")
+        }
+    }
+
+    /// Sends a request whose body is `body` (nil: none) and waits for the response head.
+    func send(
+        _ head: HTTPRequest, body: ByteBuffer?, responseTimeout: Duration, readTimeout: Duration
+    ) async throws(UpstreamFailure) -> UpstreamResponseStart {
+        let future = channel.eventLoop.flatSubmit {
+            self.handler.value.start(head, body: body, end: true, responseTimeout: responseTimeout, readTimeout: readTimeout)
+        }
+        return try await Self.result(of: future)
+    }
+
+    /// Sends a request head whose body follows with `write(_:)` and `finish()`; the response head is
+    /// waited for with `response()`.
+    func begin(_ head: HTTPRequest, responseTimeout: Duration, readTimeout: Duration) async throws(UpstreamFailure) {
+        let future = channel.eventLoop.flatSubmit {
+            let response = self.handler.value.start(
+                head, body: nil, end: false, responseTimeout: responseTimeout, readTimeout: readTimeout)
+            self.handler.value.pendingResponse = response
+            return self.channel.eventLoop.makeSucceededVoidFuture()
+        }
+        _ = try await Self.result(of: future)
+    }
+
+    /// Writes one part of a streamed request body; returns once it is written (one part in flight).
+    func write(_ part: ByteBuffer) async throws(UpstreamFailure) {
+        try await Self.result(of: channel.writeAndFlush(HTTPRequestPart.body(part)))
+    }
+
+    /// Ends a streamed request body.
+    func finish() async throws(UpstreamFailure) {
+        try await Self.result(of: channel.writeAndFlush(HTTPRequestPart.end(nil)))
+    }
+
+    /// The response to a request sent with `begin`.
+    func response() async throws(UpstreamFailure) -> UpstreamResponseStart {
+        let future = channel.eventLoop.flatSubmit {
+            self.handler.value.pendingResponse ?? self.channel.eventLoop.makeFailedFuture(UpstreamFailure.closed(responded: false))
+        }
+        return try await Self.result(of: future)
+    }
+
+    /// The next part of a streamed response body; nil at its end.
+    func nextBodyPart() async throws(UpstreamFailure) -> ByteBuffer? {
+        try await Self.result(of: channel.eventLoop.flatSubmit { self.handler.value.nextBodyPart() })
+    }
+
+    /// Closes the connection (an exchange abandoned half way cannot be reused).
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    private static func result<T: Sendable>(of future: EventLoopFuture<T>) async throws(UpstreamFailure) -> T {
+        do {
+            return try await future.get()
+        } catch let failure as UpstreamFailure {
+            throw failure
+        } catch {
+            throw .closed(responded: false)
+        }
+    }
+}
+
+/// Host, port and TLS of the upstream, and the path prefix requests go under.
+struct UpstreamTarget: Sendable {
+    var host: String
+    var port: Int
+    var tls: Bool
+    /// Prepended to every request's path; empty or starting with `/`, never ending with one.
+    var pathPrefix: String
+
+    /// Parses a validated `upstream.url` (`http[s]://host[:port][/prefix]`).
+    init?(url: String) {
+        guard let components = URLComponentsLite(url) else { return nil }
+        host = components.host
+        tls = components.scheme == "https"
+        port = components.port ?? (tls ? 443 : 80)
+        pathPrefix = components.path
+    }
+
+    /// `host:port` for a `Host` field when the client sent none.
+    var authority: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    var isIPAddress: Bool {
+        (try? SocketAddress(ipAddress: host, port: port)) != nil
+    }
+}
+
+/// The parts of an absolute http(s) URL that the upstream needs, without Foundation.
+struct URLComponentsLite {
+    var scheme: String
+    var host: String
+    var port: Int?
+    var path: String
+
+    init?(_ text: String) {
+        guard let separator = text.range(of: "://") else { return nil }
+        scheme = text[..<separator.lowerBound].lowercased()
+        var rest = text[separator.upperBound...]
+        let pathStart = rest.firstIndex(of: "/") ?? rest.endIndex
+        var authority = rest[..<pathStart]
+        rest = rest[pathStart...]
+        path = String(rest.hasSuffix("/") ? rest.dropLast() : rest)
+        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            authority = authority[authority.index(after: close)...]
+            if authority.hasPrefix(":") {
+                guard let port = Int(authority.dropFirst()) else { return nil }
+                self.port = port
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            guard let port = Int(authority[authority.index(after: colon)...]) else { return nil }
+            self.port = port
+        } else {
+            host = String(authority)
+        }
+        guard !host.isEmpty else { return nil }
+    }
+}
+
+/// The connection's end of one exchange at a time: sends the request parts, collects the response.
+final class UpstreamExchangeHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPRequestPart
+
+    private enum State {
+        /// No exchange, or the last one is complete.
+        case idle
+        /// Waiting for the response head.
+        case awaitingHead(EventLoopPromise<UpstreamResponseStart>)
+        /// Reading a small body whole before answering.
+        case buffering(HTTPResponse, ByteBuffer, EventLoopPromise<UpstreamResponseStart>)
+        /// Streaming the body: parts received and not yet taken, and whoever waits for the next one.
+        case streaming(CircularBuffer<ByteBuffer>, waiter: EventLoopPromise<ByteBuffer?>?, ended: Bool)
+        /// The connection failed or closed; nothing more comes.
+        case failed(UpstreamFailure)
+    }
+
+    /// What the connection's users may read from any thread.
+    final class Status: Sendable {
+        /// Idle with keep-alive: another exchange may start.
+        let reusable = Atomic<Bool>(true)
+        /// Exchanges started on the connection.
+        let exchanges = Atomic<Int>(0)
+    }
+
+    let status = Status()
+    private let bufferLimit: Int
+    private var state = State.idle {
+        didSet {
+            let reusable = keepAlive && { if case .idle = state { true } else { false } }()
+            status.reusable.store(reusable, ordering: .releasing)
+        }
+    }
+    private var context: ChannelHandlerContext?
+    private var timeout: Scheduled<Void>?
+    private var readTimeout: TimeAmount = .seconds(30)
+    private var keepAlive = true
+    private var responded = false
+    /// The response future of a request whose body streams (see `UpstreamConnection.begin`).
+    var pendingResponse: EventLoopFuture<UpstreamResponseStart>?
+
+    init(bufferLimit: Int) {
+        self.bufferLimit = bufferLimit
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Writes the request (the body and its end when given) and returns the response's start.
+    func start(
+        _ head: HTTPRequest, body: ByteBuffer?, end: Bool, responseTimeout: Duration, readTimeout: Duration
+    ) -> EventLoopFuture<UpstreamResponseStart> {
+        guard let context else { return Self.failedFuture(.closed(responded: false)) }
+        let promise = context.eventLoop.makePromise(of: UpstreamResponseStart.self)
+        guard case .idle = state, keepAlive else {
+            promise.fail(UpstreamFailure.closed(responded: false))
+            return promise.futureResult
+        }
+        state = .awaitingHead(promise)
+        status.exchanges.add(1, ordering: .relaxed)
+        responded = false
+        pendingResponse = nil
+        self.readTimeout = TimeAmount(readTimeout)
+        arm(TimeAmount(responseTimeout), context: context)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
+        if end { context.write(wrapOutboundOut(.end(nil)), promise: nil) }
+        context.flush()
+        context.read()
+        return promise.futureResult
+    }
+
+    func nextBodyPart() -> EventLoopFuture<ByteBuffer?> {
+        guard let context else { return Self.failedFuture(.closed(responded: true)) }
+        switch state {
+        case .streaming(var parts, let waiter, let ended):
+            if let part = parts.popFirst() {
+                state = .streaming(parts, waiter: waiter, ended: ended)
+                return context.eventLoop.makeSucceededFuture(part)
+            }
+            if ended {
+                state = .idle
+                return context.eventLoop.makeSucceededFuture(nil)
+            }
+            let promise = context.eventLoop.makePromise(of: ByteBuffer?.self)
+            state = .streaming(parts, waiter: promise, ended: false)
+            arm(readTimeout, context: context)
+            context.read()
+            return promise.futureResult
+        case .failed(let failure):
+            return context.eventLoop.makeFailedFuture(failure)
+        case .idle:
+            return context.eventLoop.makeSucceededFuture(nil)
+        case .awaitingHead, .buffering:
+            return context.eventLoop.makeFailedFuture(UpstreamFailure.closed(responded: false))
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            // Interim answers (100 Continue and the like) are not relayed: the final head follows.
+            guard head.status.kind != .informational, case .awaitingHead(let promise) = state else { return }
+            responded = true
+            disarm()
+            if head.headerFields[.connection]?.lowercased().contains("close") == true { keepAlive = false }
+            let length = head.headerFields[.contentLength].flatMap { Int($0) }
+            if let length, length <= bufferLimit {
+                arm(readTimeout, context: context)
+                state = .buffering(head, context.channel.allocator.buffer(capacity: length), promise)
+            } else {
+                state = .streaming(CircularBuffer(), waiter: nil, ended: false)
+                promise.succeed(UpstreamResponseStart(head: head, body: nil))
+            }
+        case .body(let part):
+            switch state {
+            case .buffering(let head, var buffer, let promise):
+                state = .idle
+                buffer.writeImmutableBuffer(part)
+                state = .buffering(head, buffer, promise)
+            case .streaming(var parts, let waiter, _):
+                if let waiter {
+                    disarm()
+                    state = .streaming(parts, waiter: nil, ended: false)
+                    waiter.succeed(part)
+                } else {
+                    parts.append(part)
+                    state = .streaming(parts, waiter: nil, ended: false)
+                }
+            default:
+                break
+            }
+        case .end:
+            disarm()
+            switch state {
+            case .buffering(let head, let buffer, let promise):
+                state = .idle
+                promise.succeed(UpstreamResponseStart(head: head, body: buffer))
+            case .streaming(let parts, let waiter, _):
+                if let waiter {
+                    state = .idle
+                    waiter.succeed(nil)
+                } else {
+                    state = .streaming(parts, waiter: nil, ended: true)
+                }
+            default:
+                break
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        // Reads are asked for while something is awaited: the head, a small body, or a waiting pull.
+        switch state {
+        case .awaitingHead, .buffering: context.read()
+        case .streaming(_, let waiter, let ended) where waiter != nil && !ended: context.read()
+        default: break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error is HTTPParserError ? .malformedResponse : .closed(responded: responded))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        keepAlive = false
+        fail(.closed(responded: responded))
+        context.fireChannelInactive()
+    }
+
+    private func fail(_ failure: UpstreamFailure) {
+        disarm()
+        keepAlive = false
+        status.reusable.store(false, ordering: .releasing)
+        switch state {
+        case .awaitingHead(let promise), .buffering(_, _, let promise):
+            state = .failed(failure)
+            promise.fail(failure)
+        case .streaming(_, let waiter, let ended):
+            if ended { return }
+            state = .failed(failure)
+            waiter?.fail(failure)
+        case .idle, .failed:
+            state = .failed(failure)
+        }
+    }
+
+    private func arm(_ after: TimeAmount, context: ChannelHandlerContext) {
+        timeout?.cancel()
+        let channel = context.channel
+        timeout = context.eventLoop.assumeIsolated().scheduleTask(in: after) { [weak self] in
+            self?.fail(.timeout)
+            channel.close(promise: nil)
+        }
+    }
+
+    private func disarm() {
+        timeout?.cancel()
+        timeout = nil
+    }
+
+    private static func failedFuture<T>(_ failure: UpstreamFailure) -> EventLoopFuture<T> {
+        MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(failure)
+    }
+}
