@@ -2,7 +2,9 @@
 # The sidecar under load, in one run against one upstream (shared/peers/upstream-nginx.conf):
 # the upstream directly, nginx with limit_req (shared/peers/nginx-limit-req.conf, :18082 never rejects),
 # Tollgate on the in-memory store and Tollgate on Redis — every limit set so high that nothing is refused,
-# so each row measures the cost of proxying plus limiting.
+# so each row measures the cost of proxying plus limiting. "CPU us/request" is the CPU time of the row's
+# own server process (nginx: master and workers) per request answered: unlike requests/s, it hardly
+# depends on what else the machine is doing.
 #
 #   bash Benchmarks/proxy-compare.sh [SECONDS]        (default 10 s per row; wrk -t2 -c64)
 #
@@ -29,8 +31,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; redis-cli -p 6398 shutdown nosave >/dev/null 2>&1 || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$WORK/run"
-nginx -p "$WORK/run" -c "$PEERS/upstream-nginx.conf" & pids+=($!)
-nginx -p "$WORK/run" -c "$PEERS/nginx-limit-req.conf" & pids+=($!)
+nginx -p "$WORK/run" -c "$PEERS/upstream-nginx.conf" & UPSTREAM_PID=$!; pids+=($UPSTREAM_PID)
+nginx -p "$WORK/run" -c "$PEERS/nginx-limit-req.conf" & LIMITREQ_PID=$!; pids+=($LIMITREQ_PID)
 redis-server --port 6398 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --dir "$WORK" --logfile "$WORK/redis.log"
 
 # A plan that never refuses and one key on it.
@@ -62,8 +64,8 @@ YAML
 }
 config 18091 19091 "{ backend: memory }" > "$WORK/memory.yaml"
 config 18092 19092 "{ backend: redis, url: \"redis://127.0.0.1:6398\", failure_policy: deny }" > "$WORK/redis.yaml"
-"$TOLLGATE" serve --config "$WORK/memory.yaml" >"$WORK/memory.log" 2>&1 & pids+=($!)
-"$TOLLGATE" serve --config "$WORK/redis.yaml" >"$WORK/redis-sidecar.log" 2>&1 & pids+=($!)
+"$TOLLGATE" serve --config "$WORK/memory.yaml" >"$WORK/memory.log" 2>&1 & MEMORY_PID=$!; pids+=($MEMORY_PID)
+"$TOLLGATE" serve --config "$WORK/redis.yaml" >"$WORK/redis-sidecar.log" 2>&1 & REDIS_PID=$!; pids+=($REDIS_PID)
 for port in 18080 18082 18091 18092; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
@@ -74,26 +76,42 @@ wrk.body = '{"to":"+15551234567","text":"hello"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 LUA
-run() {  # url -> "rps p50 p99 non2xx"
-  wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/post.lua" "$1" 2>/dev/null | awk '
+# CPU time (clock ticks) of a process and its children (nginx's workers).
+ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1"); do
+    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+run() {  # url pid -> "rps p50 p99 non2xx cpu-us-per-request"
+  local before after
+  before=$(ticks "$2")
+  wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/post.lua" "$1" 2>/dev/null >"$WORK/wrk.out"
+  after=$(ticks "$2")
+  awk -v ticks=$((after - before)) -v hz="$HZ" '
     /Requests\/sec/ { rps = $2 }
+    / requests in / { n = $1 }
     /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
     /Non-2xx/ { bad = $NF }
-    END { printf "%s %s %s %s", rps, p50, p99, (bad == "" ? 0 : bad) }'
+    END { printf "%s %s %s %s %.1f", rps, p50, p99, (bad == "" ? 0 : bad), (n > 0 ? ticks / hz * 1e6 / n : 0) }' "$WORK/wrk.out"
 }
-printf '%-34s %12s %10s %10s %8s\n' target "requests/s" p50 p99 non-2xx
-declare -A RPS P99
-for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send" \
-           "nginx limit_req (never rejects)|http://127.0.0.1:18082/api/v1/messages/send" \
-           "Tollgate, in-memory store|http://127.0.0.1:18091/api/v1/messages/send" \
-           "Tollgate, Redis store|http://127.0.0.1:18092/api/v1/messages/send"; do
-  name=${row%%|*}; url=${row#*|}
-  read -r rps p50 p99 bad <<<"$(run "$url")"
-  printf '%-34s %12s %10s %10s %8s\n' "$name" "$rps" "$p50" "$p99" "$bad"
-  RPS[$name]=$rps; P99[$name]=$p99
+printf '%-34s %12s %10s %10s %8s %14s\n' target "requests/s" p50 p99 non-2xx "CPU us/request"
+declare -A RPS P99 CPU
+for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTREAM_PID" \
+           "nginx limit_req (never rejects)|http://127.0.0.1:18082/api/v1/messages/send|$LIMITREQ_PID" \
+           "Tollgate, in-memory store|http://127.0.0.1:18091/api/v1/messages/send|$MEMORY_PID" \
+           "Tollgate, Redis store|http://127.0.0.1:18092/api/v1/messages/send|$REDIS_PID"; do
+  IFS='|' read -r name url pid <<<"$row"
+  read -r rps p50 p99 bad cpu <<<"$(run "$url" "$pid")"
+  printf '%-34s %12s %10s %10s %8s %14s\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu"
+  RPS[$name]=$rps; P99[$name]=$p99; CPU[$name]=$cpu
 done
-python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" <<'PY'
+python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" \
+  "${CPU[nginx limit_req (never rejects)]}" "${CPU[Tollgate, Redis store]}" "${CPU[Tollgate, in-memory store]}" <<'PY'
 import sys
-nginx, redis, memory = map(float, sys.argv[1:4])
+nginx, redis, memory, nginx_cpu, redis_cpu, memory_cpu = map(float, sys.argv[1:7])
 print(f"Tollgate on Redis / nginx limit_req throughput: {redis / nginx:.2f}x (goal >= 1.0x); in-memory: {memory / nginx:.2f}x")
+print(f"CPU per request, Tollgate / nginx limit_req (the proxy's own process only): Redis {redis_cpu / nginx_cpu:.1f}x, in-memory {memory_cpu / nginx_cpu:.1f}x")
 PY

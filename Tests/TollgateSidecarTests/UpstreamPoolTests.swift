@@ -1,0 +1,166 @@
+import AsyncHTTPClient
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import Testing
+import TollgateSidecar
+
+/// A plain NIO HTTP/1.1 upstream that numbers its connections and the requests on each, for the tests
+/// of connection reuse:
+///
+/// - `/keep`: 200, connection kept open.
+/// - `/close`: 200 with `Connection: close`, then the connection is closed.
+/// - `/flaky`: 200 when it is the first request on its connection; a later one on the same connection
+///   is not answered: the connection closes, as an upstream closing an idle connection just as a
+///   request arrives would.
+final class CountingUpstream: Sendable {
+    struct Seen: Sendable, Equatable {
+        var connection: Int
+        var method: String
+        var path: String
+    }
+
+    let channel: any Channel
+    let seen = Mutex<[Seen]>([])
+    private let connections = Atomic<Int>(0)
+
+    var port: Int { channel.localAddress!.port! }
+    var url: String { "http://127.0.0.1:\(port)" }
+    var connectionCount: Int { Set(seen.withLock { $0.map(\.connection) }).count }
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    static func start() async throws -> CountingUpstream {
+        let box = Mutex<CountingUpstream?>(nil)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let upstream = box.withLock({ $0 }) else { throw ChannelError.ioOnClosedChannel }
+                    let number = upstream.connections.wrappingAdd(1, ordering: .relaxed).newValue
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(upstream: upstream, connection: number))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let upstream = CountingUpstream(channel: channel)
+        box.withLock { $0 = upstream }
+        return upstream
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let upstream: CountingUpstream
+        let connection: Int
+        var requests = 0
+        var path = ""
+
+        init(upstream: CountingUpstream, connection: Int) {
+            self.upstream = upstream
+            self.connection = connection
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                requests += 1
+                path = head.uri
+                upstream.seen.withLock { $0.append(Seen(connection: connection, method: head.method.rawValue, path: head.uri)) }
+            case .body:
+                break
+            case .end:
+                if path == "/flaky", requests > 1 {
+                    context.close(promise: nil)
+                    return
+                }
+                var headers = HTTPHeaders([("Content-Length", "2"), ("Content-Type", "text/plain")])
+                if path == "/close" { headers.add(name: "Connection", value: "close") }
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+                let close = path == "/close"
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                    if close { context.close(promise: nil) }
+                }
+            }
+        }
+    }
+}
+
+extension EndToEnd {
+    /// The forwarder's keep-alive connections to the upstream: reused, given up when the upstream says
+    /// so, and a request on a connection the upstream closed is sent again only when that is safe.
+    @Suite struct UpstreamPoolTests {
+        static func withCountingUpstream(_ body: (CountingUpstream) async throws -> Void) async throws {
+            let upstream = try await CountingUpstream.start()
+            do {
+                try await body(upstream)
+            } catch {
+                await upstream.stop()
+                throw error
+            }
+            await upstream.stop()
+        }
+
+        @Test func connectionsAreReused() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    try await withHTTPClient { client in
+                        for _ in 0..<20 {
+                            let answer = try await client.send(.GET, sidecar.base + "/keep", key: .roomy)
+                            #expect(answer.status == 200)
+                        }
+                    }
+                }
+                #expect(upstream.seen.withLock { $0.count } == 20)
+                // One client connection, on one event loop: one upstream connection carries them all.
+                #expect(upstream.connectionCount == 1)
+            }
+        }
+
+        @Test func connectionCloseIsHonoured() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    try await withHTTPClient { client in
+                        for _ in 0..<3 {
+                            let answer = try await client.send(.GET, sidecar.base + "/close", key: .roomy)
+                            #expect(answer.status == 200)
+                            #expect(answer.header("Connection") == nil)  // hop-by-hop: not relayed
+                        }
+                    }
+                }
+                #expect(upstream.connectionCount == 3)
+            }
+        }
+
+        @Test func onlyIdempotentRequestsAreSentAgain() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    try await withHTTPClient { client in
+                        // GET: the second request finds its connection closed unanswered and goes again
+                        // on a new one.
+                        #expect(try await client.send(.GET, sidecar.base + "/flaky", key: .roomy).status == 200)
+                        #expect(try await client.send(.GET, sidecar.base + "/flaky", key: .roomy).status == 200)
+                        #expect(upstream.seen.withLock { $0.map(\.method) } == ["GET", "GET", "GET"])
+                        #expect(upstream.connectionCount == 2)
+
+                        // POST, on that second connection: the upstream may have acted on it, so it is not
+                        // sent twice and the client gets 502; the next one goes on a new connection.
+                        let refused = try await client.send(.POST, sidecar.base + "/flaky", key: .roomy)
+                        #expect(refused.status == 502)
+                        #expect(try await client.send(.POST, sidecar.base + "/flaky", key: .roomy).status == 200)
+                        #expect(upstream.seen.withLock { $0.filter { $0.method == "POST" }.count } == 2)
+                        #expect(upstream.connectionCount == 3)
+                    }
+                }
+            }
+        }
+    }
+}
