@@ -27,7 +27,7 @@ public struct RouteTable: Sendable {
     }
 
     public func match(method: HTTPRequest.Method, path: String) -> Match {
-        let segments: [String]
+        let segments: [Substring]
         switch Self.segments(of: path) {
         case .success(let decoded): segments = decoded
         case .failure(let why): return .invalidPath(why.message)
@@ -42,13 +42,13 @@ public struct RouteTable: Sendable {
     }
 
     /// Nil when `pattern` does not match; otherwise the `{org}` value (or nil inside the optional when none).
-    static func match(_ pattern: [RouteSettings.Segment], _ segments: [String]) -> String?? {
-        var organization: String?
+    static func match(_ pattern: [RouteSettings.Segment], _ segments: [Substring]) -> String?? {
+        var organization: Substring?
         var index = 0
         for part in pattern {
             switch part {
             case .rest:
-                return .some(organization)
+                return .some(organization.map(String.init))
             case .literal(let text):
                 guard index < segments.count, segments[index] == text else { return nil }
             case .parameter(let name):
@@ -57,20 +57,20 @@ public struct RouteTable: Sendable {
             }
             index += 1
         }
-        return index == segments.count ? .some(organization) : nil
+        return index == segments.count ? .some(organization.map(String.init)) : nil
     }
 
     struct PathError: Error {
         let message: String
     }
 
-    /// The decoded segments of the path part of a request target.
-    static func segments(of target: String) -> Result<[String], PathError> {
+    /// The decoded segments of the path part of a request target (slices of it where nothing was encoded).
+    static func segments(of target: String) -> Result<[Substring], PathError> {
         let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        guard path.hasPrefix("/") else { return .failure(PathError(message: "the request target must be a path starting with /")) }
+        guard path.utf8.first == UInt8(ascii: "/") else { return .failure(PathError(message: "the request target must be a path starting with /")) }
         var raw = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
         if raw.last == "" { raw.removeLast() }
-        var segments: [String] = []
+        var segments: [Substring] = []
         segments.reserveCapacity(raw.count)
         for part in raw {
             if part.isEmpty { return .failure(PathError(message: "the path has an empty segment (//)")) }
@@ -84,8 +84,8 @@ public struct RouteTable: Sendable {
         return .success(segments)
     }
 
-    static func percentDecoded(_ text: Substring) -> String? {
-        guard text.utf8.contains(UInt8(ascii: "%")) else { return String(text) }
+    static func percentDecoded(_ text: Substring) -> Substring? {
+        guard text.utf8.contains(UInt8(ascii: "%")) else { return text }
         var bytes: [UInt8] = []
         var iterator = text.utf8.makeIterator()
         while let byte = iterator.next() {
@@ -96,7 +96,7 @@ public struct RouteTable: Sendable {
             guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
             bytes.append(high << 4 | low)
         }
-        return String(validating: bytes, as: UTF8.self)
+        return String(validating: bytes, as: UTF8.self).map { Substring($0) }
     }
 
     static func hexValue(_ byte: UInt8) -> UInt8? {

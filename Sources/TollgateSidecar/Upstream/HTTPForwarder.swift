@@ -246,6 +246,8 @@ struct HTTPForwarder: Upstream {
     /// The upstream's fields as the client gets them.
     static func clientHeaders(_ headers: HTTPFields) -> HTTPFields {
         let connection = HopByHop.connectionTokens(headers[values: .connection])
+        // Most answers carry nothing to drop but `Connection` itself, if that.
+        if !headers.contains(where: { HopByHop.isHopByHop($0.name.canonicalName, listedIn: connection) }) { return headers }
         var fields = HTTPFields()
         for field in headers where !HopByHop.isHopByHop(field.name.canonicalName, listedIn: connection) {
             fields.append(field)

@@ -35,8 +35,9 @@ enum HopByHop {
         var tokens = Set<String>()
         for value in values {
             for token in value.split(separator: ",") {
-                let trimmed = token.trimmingCharacters(in: .whitespaces).lowercased()
-                if !trimmed.isEmpty { tokens.insert(trimmed) }
+                var trimmed = token.drop { $0 == " " || $0 == "\t" }
+                while let last = trimmed.last, last == " " || last == "\t" { trimmed = trimmed.dropLast() }
+                if !trimmed.isEmpty { tokens.insert(trimmed.lowercased()) }
             }
         }
         return tokens
