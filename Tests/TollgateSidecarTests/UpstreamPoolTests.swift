@@ -85,9 +85,11 @@ final class CountingUpstream: Sendable {
                 if path == "/close" { headers.add(name: "Connection", value: "close") }
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
-                let close = path == "/close"
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-                    if close { context.close(promise: nil) }
+                if path == "/close" {
+                    let channel = context.channel
+                    context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+                } else {
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                 }
             }
         }

@@ -44,7 +44,8 @@ import Testing
     }
 
     @Test func tableSurvivesRandomInsertsAndRemovals() {
-        // Backward-shift deletion keeps every remaining key findable.
+        // Backward-shift deletion in the index, and moving the last entry into a removed one's place,
+        // keep every remaining key findable.
         var table = ShardTable(maximumCount: 10_000, seed: 1)
         var present: [String: UInt64] = [:]
         var random = SeededGenerator(seed: 42)
@@ -57,12 +58,16 @@ import Testing
                     present[name] = nil
                 }
             } else {
-                _ = table.insert(hash: hash, group: 1, subject: name, entry: ShardTable.emptyEntry, now: 0)
+                _ = table.insert(StoreEntry(hash: hash, group: 1, subject: name, now: 0, more: nil), now: 0)
                 present[name] = hash
             }
         }
         #expect(table.count == present.count)
         for (name, hash) in present { #expect(table.find(hash: hash, group: 1, subject: name) != nil) }
+    }
+
+    @Test func anEntryIsOneCacheLine() {
+        #expect(MemoryLayout<StoreEntry>.stride == 64)
     }
 
     @Test func reloadedIdenticalPlanKeepsItsCounters() throws {

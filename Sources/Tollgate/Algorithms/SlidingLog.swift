@@ -81,7 +81,6 @@ final class SlidingLogEntries: @unchecked Sendable {
 
 enum SlidingLog {
     /// Evaluates against a log already pruned to `now`.
-    
     static func evaluate(_ spec: LimitSpec, _ log: SlidingLogEntries?, now: Int64, cost: Int64) -> Evaluation {
         let tooLarge = cost > spec.capacity
         let used = log?.total ?? 0

@@ -1,6 +1,6 @@
 /// Fixed windows (epoch-aligned durations) and calendar quotas: a count that resets at each window's end.
 enum FixedWindow {
-    
+    @inline(__always)
     static func evaluate(
         _ spec: LimitSpec, _ state: LimitState, window: (start: Int64, end: Int64), now: Int64, cost: Int64
     ) -> Evaluation {
@@ -45,6 +45,7 @@ enum SlidingCounter {
         return (tick, (window &+ tick &- 1) / tick)
     }
 
+    @inline(__always)
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
         let length = spec.window
         let tooLarge = cost > spec.capacity

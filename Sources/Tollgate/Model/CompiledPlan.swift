@@ -41,16 +41,19 @@ package final class CompiledPlan: Sendable {
         specPointer.initialize(from: Array(specs), count: specs.count)
         let calendarPointer = UnsafeMutablePointer<Unmanaged<CalendarWindows>?>.allocate(capacity: calendars.count)
         calendarPointer.initialize(from: calendars.map { $0.map(Unmanaged.passUnretained) }, count: calendars.count)
+        let groupPointer = UnsafeMutablePointer<LimitGroup>.allocate(capacity: groups.count)
+        groupPointer.initialize(from: groups, count: groups.count)
         hot = .allocate(capacity: 1)
         hot.initialize(
             to: HotPlan(
-                specs: specPointer, calendars: calendarPointer, groupCount: groups.count, group0: groups[0],
-                group1: groups.count > 1 ? groups[1] : groups[0], hasSlidingLog: specs.contains { $0.kind == .slidingLog }))
+                specs: specPointer, calendars: calendarPointer, limitCount: specs.count, groups: groupPointer,
+                groupCount: groups.count))
     }
 
     deinit {
         hot.pointee.specs.deallocate()
         hot.pointee.calendars.deallocate()
+        hot.pointee.groups.deallocate()
         hot.deallocate()
     }
 }
@@ -60,24 +63,22 @@ struct HotPlan {
     let specs: UnsafeMutablePointer<LimitSpec>
     /// Unretained: `CompiledPlan.calendars` owns them.
     let calendars: UnsafeMutablePointer<Unmanaged<CalendarWindows>?>
+    let limitCount: Int
+    /// One group per scope that has limits: one or two.
+    let groups: UnsafeMutablePointer<LimitGroup>
     let groupCount: Int
-    let group0: LimitGroup
-    let group1: LimitGroup
-    let hasSlidingLog: Bool
-
-    @inline(__always) func group(_ g: Int) -> LimitGroup { g == 0 ? group0 : group1 }
 }
 
 /// The limits of one plan that share a scope, and the process-wide identity of their counters.
 struct LimitGroup: Sendable {
     /// Equal for equal definitions, so that reloading an unchanged plan keeps its counters.
-    let id: UInt64
+    let id: UInt32
     let scope: LimitScope
     let memberCount: Int
     /// Indices into the plan's limits; a limit's position here is its slot in the store entry.
     var members = InlineArray<8, Int>(repeating: 0)
 
-    init(id: UInt64, scope: LimitScope, memberCount: Int) {
+    init(id: UInt32, scope: LimitScope, memberCount: Int) {
         self.id = id
         self.scope = scope
         self.memberCount = memberCount
@@ -86,12 +87,12 @@ struct LimitGroup: Sendable {
 
 /// Interns group signatures to small integers for the life of the process.
 enum GroupRegistry {
-    private static let ids = Mutex<[String: UInt64]>([:])
+    private static let ids = Mutex<[String: UInt32]>([:])
 
-    static func id(for signature: String) -> UInt64 {
+    static func id(for signature: String) -> UInt32 {
         ids.withLock { table in
             if let id = table[signature] { return id }
-            let id = UInt64(table.count + 1)
+            let id = UInt32(table.count + 1)
             table[signature] = id
             return id
         }

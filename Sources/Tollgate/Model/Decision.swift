@@ -76,13 +76,15 @@ public struct Decision: Sendable {
     /// Who took the decision; `.store` unless a cache or a failure policy answered.
     public var origin: Origin = .store
 
-    var storage: InlineArray<8, LimitResult>
-    var storedCount: Int
+    @usableFromInline var storage: InlineArray<8, LimitResult>
+    @usableFromInline var storedCount: Int
 
+    @inlinable
     init(instant: Int64) {
         self.instant = instant
+        // All zero bits, the cheapest to write: only the first `storedCount` results are ever read.
         storage = InlineArray(repeating: LimitResult(
-            index: 0, admits: true, exceedsCapacity: false, shadow: false, quota: 0, windowMicroseconds: 0,
+            index: 0, admits: false, exceedsCapacity: false, shadow: false, quota: 0, windowMicroseconds: 0,
             remaining: 0, resetAfterMicroseconds: 0, retryAfterMicroseconds: 0))
         storedCount = 0
     }

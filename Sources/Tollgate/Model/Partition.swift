@@ -18,11 +18,17 @@ public struct Partition: Sendable, Hashable {
         apiKeyHash = StableHash.of(apiKey)
     }
 
-    
-    func subject(for scope: LimitScope) -> (String, UInt64) {
+    func subject(for scope: LimitScope) -> String {
         switch scope {
-        case .apiKey: (apiKey, apiKeyHash)
-        case .organization: (organization, organizationHash)
+        case .apiKey: apiKey
+        case .organization: organization
+        }
+    }
+
+    func hash(for scope: LimitScope) -> UInt64 {
+        switch scope {
+        case .apiKey: apiKeyHash
+        case .organization: organizationHash
         }
     }
 

@@ -10,7 +10,8 @@ import Synchronization
 public final class MemoryStore: LimitStore, @unchecked Sendable {
     /// Sizing of the store.
     public struct Configuration: Sendable {
-        /// The most entries (one per subject and plan scope) kept at once. Default 1,000,000.
+        /// The most entries (one per subject and plan scope) kept at once. Default 1,000,000. One shard
+        /// holds at most 16,777,215 (2^24 − 1): beyond that many per shard, raise `shards`.
         public var maximumEntries: Int
         /// The number of independently locked shards, rounded up to a power of two. Default 64.
         public var shards: Int
@@ -71,195 +72,212 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
 
     /// The synchronous check: evaluates the plan's limits for `partition` and consumes `cost` from all of
     /// them when every enforced limit admits it. Never blocks on anything but a shard lock.
-    
+    @inlinable
     public func checkNow(_ plan: Plan, partition: Partition, cost: Int = 1) throws(LimiterError) -> Decision {
-        guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
-        let hot = plan.compiled.hot
-        let now = clock.now()
-        // The decision is filled in place: it is large (inline per-limit results), and copying it
-        // through the closures below would cost more than the check itself.
-        var decision = Decision(instant: now)
-        withUnsafeMutablePointer(to: &decision) { out in
-            let first = hot.pointee.group0
-            let (firstSubject, firstHash) = partition.subject(for: first.scope)
-            let hash0 = Self.entryHash(firstHash, group: first.id)
-            let index0 = Int(truncatingIfNeeded: hash0 >> 58) & shardMask
-            if hot.pointee.groupCount == 1 {
-                shard(index0).pointee.withLock { table in
-                    withUnsafeMutablePointer(to: &table) { pointer in
-                        let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: 0, subject1: "")
-                        Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer, into: out)
-                    }
-                }
-                return
-            }
-            let second = hot.pointee.group1
-            let (secondSubject, secondHash) = partition.subject(for: second.scope)
-            let hash1 = Self.entryHash(secondHash, group: second.id)
-            let keys = EntryKeys(hash0: hash0, subject0: firstSubject, hash1: hash1, subject1: secondSubject)
-            let index1 = Int(truncatingIfNeeded: hash1 >> 58) & shardMask
-            if index0 == index1 {
-                shard(index0).pointee.withLock { table in
-                    withUnsafeMutablePointer(to: &table) { pointer in
-                        Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: pointer, table1: pointer, into: out)
-                    }
-                }
-                return
-            }
-            // Two shards: lock in index order so that concurrent checks cannot deadlock.
-            let (low, high) = index0 < index1 ? (index0, index1) : (index1, index0)
-            shard(low).pointee.withLock { lowTable in
-                shard(high).pointee.withLock { highTable in
-                    withUnsafeMutablePointer(to: &lowTable) { lowPointer in
-                        withUnsafeMutablePointer(to: &highTable) { highPointer in
-                            let (p0, p1) = index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer)
-                            Self.decide(hot, keys: keys, cost: Int64(cost), now: now, table0: p0, table1: p1, into: out)
-                        }
-                    }
-                }
-            }
-        }
+        // Inlined, so that the decision (large: inline per-limit results) is filled where the caller
+        // keeps it rather than copied out of this call.
+        var decision = Decision(instant: 0)
+        try check(plan, partition: partition, cost: cost, into: &decision)
         return decision
     }
 
-    struct EntryKeys {
-        let hash0: UInt64
-        let subject0: String
-        let hash1: UInt64
-        let subject1: String
-
-        init(hash0: UInt64, subject0: String, hash1: UInt64, subject1: String) {
-            self.hash0 = hash0
-            self.subject0 = subject0
-            self.hash1 = hash1
-            self.subject1 = subject1
-        }
-    }
-
-    @inline(__always)
-    static func entryHash(_ subjectHash: UInt64, group: UInt64) -> UInt64 {
-        StableHash.mix(subjectHash ^ (group &* 0xff51_afd7_ed55_8ccd)) | 1
-    }
-
-    /// Evaluates every limit, then commits all of them or none. Runs with the shard lock(s) held;
-    /// `table1` may be the same table as `table0`.
-    static func decide(
-        _ hot: UnsafeMutablePointer<HotPlan>, keys: EntryKeys, cost: Int64, now clockNow: Int64,
-        table0: UnsafeMutablePointer<ShardTable>, table1: UnsafeMutablePointer<ShardTable>,
-        into out: UnsafeMutablePointer<Decision>
-    ) {
-        let specs = hot.pointee.specs
-        let groupCount = hot.pointee.groupCount
-        let group0 = hot.pointee.group0
-        let group1 = hot.pointee.group1
-        var slots: (Int?, Int?) = (nil, nil)
-        slots.0 = table0.pointee.find(hash: keys.hash0, group: group0.id, subject: keys.subject0)
-        let now = clockNow
-        if groupCount > 1 {
-            slots.1 = table1.pointee.find(hash: keys.hash1, group: group1.id, subject: keys.subject1)
-        }
-
-        var next = InlineArray<8, LimitState>(repeating: LimitState())
-        var expiresAt: (Int64, Int64) = (now, now)
-
-        // Each limit treats a clock reading earlier than its own last change as that instant: a clock
-        // that goes backwards is no time passing.
-        func evaluate(_ index: Int, group g: Int, cost: Int64) -> Evaluation {
-            let table = g == 0 ? table0 : table1
-            let slot = g == 0 ? slots.0 : slots.1
-            let spec = specs[index]
-            let state = slot.map { table.pointee.entries[$0].states[spec.slot] } ?? LimitState()
-            switch spec.kind {
-            case .tokenBucket:
-                return TokenBucket.evaluate(spec, state, now: max(now, state.b), cost: cost)
-            case .slidingCounter:
-                return SlidingCounter.evaluate(spec, state, now: max(now, state.a), cost: cost)
-            case .fixedWindow:
-                let t = max(now, state.a)
-                return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
-            case .calendar:
-                let t = max(now, state.a)
-                let window = t < state.c ? (state.a, state.c) : hot.pointee.calendars[index]!.takeUnretainedValue().window(containing: t)
-                return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
-            case .slidingLog:
-                let log = slot.flatMap { table.pointee.entries[$0].logs?[spec.slot] }
-                let t = max(now, log?.newest ?? now)
-                log?.prune(now: t, window: spec.window)
-                return SlidingLog.evaluate(spec, log, now: t, cost: cost)
-            }
-        }
-
-        for g in 0..<groupCount {
-            let group = g == 0 ? group0 : group1
-            for m in 0..<group.memberCount {
-                let index = group.members[m]
-                let spec = specs[index]
-                let evaluation = evaluate(index, group: g, cost: cost)
-                next[index] = evaluation.next
-                if g == 0 {
-                    expiresAt.0 = max(expiresAt.0, evaluation.expiresAt)
-                } else {
-                    expiresAt.1 = max(expiresAt.1, evaluation.expiresAt)
-                }
-                out.pointee.append(
-                    LimitResult(
-                        index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
-                        shadow: spec.shadow, quota: spec.capacity, windowMicroseconds: evaluation.window,
-                        remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
-                        retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter))
-            }
-        }
-        out.pointee.sortByIndex()
-        out.pointee.settle()
-        if !out.pointee.isAllowed {
-            // Nothing is consumed: limits that would have admitted report their quota as it stands.
-            for g in 0..<groupCount {
-                let group = g == 0 ? group0 : group1
-                for m in 0..<group.memberCount where out.pointee.storage[group.members[m]].admits {
-                    let index = group.members[m]
-                    let unchanged = evaluate(index, group: g, cost: 0)
-                    out.pointee.storage[index].remaining = unchanged.remaining
-                    out.pointee.storage[index].resetAfterMicroseconds = unchanged.resetAfter
+    /// `checkNow`, filling `decision` in place: its instant, its per-limit results and its verdict.
+    @usableFromInline
+    func check(_ plan: Plan, partition: Partition, cost: Int, into decision: inout Decision) throws(LimiterError) {
+        guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
+        let hot = plan.compiled.hot
+        let now = clock.now()
+        decision.instant = now
+        let first = hot.pointee.groups[0]
+        let hash0 = Self.entryHash(partition.hash(for: first.scope), group: first.id)
+        let index0 = shardIndex(hash0)
+        if hot.pointee.groupCount == 1 {
+            shard(index0).pointee.withLock { table in
+                withUnsafeMutablePointer(to: &table) { pointer in
+                    Self.decide(
+                        hot, partition: partition, hashes: (hash0, 0), cost: Int64(cost), now: now,
+                        tables: (pointer, pointer), into: &decision)
                 }
             }
             return
         }
-        guard cost > 0 else { return }
-
-        // Commit. A shadow limit that would have refused keeps its state: it counts what it would admit.
-        for g in 0..<groupCount {
-            let table = g == 0 ? table0 : table1
-            let group = g == 0 ? group0 : group1
-            var slot = g == 0 ? slots.0 : slots.1
-            if slot == nil {
-                let states = ContiguousArray<LimitState>(repeating: LimitState(), count: group.memberCount)
-                let logs: ContiguousArray<SlidingLogEntries?>? =
-                    hot.pointee.hasSlidingLog
-                    ? ContiguousArray((0..<group.memberCount).map { specs[group.members[$0]].kind == .slidingLog ? SlidingLogEntries() : nil })
-                    : nil
-                let entry = StoreEntry(expiresAt: now, states: states, logs: logs)
-                slot = table.pointee.insert(
-                    hash: g == 0 ? keys.hash0 : keys.hash1, group: group.id,
-                    subject: g == 0 ? keys.subject0 : keys.subject1, entry: entry, now: now)
-                if g == 0 && groupCount > 1 && table0 == table1 && slots.1 != nil {
-                    // Inserting may have moved (or evicted) the other group's entry in this shared table.
-                    slots.1 = table1.pointee.find(hash: keys.hash1, group: group1.id, subject: keys.subject1)
+        let second = hot.pointee.groups[1]
+        let hash1 = Self.entryHash(partition.hash(for: second.scope), group: second.id)
+        let index1 = shardIndex(hash1)
+        if index0 == index1 {
+            shard(index0).pointee.withLock { table in
+                withUnsafeMutablePointer(to: &table) { pointer in
+                    Self.decide(
+                        hot, partition: partition, hashes: (hash0, hash1), cost: Int64(cost), now: now,
+                        tables: (pointer, pointer), into: &decision)
                 }
             }
-            let s = slot!
-            table.pointee.entries[s].expiresAt = g == 0 ? expiresAt.0 : expiresAt.1
-            for m in 0..<group.memberCount {
-                let index = group.members[m]
-                let spec = specs[index]
-                let result = out.pointee.storage[index]
-                guard result.admits else { continue }
-                table.pointee.entries[s].states[spec.slot] = next[index]
-                if spec.kind == .slidingLog {
-                    let log = table.pointee.entries[s].logs![spec.slot]!
-                    log.append(max(now, log.newest ?? now), cost: cost)
+            return
+        }
+        // Two shards: lock in index order so that concurrent checks cannot deadlock.
+        let (low, high) = index0 < index1 ? (index0, index1) : (index1, index0)
+        shard(low).pointee.withLock { lowTable in
+            shard(high).pointee.withLock { highTable in
+                withUnsafeMutablePointer(to: &lowTable) { lowPointer in
+                    withUnsafeMutablePointer(to: &highTable) { highPointer in
+                        Self.decide(
+                            hot, partition: partition, hashes: (hash0, hash1), cost: Int64(cost), now: now,
+                            tables: index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer),
+                            into: &decision)
+                    }
                 }
             }
         }
+    }
+
+    @inline(__always)
+    func shardIndex(_ entryHash: UInt64) -> Int {
+        Int(truncatingIfNeeded: entryHash >> 58) & shardMask
+    }
+
+    @inline(__always)
+    static func entryHash(_ subjectHash: UInt64, group: UInt32) -> UInt64 {
+        StableHash.mix(subjectHash ^ (UInt64(group) &* 0xff51_afd7_ed55_8ccd)) | 1
+    }
+
+    /// Evaluates every limit, then commits all of them or none. Runs with the shard lock(s) held;
+    /// `tables.1` (the second group's) may be the same table as `tables.0`.
+    static func decide(
+        _ hot: UnsafeMutablePointer<HotPlan>, partition: Partition, hashes: (UInt64, UInt64), cost: Int64, now: Int64,
+        tables: (UnsafeMutablePointer<ShardTable>, UnsafeMutablePointer<ShardTable>), into decision: inout Decision
+    ) {
+        let specs = hot.pointee.specs
+        let groupCount = hot.pointee.groupCount
+
+        func find(_ g: Int) -> Int? {
+            let group = hot.pointee.groups + g
+            let table = g == 0 ? tables.0 : tables.1
+            let hash = g == 0 ? hashes.0 : hashes.1
+            // Compared where they are: the partition's strings are never copied to look an entry up.
+            return switch group.pointee.scope {
+            case .apiKey: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.apiKey)
+            case .organization: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.organization)
+            }
+        }
+        var positions: (Int?, Int?) = (find(0), groupCount > 1 ? find(1) : nil)
+
+        func entry(_ g: Int) -> UnsafeMutablePointer<StoreEntry>? {
+            (g == 0 ? positions.0 : positions.1).map { (g == 0 ? tables.0 : tables.1).pointee.entries + $0 }
+        }
+
+        // The states to commit, by limit index; only those of evaluated limits are ever read.
+        withUnsafeTemporaryAllocation(of: LimitState.self, capacity: 8) { next in
+            var expiresAt: (Int64, Int64) = (now, now)
+            for g in 0..<groupCount {
+                let group = hot.pointee.groups + g
+                let entry = entry(g)
+                var expires = now
+                for m in 0..<group.pointee.memberCount {
+                    let index = group.pointee.members[m]
+                    let spec = specs[index]
+                    let evaluation = evaluate(spec, calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: cost)
+                    next[index] = evaluation.next
+                    expires = max(expires, evaluation.expiresAt)
+                    decision.storage[index] = LimitResult(
+                        index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
+                        shadow: spec.shadow, quota: spec.capacity, windowMicroseconds: evaluation.window,
+                        remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
+                        retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
+                }
+                if g == 0 { expiresAt.0 = expires } else { expiresAt.1 = expires }
+            }
+            decision.storedCount = hot.pointee.limitCount
+            decision.settle()
+            if !decision.isAllowed {
+                // Nothing is consumed: limits that would have admitted report their quota as it stands.
+                for g in 0..<groupCount {
+                    let group = hot.pointee.groups + g
+                    let entry = entry(g)
+                    for m in 0..<group.pointee.memberCount where decision.storage[group.pointee.members[m]].admits {
+                        let index = group.pointee.members[m]
+                        let unchanged = evaluate(specs[index], calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: 0)
+                        decision.storage[index].remaining = unchanged.remaining
+                        decision.storage[index].resetAfterMicroseconds = unchanged.resetAfter
+                    }
+                }
+                return
+            }
+            guard cost > 0 else { return }
+
+            // Commit. A shadow limit that would have refused keeps its state: it counts what it would admit.
+            for g in 0..<groupCount {
+                let group = hot.pointee.groups + g
+                let table = g == 0 ? tables.0 : tables.1
+                if (g == 0 ? positions.0 : positions.1) == nil {
+                    let entry = newEntry(
+                        group.pointee, hash: g == 0 ? hashes.0 : hashes.1, subject: partition.subject(for: group.pointee.scope),
+                        specs: specs, now: now)
+                    let position = table.pointee.insert(entry, now: now)
+                    if g == 0 {
+                        positions.0 = position
+                        if positions.1 != nil && tables.0 == tables.1 {
+                            // Inserting may have moved (or evicted) the other group's entry in this shared table.
+                            positions.1 = find(1)
+                        }
+                    } else {
+                        positions.1 = position
+                    }
+                }
+                let entry = entry(g)!
+                entry.pointee.expiresAt = g == 0 ? expiresAt.0 : expiresAt.1
+                for m in 0..<group.pointee.memberCount where decision.storage[group.pointee.members[m]].admits {
+                    let index = group.pointee.members[m]
+                    entry.pointee.setState(m, next[index])
+                    if specs[index].kind == .slidingLog {
+                        let log = entry.pointee.log(m)
+                        log.append(max(now, log.newest ?? now), cost: cost)
+                    }
+                }
+            }
+        }
+    }
+
+    /// What one limit says about a request, from the state in `entry` (nil: no state yet, an untouched
+    /// limit). Each limit treats a clock reading earlier than its own last change as that instant: a
+    /// clock that goes backwards is no time passing.
+    @inline(__always)
+    static func evaluate(
+        _ spec: LimitSpec, calendar: Unmanaged<CalendarWindows>?, entry: UnsafeMutablePointer<StoreEntry>?,
+        now: Int64, cost: Int64
+    ) -> Evaluation {
+        let state = entry?.pointee.state(spec.slot) ?? LimitState()
+        switch spec.kind {
+        case .tokenBucket:
+            return TokenBucket.evaluate(spec, state, now: max(now, state.b), cost: cost)
+        case .slidingCounter:
+            return SlidingCounter.evaluate(spec, state, now: max(now, state.a), cost: cost)
+        case .fixedWindow:
+            let t = max(now, state.a)
+            return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
+        case .calendar:
+            let t = max(now, state.a)
+            let window = t < state.c ? (state.a, state.c) : calendar!.takeUnretainedValue().window(containing: t)
+            return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
+        case .slidingLog:
+            let log = entry?.pointee.log(spec.slot)
+            let t = max(now, log?.newest ?? now)
+            log?.prune(now: t, window: spec.window)
+            return SlidingLog.evaluate(spec, log, now: t, cost: cost)
+        }
+    }
+
+    /// A new entry for `group`: untouched states, and an empty log for each sliding log.
+    static func newEntry(
+        _ group: LimitGroup, hash: UInt64, subject: String, specs: UnsafeMutablePointer<LimitSpec>, now: Int64
+    ) -> StoreEntry {
+        func isLog(_ m: Int) -> Bool { specs[group.members[m]].kind == .slidingLog }
+        let hasLog = (0..<group.memberCount).contains(where: isLog)
+        var more: MoreStates?
+        if group.memberCount > 1 || hasLog {
+            let logs = hasLog ? ContiguousArray((0..<group.memberCount).map { isLog($0) ? SlidingLogEntries() : nil }) : []
+            more = MoreStates.make(states: group.memberCount - 1, logs: logs)
+        }
+        return StoreEntry(hash: hash, group: group.id, subject: subject, now: now, more: more)
     }
 
     /// Current counts of entries, reclamations and evictions across all shards.
@@ -285,23 +303,5 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
             freed += shard(i).pointee.withLock { $0.removeExpired(now: now) }
         }
         return freed
-    }
-}
-
-extension Decision {
-    /// Results are appended group by group; reports list them in plan order.
-    mutating func sortByIndex() {
-        // Insertion sort over at most eight results; usually already in order.
-        var i = 1
-        while i < storedCount {
-            let item = storage[i]
-            var j = i - 1
-            while j >= 0 && storage[j].index > item.index {
-                storage[j + 1] = storage[j]
-                j -= 1
-            }
-            storage[j + 1] = item
-            i += 1
-        }
     }
 }
