@@ -19,6 +19,8 @@ final class CountingUpstream: Sendable {
         var connection: Int
         var method: String
         var path: String
+        /// `Content-Length` value, `chunked`, or `none`.
+        var framing: String
     }
 
     let channel: any Channel
@@ -73,7 +75,11 @@ final class CountingUpstream: Sendable {
             case .head(let head):
                 requests += 1
                 path = head.uri
-                upstream.seen.withLock { $0.append(Seen(connection: connection, method: head.method.rawValue, path: head.uri)) }
+                let framing = head.headers.first(name: "content-length")
+                    ?? (head.headers.first(name: "transfer-encoding") == nil ? "none" : "chunked")
+                upstream.seen.withLock {
+                    $0.append(Seen(connection: connection, method: head.method.rawValue, path: head.uri, framing: framing))
+                }
             case .body:
                 break
             case .end:
@@ -139,6 +145,28 @@ extension EndToEnd {
                     }
                 }
                 #expect(upstream.connectionCount == 3)
+            }
+        }
+
+        @Test func framingIsTheForwardersOwn() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url, server: "idle_timeout: 5s")) { sidecar in
+                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    // A TRACE has no body: one that comes with a body is refused and never forwarded.
+                    let trace = try await rawExchange(
+                        port: sidecar.proxyPort,
+                        Array("TRACE /keep HTTP/1.1\r\nHost: x\r\n\(key)Content-Length: 30\r\n\r\nGET /keep HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                    #expect(trace.status == 400)
+                    #expect(upstream.seen.withLock { $0.isEmpty })
+
+                    try await withHTTPClient { client in
+                        let empty = try await client.send(.POST, sidecar.base + "/keep", key: .roomy)
+                        let get = try await client.send(.GET, sidecar.base + "/keep", key: .roomy)
+                        let small = try await client.send(.POST, sidecar.base + "/keep", key: .roomy, body: ByteBuffer(string: "hello"))
+                        #expect([empty.status, get.status, small.status] == [200, 200, 200])
+                    }
+                    #expect(upstream.seen.withLock { $0.map(\.framing) } == ["0", "none", "5"])
+                }
             }
         }
 

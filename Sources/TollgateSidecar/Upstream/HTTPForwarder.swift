@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 import TollgateHTTP
 
 /// Forwards admitted requests to the message API over pooled keep-alive HTTP/1.1 connections
@@ -23,8 +24,12 @@ import TollgateHTTP
 ///   `upstream.response_timeout`, no connection within `upstream.connect_timeout`, or a response body
 ///   stalled for `upstream.read_timeout` → 504 (or the response is cut off, if it had begun).
 /// - A request is never sent twice, except a request with an idempotent method (GET, HEAD, PUT,
-///   DELETE, OPTIONS) whose reused connection closed before any answer: it is sent once more on a new
-///   connection, as the upstream may have closed the idle connection just as the request left.
+///   DELETE, OPTIONS) and a body at hand (none, or one read whole) whose reused connection closed before
+///   any answer: it is sent once more on a new connection, as the upstream may have closed the idle
+///   connection just as the request left. A streamed body cannot be sent again.
+/// - Framing is the forwarder's own: `Content-Length` when the length is known (0 for a POST, PUT or
+///   PATCH without a body), `Transfer-Encoding: chunked` for a chunked body, nothing else; a TRACE
+///   with a body is refused (400), since some servers would read that body as a request of its own.
 struct HTTPForwarder: Upstream {
     let pool: UpstreamPool
     let metrics: SidecarMetrics
@@ -42,6 +47,12 @@ struct HTTPForwarder: Upstream {
         head.headerFields = Self.upstreamHeaders(
             request, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
         let declared = request.headers[.contentLength].flatMap { Int($0) }
+        let chunked = declared == nil && request.headers[.transferEncoding] != nil
+        if request.method == .trace, chunked || (declared ?? 0) > 0 {
+            // A TRACE has no body by definition; some servers would read one as the next request.
+            metrics.upstream("aborted")
+            return Problem.badRequest("a TRACE request cannot have a body").response()
+        }
 
         if let declared, declared <= Self.bufferedBodySize {
             var body: ByteBuffer?
@@ -58,9 +69,11 @@ struct HTTPForwarder: Upstream {
         }
         if let declared {
             head.headerFields[.contentLength] = String(declared)
-        } else if request.headers[.transferEncoding] != nil {
+        } else if chunked {
             head.headerFields[.transferEncoding] = "chunked"
         } else {
+            // No body. Methods that usually carry one say so with a length of 0.
+            if [.post, .put, .patch].contains(request.method) { head.headerFields[.contentLength] = "0" }
             return await exchange(head, body: nil, on: context.eventLoop, settings: settings)
         }
         return await streamingExchange(
@@ -111,12 +124,14 @@ struct HTTPForwarder: Upstream {
             return failure(error)
         }
         let lent = ExclusiveBody(body)
+        let uploaded = Atomic<Bool>(false)
         let upload = Task { () -> (any Error)? in
             do {
                 for try await part in lent {
                     try await connection.write(part)
                 }
                 try await connection.finish()
+                uploaded.store(true, ordering: .releasing)
                 return nil
             } catch let failure as UpstreamFailure {
                 // The upstream stopped reading: it may have answered already (a 413 of its own, say).
@@ -146,9 +161,10 @@ struct HTTPForwarder: Upstream {
             }
         }
         return relay(start, from: connection, started: started) {
+            // A connection whose request has not gone up whole cannot carry another; closing it also
+            // ends an upload the upstream stopped reading.
+            if !uploaded.load(ordering: .acquiring) { connection.close() }
             await lent.close()
-            // A connection whose request did not go up whole cannot carry another.
-            if await upload.value != nil { connection.close() }
         }
     }
 
@@ -163,11 +179,11 @@ struct HTTPForwarder: Upstream {
         metrics.upstreamLatency.record(ContinuousClock.now - started)
         metrics.upstream(String(start.head.status.code))
         let headers = Self.clientHeaders(start.head.headerFields)
-        let pool = self.pool
         if let body = start.body, settle == nil {
             pool.release(connection)
             return Response(status: start.head.status, headers: headers, body: ResponseBody(byteBuffer: body))
         }
+        let lease = UpstreamLease(connection, pool: pool)
         return Response(
             status: start.head.status, headers: headers,
             body: ResponseBody(contentLength: start.body?.readableBytes) { writer in
@@ -179,14 +195,14 @@ struct HTTPForwarder: Upstream {
                             try await writer.write(part)
                         }
                     }
+                    try await writer.finish(nil)
                 } catch {
-                    connection.close()
+                    lease.end(reusable: false)
                     await settle?()
                     throw error
                 }
                 await settle?()
-                pool.release(connection)
-                try await writer.finish(nil)
+                lease.end(reusable: true)
             })
     }
 
@@ -253,6 +269,30 @@ struct HTTPForwarder: Upstream {
             fields.append(field)
         }
         return fields
+    }
+}
+
+/// A connection lent to a response body that streams: handed back (or closed) when the body is through,
+/// and closed if the body is never written at all — Hummingbird skips the body when the client has gone
+/// before the response head could be written, and a connection left mid-response would never be freed.
+final class UpstreamLease: Sendable {
+    private let connection: UpstreamConnection
+    private let pool: UpstreamPool
+    private let ended = Atomic<Bool>(false)
+
+    init(_ connection: UpstreamConnection, pool: UpstreamPool) {
+        self.connection = connection
+        self.pool = pool
+    }
+
+    /// Hands the connection back to the pool, or closes it when its exchange did not complete.
+    func end(reusable: Bool) {
+        guard !ended.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if reusable { pool.release(connection) } else { connection.close() }
+    }
+
+    deinit {
+        if !ended.load(ordering: .acquiring) { connection.close() }
     }
 }
 

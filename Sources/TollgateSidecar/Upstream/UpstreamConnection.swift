@@ -9,11 +9,13 @@ import Synchronization
 
 /// Why an exchange with the upstream failed.
 enum UpstreamFailure: Error, Equatable {
-    /// No connection could be made (refused, unreachable, TLS handshake failed).
+    /// No connection could be made (refused, unreachable). A TLS handshake that fails afterwards ends
+    /// the first exchange as `closed`.
     case connect(String)
     /// No connection within `upstream.connect_timeout`.
     case connectTimeout
-    /// No response head within `upstream.response_timeout`, or a body stalled past `upstream.read_timeout`.
+    /// No response head within `upstream.response_timeout`; or a streamed body silent for
+    /// `upstream.read_timeout`, or a small body (read whole) not complete within it of the head.
     case timeout
     /// The connection closed or failed before the response was complete; `responded` says whether a
     /// response head had arrived.
@@ -51,14 +53,17 @@ final class UpstreamConnection: Sendable {
 
     /// Whether the last exchange is complete and the connection can carry another.
     var isReusable: Bool {
-        channel.isActive && status.reusable.load(ordering: .acquiring)
+        !closing.load(ordering: .acquiring) && channel.isActive && status.reusable.load(ordering: .acquiring)
     }
 
-    /// Whether an exchange has completed on it before (a failure on such a connection may be a race
-    /// with the upstream closing it while idle).
+    /// Whether an exchange has completed on it before: a failure on such a connection before any answer
+    /// may be the upstream closing it while it sat idle.
     var wasUsed: Bool {
-        status.exchanges.load(ordering: .relaxed) > 1
+        status.completed.load(ordering: .relaxed) > 0
     }
+
+    /// Set by `close()`, which takes effect on the event loop a little later.
+    private let closing = Atomic<Bool>(false)
 
     /// Connects on `eventLoop` to `target`.
     static func connect(
@@ -75,7 +80,12 @@ final class UpstreamConnection: Sendable {
                         try channel.pipeline.syncOperations.addHandler(
                             try NIOSSLClientHandler(context: tls, serverHostname: target.isIPAddress ? nil : target.host))
                     }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    // The forwarder frames every request itself (Content-Length, or chunked for a chunked
+                    // body); the encoder must not add or remove framing on its own (it would drop the
+                    // framing of a TRACE with a body, and chunk a POST without one).
+                    var encoder = HTTPRequestEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(encoderConfiguration: encoder)
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPClientCodec())
                     try channel.pipeline.syncOperations.addHandler(UpstreamExchangeHandler(bufferLimit: bufferLimit))
                 }
@@ -142,6 +152,7 @@ final class UpstreamConnection: Sendable {
 
     /// Closes the connection (an exchange abandoned half way cannot be reused).
     func close() {
+        closing.store(true, ordering: .releasing)
         channel.close(promise: nil)
     }
 
@@ -238,8 +249,8 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
     final class Status: Sendable {
         /// Idle with keep-alive: another exchange may start.
         let reusable = Atomic<Bool>(true)
-        /// Exchanges started on the connection.
-        let exchanges = Atomic<Int>(0)
+        /// Exchanges completed on the connection.
+        let completed = Atomic<Int>(0)
     }
 
     let status = Status()
@@ -281,7 +292,6 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
             return promise.futureResult
         }
         state = .awaitingHead(promise)
-        status.exchanges.add(1, ordering: .relaxed)
         responded = false
         pendingResponse = nil
         self.readTimeout = TimeAmount(readTimeout)
@@ -303,7 +313,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
                 return context.eventLoop.makeSucceededFuture(part)
             }
             if ended {
-                state = .idle
+                completeExchange()
                 return context.eventLoop.makeSucceededFuture(nil)
             }
             let promise = context.eventLoop.makePromise(of: ByteBuffer?.self)
@@ -339,7 +349,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
         case .body(let part):
             switch state {
             case .buffering(let head, var buffer, let promise):
-                state = .idle
+                state = .failed(.closed(responded: true))  // a placeholder, so the buffer is not copied
                 buffer.writeImmutableBuffer(part)
                 state = .buffering(head, buffer, promise)
             case .streaming(var parts, let waiter, _):
@@ -358,11 +368,11 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
             disarm()
             switch state {
             case .buffering(let head, let buffer, let promise):
-                state = .idle
+                completeExchange()
                 promise.succeed(UpstreamResponseStart(head: head, body: buffer))
             case .streaming(let parts, let waiter, _):
                 if let waiter {
-                    state = .idle
+                    completeExchange()
                     waiter.succeed(nil)
                 } else {
                     state = .streaming(parts, waiter: nil, ended: true)
@@ -391,6 +401,12 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
         keepAlive = false
         fail(.closed(responded: responded))
         context.fireChannelInactive()
+    }
+
+    /// The response is through: the connection may carry another exchange (unless it is to close).
+    private func completeExchange() {
+        status.completed.add(1, ordering: .relaxed)
+        state = .idle
     }
 
     private func fail(_ failure: UpstreamFailure) {
