@@ -14,6 +14,8 @@ import TollgateSidecar
 /// - `/flaky`: 200 when it is the first request on its connection; a later one on the same connection
 ///   is not answered: the connection closes, as an upstream closing an idle connection just as a
 ///   request arrives would.
+/// - `/old`: an HTTP/1.0 answer without `Connection: keep-alive` (so the connection is not to be
+///   reused); a later request on the same connection gets no answer at all.
 final class CountingUpstream: Sendable {
     struct Seen: Sendable, Equatable {
         var connection: Int
@@ -87,9 +89,11 @@ final class CountingUpstream: Sendable {
                     context.close(promise: nil)
                     return
                 }
+                if path == "/old", requests > 1 { return }
                 var headers = HTTPHeaders([("Content-Length", "2"), ("Content-Type", "text/plain")])
                 if path == "/close" { headers.add(name: "Connection", value: "close") }
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                let version: HTTPVersion = path == "/old" ? .http1_0 : .http1_1
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .ok, headers: headers))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
                 if path == "/close" {
                     let channel = context.channel
@@ -167,6 +171,19 @@ extension EndToEnd {
                     }
                     #expect(upstream.seen.withLock { $0.map(\.framing) } == ["0", "none", "5"])
                 }
+            }
+        }
+
+        @Test func http10AnswersEndTheirConnection() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    try await withHTTPClient { client in
+                        let first = try await client.send(.GET, sidecar.base + "/old", key: .roomy)
+                        let second = try await client.send(.GET, sidecar.base + "/old", key: .roomy)
+                        #expect([first.status, second.status] == [200, 200])
+                    }
+                }
+                #expect(upstream.connectionCount == 2)
             }
         }
 

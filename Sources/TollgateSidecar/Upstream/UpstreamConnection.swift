@@ -86,6 +86,7 @@ final class UpstreamConnection: Sendable {
                     var encoder = HTTPRequestEncoder.Configuration()
                     encoder.automaticallySetFramingHeaders = false
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(encoderConfiguration: encoder)
+                    try channel.pipeline.syncOperations.addHandler(KeepAliveMarker())
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPClientCodec())
                     try channel.pipeline.syncOperations.addHandler(UpstreamExchangeHandler(bufferLimit: bufferLimit))
                 }
@@ -224,6 +225,23 @@ struct URLComponentsLite {
             host = String(authority)
         }
         guard !host.isEmpty else { return nil }
+    }
+}
+
+/// Marks a response after which the connection will not stay open (an HTTP/1.0 answer without
+/// `Connection: keep-alive`) with `Connection: close`, which the HTTP types the handler sees, having no
+/// version, could not otherwise tell.
+final class KeepAliveMarker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundOut = HTTPClientResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data), !head.isKeepAlive else {
+            context.fireChannelRead(data)
+            return
+        }
+        head.headers.add(name: "connection", value: "close")
+        context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }
 
