@@ -119,7 +119,9 @@ final class RunningSidecar: Sendable {
     }
 }
 
-/// Starts a sidecar from `config` (and `keys` as keys.yaml beside it), runs `body`, stops it.
+/// Starts a sidecar from `config` (and `keys` as keys.yaml beside it), waits until `/readyz` says its
+/// store and key registry answer (its Redis connections are up, when it has any) — as an orchestrator's
+/// readiness probe would before sending traffic — runs `body`, stops it.
 func withSidecar(
     _ config: String, keys: [TestKey] = TestKey.all, directory: TestDirectory? = nil, _ body: (RunningSidecar) async throws -> Void
 ) async throws {
@@ -133,6 +135,11 @@ func withSidecar(
     do {
         let ports = try await sidecar.listeningPorts(timeout: startupTimeout)
         running = RunningSidecar(sidecar: sidecar, proxyPort: ports.proxy, adminPort: ports.admin, task: task)
+        let deadline = ContinuousClock.now + startupTimeout
+        while try await rawExchange(port: ports.admin, Array("GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)).status != 200 {
+            guard ContinuousClock.now < deadline else { throw TestSetupError(description: "the sidecar did not become ready") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     } catch {
         task.cancel()
         throw error
