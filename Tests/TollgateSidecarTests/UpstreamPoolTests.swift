@@ -111,14 +111,7 @@ extension EndToEnd {
     /// so, and a request on a connection the upstream closed is sent again only when that is safe.
     @Suite struct UpstreamPoolTests {
         static func withCountingUpstream(_ body: (CountingUpstream) async throws -> Void) async throws {
-            let upstream = try await CountingUpstream.start()
-            do {
-                try await body(upstream)
-            } catch {
-                await upstream.stop()
-                throw error
-            }
-            await upstream.stop()
+            try await using(try await CountingUpstream.start(), stop: { await $0.stop() }, body)
         }
 
         @Test func connectionsAreReused() async throws {

@@ -112,14 +112,18 @@ final class TestUpstream: Sendable {
 
 /// Runs `body` with a fresh upstream, stopped afterwards.
 func withUpstream(_ body: (TestUpstream) async throws -> Void) async throws {
-    let upstream = try await TestUpstream.start()
+    try await using(try await TestUpstream.start(), stop: { await $0.stop() }, body)
+}
+
+/// Runs `body` with `server`, then stops it, whether `body` throws or not.
+func using<Server>(_ server: Server, stop: (Server) async -> Void, _ body: (Server) async throws -> Void) async throws {
     do {
-        try await body(upstream)
+        try await body(server)
     } catch {
-        await upstream.stop()
+        await stop(server)
         throw error
     }
-    await upstream.stop()
+    await stop(server)
 }
 
 struct RecordingMiddleware: RouterMiddleware {
