@@ -22,6 +22,7 @@ let package = Package(
         // The sidecar (TollgateHTTP, TollgateSidecar). Hummingbird without its swift-configuration trait:
         // Tollgate reads its own configuration file.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: ["FullFoundation"]),
+        // The tests' HTTP client (the sidecar forwards with its own, on SwiftNIO and swift-nio-ssl).
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
