@@ -131,7 +131,7 @@ public final class Sidecar: Sendable {
             let pool: UpstreamPool
             do {
                 guard let target = UpstreamTarget(url: url) else { throw UpstreamFailure.connect("not an http(s) URL") }
-                pool = try UpstreamPool(
+                pool = try UpstreamPool.make(
                     target: target, maximumIdle: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
                     bufferLimit: HTTPForwarder.bufferedBodySize)
             } catch {

@@ -5,7 +5,8 @@ import Foundation
 //
 // - N = 10,000,000 checks per thread (`--checks` lowers it, e.g. for callgrind), round-robin over the keys.
 // - Keys are built once, before anything is timed (`Partition` hashes its strings at creation, as Java's
-//   `String` caches its hash code).
+//   `String` caches its hash code). Each thread gets its own copy of its keys, also before timing, and
+//   passes each partition in place, without copying it per check (see `Work`).
 // - Two warm-up passes of N checks over the whole key set on the main thread (this also creates every
 //   key's entry), then THREADS OS threads (pthreads) are started and joined; the time from before the
 //   first start to after the last join is the result, exactly as Keyed.java measures it.
@@ -97,21 +98,31 @@ func makePlan(_ name: String) throws -> Plan {
         ])
 }
 
-/// What one thread does: `checks` checks round-robin over `range` of the shared key array.
-/// Immutable and read-only while threads run (the store synchronizes itself), so it is Sendable.
+/// What one thread does: `checks` checks round-robin over `range` of the key array.
+///
+/// Each `Work` holds its own copy of its keys, made before anything is timed and used by one thread
+/// only, so that a check borrows its partition where it lies, as a gateway passes the partition it
+/// holds: reading a `Partition` out of an array shared with other threads copies it (two string
+/// retains and releases per check) where Keyed.java only loads a reference. The store synchronizes
+/// itself; nothing else is shared while threads run, so it is Sendable.
 final class Work: Sendable {
     let store: MemoryStore
     let plan: Plan
-    let partitions: ContiguousArray<Partition>
-    let range: Range<Int>
+    /// The partitions of `range`, owned by this work; freed in `deinit`.
+    nonisolated(unsafe) let keys: UnsafeMutableBufferPointer<Partition>
     let checks: Int
 
     init(store: MemoryStore, plan: Plan, partitions: ContiguousArray<Partition>, range: Range<Int>, checks: Int) {
         self.store = store
         self.plan = plan
-        self.partitions = partitions
-        self.range = range
+        keys = .allocate(capacity: range.count)
+        _ = keys.initialize(from: partitions[range])
         self.checks = checks
+    }
+
+    deinit {
+        keys.deinitialize()
+        keys.deallocate()
     }
 
     /// Returns how many checks were admitted (all of them, with these plans).
@@ -119,20 +130,22 @@ final class Work: Sendable {
     func run() -> Int {
         let store = store
         let plan = plan
-        let lower = range.lowerBound
-        let upper = range.upperBound
+        let keys = keys
+        let upper = keys.count
         var allowed = 0
-        partitions.withUnsafeBufferPointer { keys in
-            var k = lower
-            for _ in 0..<checks {
-                do {
-                    if try store.checkNow(plan, partition: keys[k], cost: 1).isAllowed { allowed &+= 1 }
-                } catch {
-                    fatalError("check failed: \(error)")
-                }
-                k &+= 1
-                if k == upper { k = lower }
+        // Borrowed in place: exclusive access to the key for the call, which no other thread touches.
+        @inline(__always) func check(_ partition: inout Partition) throws -> Bool {
+            try store.checkNow(plan, partition: partition, cost: 1).isAllowed
+        }
+        var k = 0
+        for _ in 0..<checks {
+            do {
+                if try check(&keys[k]) { allowed &+= 1 }
+            } catch {
+                fatalError("check failed: \(error)")
             }
+            k &+= 1
+            if k == upper { k = 0 }
         }
         return allowed
     }

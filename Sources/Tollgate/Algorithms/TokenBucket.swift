@@ -10,13 +10,13 @@ enum TokenBucket {
         let admits = !tooLarge && deficit &+ need <= spec.fullLevel
         let after = admits ? deficit &+ need : deficit
         let level = spec.fullLevel &- after
+        let (tokens, partial) = divide(level, by: spec.unitsPerToken)
         var evaluation = Evaluation(
-            admits: admits, exceedsCapacity: tooLarge, remaining: level / spec.unitsPerToken,
+            admits: admits, exceedsCapacity: tooLarge, remaining: tokens,
             resetAfter: 0, retryAfter: 0, window: spec.window,
             expiresAt: now &+ ceilDiv(after, rate), next: LimitState(a: after, b: now, c: 0))
         if after > 0 {
             // The next whole token: units up to the next multiple of a token.
-            let partial = level % spec.unitsPerToken
             evaluation.resetAfter = ceilDiv(spec.unitsPerToken &- partial, rate)
         }
         if tooLarge {
@@ -33,12 +33,21 @@ enum TokenBucket {
         if deficit == 0 { return 0 }
         let elapsed = now &- last
         if elapsed <= 0 { return deficit }
-        if elapsed > deficit / rate { return 0 }  // elapsed·rate > deficit; skip the product
-        return deficit &- elapsed &* rate
+        let (refill, overflow) = elapsed.multipliedReportingOverflow(by: rate)
+        return overflow || refill >= deficit ? 0 : deficit &- refill
+    }
+
+    /// Quotient and remainder; a reduced rate usually has one of its two terms at 1, which needs no division.
+    @inline(__always)
+    static func divide(_ numerator: Int64, by denominator: Int64) -> (Int64, Int64) {
+        denominator == 1 ? (numerator, 0) : numerator.quotientAndRemainder(dividingBy: denominator)
     }
 }
 
 @inline(__always)
 func ceilDiv(_ numerator: Int64, _ denominator: Int64) -> Int64 {
-    numerator <= 0 ? 0 : (numerator &- 1) / denominator &+ 1
+    if numerator <= 0 { return 0 }
+    // Divides only when the quotient is neither the numerator nor 1.
+    if denominator == 1 { return numerator }
+    return numerator <= denominator ? 1 : (numerator &- 1) / denominator &+ 1
 }

@@ -1,7 +1,14 @@
 /// The result of evaluating one limit of a plan for one request.
 public struct LimitResult: Sendable, Equatable {
+    // Stored narrow and in this order, without padding, so that a result takes 48 bytes rather than 64:
+    // a decision holds eight.
+    @usableFromInline var storedIndex: Int32
+
     /// The limit's position in `Plan.limits`; its name, quota and scope are there.
-    public var index: Int
+    public var index: Int {
+        get { Int(storedIndex) }
+        set { storedIndex = Int32(newValue) }
+    }
     /// Whether this limit, on its own, admits the request.
     public var admits: Bool
     /// The request costs more than this limit can ever admit.
@@ -17,14 +24,21 @@ public struct LimitResult: Sendable, Equatable {
     public var remaining: Int64
     /// Microseconds until more than `remaining` is available; 0 when the limit is untouched.
     public var resetAfterMicroseconds: Int64
+    /// `retryAfterMicroseconds`, with `never` for nil.
+    @usableFromInline var storedRetryAfter: Int64
+    @usableFromInline static var never: Int64 { .min }
     /// Microseconds until this limit would admit the same request: 0 if it does now, nil if it never will.
-    public var retryAfterMicroseconds: Int64?
+    public var retryAfterMicroseconds: Int64? {
+        get { storedRetryAfter == Self.never ? nil : storedRetryAfter }
+        set { storedRetryAfter = newValue ?? Self.never }
+    }
 
+    @inlinable
     public init(
         index: Int, admits: Bool, exceedsCapacity: Bool, shadow: Bool, quota: Int64, windowMicroseconds: Int64,
         remaining: Int64, resetAfterMicroseconds: Int64, retryAfterMicroseconds: Int64?
     ) {
-        self.index = index
+        storedIndex = Int32(index)
         self.admits = admits
         self.exceedsCapacity = exceedsCapacity
         self.shadow = shadow
@@ -32,7 +46,7 @@ public struct LimitResult: Sendable, Equatable {
         self.windowMicroseconds = windowMicroseconds
         self.remaining = remaining
         self.resetAfterMicroseconds = resetAfterMicroseconds
-        self.retryAfterMicroseconds = retryAfterMicroseconds
+        storedRetryAfter = retryAfterMicroseconds ?? Self.never
     }
 }
 

@@ -39,6 +39,8 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
     let shardCount: Int
     let shardMask: Int
     let clock: any LimiterClock
+    /// `SystemClock`'s anchor when `clock` is one: its reading is taken directly, without dynamic dispatch.
+    let systemAnchor: Int64?
 
     public init(configuration: Configuration = .init(), clock: any LimiterClock = SystemClock()) {
         var count = 1
@@ -54,6 +56,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
         }
         shardMask = count - 1
         self.clock = clock
+        systemAnchor = (clock as? SystemClock)?.anchor
     }
 
     deinit {
@@ -86,7 +89,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
     func check(_ plan: Plan, partition: Partition, cost: Int, into decision: inout Decision) throws(LimiterError) {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
         let hot = plan.compiled.hot
-        let now = clock.now()
+        let now = if let anchor = systemAnchor { anchor &+ SystemClock.monotonic() } else { clock.now() }
         decision.instant = now
         let first = hot.pointee.groups[0]
         let hash0 = Self.entryHash(partition.hash(for: first.scope), group: first.id)
@@ -148,39 +151,36 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
     ) {
         let specs = hot.pointee.specs
         let groupCount = hot.pointee.groupCount
-
-        func find(_ g: Int) -> Int? {
-            let group = hot.pointee.groups + g
-            let table = g == 0 ? tables.0 : tables.1
-            let hash = g == 0 ? hashes.0 : hashes.1
-            // Compared where they are: the partition's strings are never copied to look an entry up.
-            return switch group.pointee.scope {
-            case .apiKey: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.apiKey)
-            case .organization: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.organization)
-            }
-        }
-        var positions: (Int?, Int?) = (find(0), groupCount > 1 ? find(1) : nil)
-
-        func entry(_ g: Int) -> UnsafeMutablePointer<StoreEntry>? {
-            (g == 0 ? positions.0 : positions.1).map { (g == 0 ? tables.0 : tables.1).pointee.entries + $0 }
-        }
+        // The entries of the groups (nil: none yet); pointers into the tables, valid until an insertion.
+        var entries: (UnsafeMutablePointer<StoreEntry>?, UnsafeMutablePointer<StoreEntry>?) = (
+            find(hot, 0, partition: partition, hashes: hashes, tables: tables),
+            groupCount > 1 ? find(hot, 1, partition: partition, hashes: hashes, tables: tables) : nil
+        )
 
         // The states to commit, by limit index; only those of evaluated limits are ever read.
         withUnsafeTemporaryAllocation(of: LimitState.self, capacity: 8) { next in
             var expiresAt: (Int64, Int64) = (now, now)
             for g in 0..<groupCount {
                 let group = hot.pointee.groups + g
-                let entry = entry(g)
+                let entry = g == 0 ? entries.0 : entries.1
                 var expires = now
                 for m in 0..<group.pointee.memberCount {
                     let index = group.pointee.members[m]
-                    let spec = specs[index]
-                    let evaluation = evaluate(spec, calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: cost)
+                    let spec = specs + index
+                    let evaluation: Evaluation
+                    if spec.pointee.kind == .tokenBucket {
+                        // The common limit, evaluated here rather than through the general dispatch.
+                        let state = entry?.pointee.state(spec.pointee.slot) ?? LimitState()
+                        evaluation = TokenBucket.evaluate(spec.pointee, state, now: max(now, state.b), cost: cost)
+                    } else {
+                        evaluation = evaluate(
+                            spec.pointee, calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: cost)
+                    }
                     next[index] = evaluation.next
                     expires = max(expires, evaluation.expiresAt)
                     decision.storage[index] = LimitResult(
                         index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
-                        shadow: spec.shadow, quota: spec.capacity, windowMicroseconds: evaluation.window,
+                        shadow: spec.pointee.shadow, quota: spec.pointee.capacity, windowMicroseconds: evaluation.window,
                         remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
                         retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
                 }
@@ -192,7 +192,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
                 // Nothing is consumed: limits that would have admitted report their quota as it stands.
                 for g in 0..<groupCount {
                     let group = hot.pointee.groups + g
-                    let entry = entry(g)
+                    let entry = g == 0 ? entries.0 : entries.1
                     for m in 0..<group.pointee.memberCount where decision.storage[group.pointee.members[m]].admits {
                         let index = group.pointee.members[m]
                         let unchanged = evaluate(specs[index], calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: 0)
@@ -208,22 +208,24 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
             for g in 0..<groupCount {
                 let group = hot.pointee.groups + g
                 let table = g == 0 ? tables.0 : tables.1
-                if (g == 0 ? positions.0 : positions.1) == nil {
+                if (g == 0 ? entries.0 : entries.1) == nil {
                     let entry = newEntry(
                         group.pointee, hash: g == 0 ? hashes.0 : hashes.1, subject: partition.subject(for: group.pointee.scope),
                         specs: specs, now: now)
+                    // Inserting may grow the table: its entries are reached only after.
                     let position = table.pointee.insert(entry, now: now)
+                    let inserted = table.pointee.entries + position
                     if g == 0 {
-                        positions.0 = position
-                        if positions.1 != nil && tables.0 == tables.1 {
+                        entries.0 = inserted
+                        if entries.1 != nil && tables.0 == tables.1 {
                             // Inserting may have moved (or evicted) the other group's entry in this shared table.
-                            positions.1 = find(1)
+                            entries.1 = find(hot, 1, partition: partition, hashes: hashes, tables: tables)
                         }
                     } else {
-                        positions.1 = position
+                        entries.1 = inserted
                     }
                 }
-                let entry = entry(g)!
+                let entry = (g == 0 ? entries.0 : entries.1)!
                 entry.pointee.expiresAt = g == 0 ? expiresAt.0 : expiresAt.1
                 for m in 0..<group.pointee.memberCount where decision.storage[group.pointee.members[m]].admits {
                     let index = group.pointee.members[m]
@@ -235,6 +237,23 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// The entry of group `g` for `partition`, if there is one. Compared where they are: the partition's
+    /// strings are never copied to look an entry up.
+    @inline(__always)
+    static func find(
+        _ hot: UnsafeMutablePointer<HotPlan>, _ g: Int, partition: Partition, hashes: (UInt64, UInt64),
+        tables: (UnsafeMutablePointer<ShardTable>, UnsafeMutablePointer<ShardTable>)
+    ) -> UnsafeMutablePointer<StoreEntry>? {
+        let group = hot.pointee.groups + g
+        let table = g == 0 ? tables.0 : tables.1
+        let hash = g == 0 ? hashes.0 : hashes.1
+        let position = switch group.pointee.scope {
+        case .apiKey: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.apiKey)
+        case .organization: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.organization)
+        }
+        return position.map { table.pointee.entries + $0 }
     }
 
     /// What one limit says about a request, from the state in `entry` (nil: no state yet, an untouched

@@ -21,16 +21,28 @@ final class UpstreamPool: Sendable {
     private let idle = Mutex<[ObjectIdentifier: [UpstreamConnection]]>([:])
     private let shutDown = Atomic<Bool>(false)
 
-    init(
+    /// A pool for `target`; an `https` target gets a TLS context that trusts the system's roots.
+    /// - Throws: when that TLS context cannot be made.
+    static func make(
         target: UpstreamTarget, maximumIdle: Int, connectTimeout: Duration, bufferLimit: Int,
         idleTimeout: Duration = .seconds(4), loops: Int = System.coreCount
-    ) throws {
+    ) throws -> UpstreamPool {
+        let tls = target.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        return UpstreamPool(
+            target: target, tls: tls, maximumIdle: maximumIdle, connectTimeout: connectTimeout, bufferLimit: bufferLimit,
+            idleTimeout: idleTimeout, loops: loops)
+    }
+
+    private init(
+        target: UpstreamTarget, tls: NIOSSLContext?, maximumIdle: Int, connectTimeout: Duration, bufferLimit: Int,
+        idleTimeout: Duration, loops: Int
+    ) {
         self.target = target
+        self.tls = tls
         self.connectTimeout = connectTimeout
         self.bufferLimit = bufferLimit
         self.idleTimeout = idleTimeout
         maximumIdlePerLoop = max(1, maximumIdle / max(1, loops))
-        tls = target.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
     }
 
     /// An idle connection on `eventLoop`, or a new one.
