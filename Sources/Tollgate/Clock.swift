@@ -23,7 +23,7 @@ public protocol LimiterClock: Sendable {
 ///
 /// Stepping the system clock (NTP, an operator) therefore never moves limits backwards or forwards.
 public struct SystemClock: LimiterClock {
-    let anchor: Int64
+    private let anchor: Int64
 
     /// Anchors the monotonic clock to the current wall time.
     public init() {
@@ -34,7 +34,7 @@ public struct SystemClock: LimiterClock {
     }
 
     @inline(__always)
-    static func monotonic() -> Int64 {
+    private static func monotonic() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000

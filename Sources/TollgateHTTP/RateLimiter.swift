@@ -202,19 +202,16 @@ public final class RateLimiter: Sendable {
         }
     }
 
+    /// The names `RateLimitHeaders.fields` uses, as field names made once (not parsed per request).
+    static let fieldNames: [String: HTTPField.Name] = Dictionary(
+        uniqueKeysWithValues: [HTTPField.Name.rateLimitPolicy, .rateLimit, .retryAfter, .xRateLimitLimit, .xRateLimitRemaining, .xRateLimitReset]
+            .map { ($0.rawName, $0) })
+
     /// `RateLimitHeaders.fields` as `HTTPFields`, in the same order.
     static func rateLimitFields(_ decision: Decision, plan: Plan, includeLegacy: Bool) -> HTTPFields {
         var fields = HTTPFields()
-        let policy = RateLimitHeaders.policy(decision, plan: plan)
-        if !policy.isEmpty {
-            fields.append(HTTPField(name: .rateLimitPolicy, value: policy))
-            fields.append(HTTPField(name: .rateLimit, value: RateLimitHeaders.rateLimit(decision, plan: plan)))
-        }
-        if let retry = RateLimitHeaders.retryAfter(decision) { fields.append(HTTPField(name: .retryAfter, value: retry)) }
-        if includeLegacy, let legacy = RateLimitHeaders.legacy(decision) {
-            fields.append(HTTPField(name: .xRateLimitLimit, value: legacy.limit))
-            fields.append(HTTPField(name: .xRateLimitRemaining, value: legacy.remaining))
-            fields.append(HTTPField(name: .xRateLimitReset, value: legacy.reset))
+        for (name, value) in RateLimitHeaders.fields(decision, plan: plan, includeLegacy: includeLegacy) {
+            fields.append(HTTPField(name: fieldNames[name] ?? HTTPField.Name(name)!, value: value))
         }
         return fields
     }

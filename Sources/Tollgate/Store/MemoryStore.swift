@@ -39,8 +39,8 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
     let shardCount: Int
     let shardMask: Int
     let clock: any LimiterClock
-    /// `SystemClock`'s anchor when `clock` is one: its reading is taken directly, without dynamic dispatch.
-    let systemAnchor: Int64?
+    /// `clock` when it is a `SystemClock`: then read directly, without dynamic dispatch.
+    let systemClock: SystemClock?
 
     public init(configuration: Configuration = .init(), clock: any LimiterClock = SystemClock()) {
         var count = 1
@@ -56,7 +56,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
         }
         shardMask = count - 1
         self.clock = clock
-        systemAnchor = (clock as? SystemClock)?.anchor
+        systemClock = clock as? SystemClock
     }
 
     deinit {
@@ -89,7 +89,7 @@ public final class MemoryStore: LimitStore, @unchecked Sendable {
     func check(_ plan: Plan, partition: Partition, cost: Int, into decision: inout Decision) throws(LimiterError) {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
         let hot = plan.compiled.hot
-        let now = if let anchor = systemAnchor { anchor &+ SystemClock.monotonic() } else { clock.now() }
+        let now = systemClock?.now() ?? clock.now()
         decision.instant = now
         let first = hot.pointee.groups[0]
         let hash0 = Self.entryHash(partition.hash(for: first.scope), group: first.id)

@@ -38,8 +38,6 @@ struct HTTPForwarder: Upstream {
     /// Bodies up to this size, with a `Content-Length`, are read whole before they are sent on.
     static let bufferedBodySize = 64 * 1024
 
-    static let identityFields: [HTTPField.Name] = [.tollgateOrganization, .tollgatePlan, .tollgateKeyID]
-
     func respond(to request: Request, context: SidecarRequestContext, settings: ForwardingSettings) async -> Response {
         var head = HTTPRequest(
             method: request.method, scheme: nil, authority: request.head.authority ?? pool.target.authority,

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -178,11 +179,12 @@ struct UpstreamTarget: Sendable {
 
     /// Parses a validated `upstream.url` (`http[s]://host[:port][/prefix]`).
     init?(url: String) {
-        guard let components = URLComponentsLite(url) else { return nil }
-        host = components.host
-        tls = components.scheme == "https"
-        port = components.port ?? (tls ? 443 : 80)
-        pathPrefix = components.path
+        guard let parsed = URL(string: url), let host = parsed.host, !host.isEmpty else { return nil }
+        self.host = host
+        tls = parsed.scheme?.lowercased() == "https"
+        port = parsed.port ?? (tls ? 443 : 80)
+        let path = parsed.path
+        pathPrefix = path.hasSuffix("/") ? String(path.dropLast()) : path
     }
 
     /// `host:port` for a `Host` field when the client sent none.
@@ -192,39 +194,6 @@ struct UpstreamTarget: Sendable {
 
     var isIPAddress: Bool {
         (try? SocketAddress(ipAddress: host, port: port)) != nil
-    }
-}
-
-/// The parts of an absolute http(s) URL that the upstream needs, without Foundation.
-struct URLComponentsLite {
-    var scheme: String
-    var host: String
-    var port: Int?
-    var path: String
-
-    init?(_ text: String) {
-        guard let separator = text.range(of: "://") else { return nil }
-        scheme = text[..<separator.lowerBound].lowercased()
-        var rest = text[separator.upperBound...]
-        let pathStart = rest.firstIndex(of: "/") ?? rest.endIndex
-        var authority = rest[..<pathStart]
-        rest = rest[pathStart...]
-        path = String(rest.hasSuffix("/") ? rest.dropLast() : rest)
-        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
-            host = String(authority[authority.index(after: authority.startIndex)..<close])
-            authority = authority[authority.index(after: close)...]
-            if authority.hasPrefix(":") {
-                guard let port = Int(authority.dropFirst()) else { return nil }
-                self.port = port
-            }
-        } else if let colon = authority.lastIndex(of: ":") {
-            host = String(authority[..<colon])
-            guard let port = Int(authority[authority.index(after: colon)...]) else { return nil }
-            self.port = port
-        } else {
-            host = String(authority)
-        }
-        guard !host.isEmpty else { return nil }
     }
 }
 
