@@ -54,7 +54,7 @@ plans:
       - { name: minute, algorithm: sliding_window, limit: 4000000000, window: 1m }
       - { name: month, algorithm: calendar, limit: 1000000000000, period: month, scope: organization }
 server: { port: $1, admin_port: $2, access_log: off }
-upstream: { url: "http://127.0.0.1:18080", pool_size: 64 }
+upstream: { url: "http://127.0.0.1:18080", pool_size: ${POOL_SIZE:-64} }
 store: $3
 keys: { source: file, file: keys.yaml }
 routes:

@@ -55,3 +55,9 @@ public struct KeyResolution: Sendable, Equatable {
 public protocol APIKeyResolver: Sendable {
     func resolve(_ key: APIKey) async throws -> KeyResolution
 }
+
+/// A resolver that keeps answers in process and can give a cached one without suspending.
+public protocol CachingAPIKeyResolver: APIKeyResolver {
+    /// The answer for `key` when a fresh one is cached, else nil (call `resolve`).
+    func cachedResolution(_ key: APIKey) -> KeyResolution?
+}

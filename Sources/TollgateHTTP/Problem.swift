@@ -57,12 +57,18 @@ public struct Problem: Sendable {
 
     /// The whole response: status, headers, body.
     public func response() -> Response {
+        let (head, body) = responseParts()
+        return Response(status: head.status, headers: head.headerFields, body: ResponseBody(byteBuffer: body))
+    }
+
+    /// The response's head (with its `Content-Type`, `Cache-Control` and `Content-Length`) and body.
+    public func responseParts() -> (head: HTTPResponse, body: ByteBuffer) {
         var fields = headers
         fields[.contentType] = Self.contentType
         fields[.cacheControl] = "no-store"
         let body = ByteBuffer(string: json)
         fields[.contentLength] = String(body.readableBytes)
-        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: body))
+        return (HTTPResponse(status: status, headerFields: fields), body)
     }
 
     /// A JSON string literal.

@@ -47,18 +47,9 @@ public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
                 // headers: the request was counted.
                 response = try error.response(from: request, context: context)
             }
-            Self.apply(outcome.headers, to: &response.headers)
+            outcome.apply(to: &response.headers)
             return response
         }
-    }
-
-    /// Replaces any rate-limit fields already in `fields` (an upstream's own) with the limiter's.
-    static func apply(_ rateLimitFields: HTTPFields, to fields: inout HTTPFields) {
-        guard !rateLimitFields.isEmpty else { return }
-        for name in [HTTPField.Name.rateLimitPolicy, .rateLimit, .xRateLimitLimit, .xRateLimitRemaining, .xRateLimitReset] {
-            fields[name] = nil
-        }
-        for field in rateLimitFields { fields.append(field) }
     }
 
     static func recording(_ outcome: RateLimitOutcome, in context: Context) -> Context {
@@ -70,5 +61,17 @@ public struct RateLimitMiddleware<Context: RequestContext>: RouterMiddleware {
         var context = context
         context.rateLimit = outcome
         return context
+    }
+}
+
+extension RateLimitOutcome {
+    /// Puts the limiter's fields (`headers`) on a response's `fields`, replacing any rate-limit fields
+    /// already there (an upstream's own).
+    public func apply(to fields: inout HTTPFields) {
+        guard !headers.isEmpty else { return }
+        for name in [HTTPField.Name.rateLimitPolicy, .rateLimit, .xRateLimitLimit, .xRateLimitRemaining, .xRateLimitReset] {
+            fields[name] = nil
+        }
+        for field in headers { fields.append(field) }
     }
 }

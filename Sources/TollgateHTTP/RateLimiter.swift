@@ -88,60 +88,204 @@ public final class RateLimiter: Sendable {
         case refused(Response, RateLimitOutcome)
     }
 
+    /// What to do with a request, for callers that write their own responses (the sidecar's data path).
+    public enum Judgement: Sendable {
+        /// Let it through; send `outcome.headers` with the response.
+        case admitted(RateLimitOutcome)
+        /// Answer it with this problem; it must not reach the upstream.
+        case refused(Problem, RateLimitOutcome)
+    }
+
     /// Decides about `request`. Reads the body only for a route whose cost is counted from it; the body
     /// is then kept in `request` for whoever handles it next.
     public func admit(_ request: inout Request) async -> Verdict {
-        let policy = self.policy
-        var outcome = RateLimitOutcome()
-
-        func refuse(_ problem: Problem, _ reason: String) -> Verdict {
-            metrics.refused(reason)
-            outcome.refusal = reason
-            return .refused(problem.response(), outcome)
+        var collected: ByteBuffer?
+        let judgement = await judge(
+            method: request.method, path: request.head.path ?? "", headers: request.headers
+        ) { [request] limit in
+            if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit { throw NIOTooManyBytesError(maxBytes: limit) }
+            let body = try await request.body.collect(upTo: limit)
+            collected = body
+            return body
         }
-
-        let match = policy.routes.match(method: request.method, path: request.head.path ?? "")
-        if case .invalidPath(let why) = match {
-            return refuse(.badRequest(why), "bad_request")
+        if let collected { request.body = RequestBody(buffer: collected) }
+        switch judgement {
+        case .admitted(let outcome): return .admitted(outcome)
+        case .refused(let problem, let outcome): return .refused(problem.response(), outcome)
         }
+    }
 
-        let key: APIKey
-        switch APIKeyExtractor.extract(from: request.headers) {
-        case .missing: return refuse(.missingKey(), "missing_key")
-        case .malformed(let why): return refuse(.invalidKey(why.rawValue), "malformed_key")
-        case .present(let present): key = present
+    /// Decides about a request given its method, path (with query) and fields. `body` is called, at
+    /// most once, only for a route whose cost is counted from the body, with the most bytes to read;
+    /// it throws `NIOTooManyBytesError` past them.
+    public func judge(
+        method: HTTPRequest.Method, path: String, headers: HTTPFields,
+        body: (Int) async throws -> ByteBuffer
+    ) async -> Judgement {
+        let screened: Screened
+        switch screen(method: method, path: path, headers: headers) {
+        case .next(let next): screened = next
+        case .done(let judgement): return judgement
         }
-
-        let identity: APIKeyIdentity
+        let resolution: KeyResolution
         do {
-            let resolution = try await keys.resolve(key)
-            outcome.fingerprint = resolution.fingerprint.isEmpty ? nil : resolution.fingerprint
-            switch resolution.status {
-            case .active(let active): identity = active
-            case .unknown: return refuse(.invalidKey("the API key is not valid"), "unknown_key")
-            case .revoked: return refuse(.invalidKey("the API key is not valid"), "revoked_key")
-            case .expired: return refuse(.invalidKey("the API key has expired"), "expired_key")
-            }
+            resolution = try await keys.resolve(screened.key)
         } catch {
-            logger.error("API key registry unavailable", metadata: ["error": "\(error)"])
-            return refuse(.unavailable("the API key registry cannot be reached", retryAfterSeconds: 1), "registry_unavailable")
+            return unreachableRegistry(error, screened.outcome)
+        }
+        var authorized: Authorized
+        switch authorize(screened, resolution) {
+        case .next(let next): authorized = next
+        case .done(let judgement): return judgement
+        }
+        if case .perItem(let field, let maxBodySize) = authorized.costRule {
+            let count: Result<Int, BodyFailure>
+            do {
+                count = Self.itemCount(in: try await body(maxBodySize), field: field)
+            } catch is NIOTooManyBytesError {
+                count = .failure(.tooLarge)
+            } catch {
+                count = .failure(.unreadable("the request body could not be read"))
+            }
+            if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
+        }
+        guard let plan = authorized.outcome.plan else { return .admitted(authorized.outcome) }
+        let started = ContinuousClock.now
+        do {
+            let decision = try await store.check(plan, partition: authorized.partition, cost: authorized.outcome.cost)
+            return conclude(decision, authorized, started: started)
+        } catch {
+            return storeFailed(error, authorized.outcome)
+        }
+    }
+
+    /// `judge` without suspending, for a caller on an event loop: the answer when the key's lookup is
+    /// cached (`CachingAPIKeyResolver`) and the store answers at once (`SynchronousLimitStore`), else
+    /// nil — call `judge` then. `body` is the whole request body when the caller has read it (a route
+    /// that counts items needs it; without it the answer is nil).
+    public func judgeNow(method: HTTPRequest.Method, path: String, headers: HTTPFields, body: ByteBuffer?) -> Judgement? {
+        guard let cachedKeys = keys as? any CachingAPIKeyResolver, let syncStore = store as? any SynchronousLimitStore else {
+            return nil
+        }
+        let screened: Screened
+        switch screen(method: method, path: path, headers: headers) {
+        case .next(let next): screened = next
+        case .done(let judgement): return judgement
+        }
+        guard let resolution = cachedKeys.cachedResolution(screened.key) else { return nil }
+        var authorized: Authorized
+        switch authorize(screened, resolution) {
+        case .next(let next): authorized = next
+        case .done(let judgement): return judgement
+        }
+        if case .perItem(let field, let maxBodySize) = authorized.costRule {
+            guard let body else { return nil }
+            let count = body.readableBytes > maxBodySize ? .failure(.tooLarge) : Self.itemCount(in: body, field: field)
+            if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
+        }
+        guard let plan = authorized.outcome.plan else { return .admitted(authorized.outcome) }
+        let started = ContinuousClock.now
+        do {
+            let decision = try syncStore.checkNow(plan, partition: authorized.partition, cost: authorized.outcome.cost)
+            return conclude(decision, authorized, started: started)
+        } catch {
+            return storeFailed(error, authorized.outcome)
+        }
+    }
+
+    // MARK: The steps of a judgement
+
+    private enum Step<Next> {
+        case next(Next)
+        case done(Judgement)
+    }
+
+    /// A request whose path can be matched and which carries a well-formed key.
+    private struct Screened {
+        var policy: RateLimitPolicy
+        var match: RouteTable.Match
+        var key: APIKey
+        var outcome: RateLimitOutcome
+    }
+
+    /// A request whose key may use its route: what is left is the cost and the store.
+    private struct Authorized {
+        var policy: RateLimitPolicy
+        var costRule: RouteSettings.Cost
+        var partition: Partition
+        var outcome: RateLimitOutcome
+
+        /// Sets a cost counted from the body; returns the refusal when it could not be counted.
+        mutating func setCost(_ count: Result<Int, BodyFailure>, maxBodySize: Int, limiter: RateLimiter) -> Judgement? {
+            switch count {
+            case .success(let count):
+                outcome.cost = max(1, count)
+                return nil
+            case .failure(.tooLarge):
+                outcome.cost = 0
+                return limiter.refuse(.contentTooLarge(limit: maxBodySize), "body_too_large", outcome)
+            case .failure(.unreadable(let why)):
+                outcome.cost = 0
+                return limiter.refuse(.badRequest(why), "bad_request", outcome)
+            }
+        }
+    }
+
+    private func refuse(_ problem: Problem, _ reason: String, _ outcome: RateLimitOutcome) -> Judgement {
+        metrics.refused(reason)
+        var outcome = outcome
+        outcome.refusal = reason
+        return .refused(problem, outcome)
+    }
+
+    /// The path (400) and the key's presence and form (401), before any lookup.
+    private func screen(method: HTTPRequest.Method, path: String, headers: HTTPFields) -> Step<Screened> {
+        let policy = self.policy
+        let outcome = RateLimitOutcome()
+        let match = policy.routes.match(method: method, path: path)
+        if case .invalidPath(let why) = match {
+            return .done(refuse(.badRequest(why), "bad_request", outcome))
+        }
+        switch APIKeyExtractor.extract(from: headers) {
+        case .missing: return .done(refuse(.missingKey(), "missing_key", outcome))
+        case .malformed(let why): return .done(refuse(.invalidKey(why.rawValue), "malformed_key", outcome))
+        case .present(let key): return .next(Screened(policy: policy, match: match, key: key, outcome: outcome))
+        }
+    }
+
+    private func unreachableRegistry(_ error: any Error, _ outcome: RateLimitOutcome) -> Judgement {
+        logger.error("API key registry unavailable", metadata: ["error": "\(error)"])
+        return refuse(.unavailable("the API key registry cannot be reached", retryAfterSeconds: 1), "registry_unavailable", outcome)
+    }
+
+    /// The key's status (401), the route's 404, scope and organization (403), the plan and a fixed cost.
+    private func authorize(_ screened: Screened, _ resolution: KeyResolution) -> Step<Authorized> {
+        var outcome = screened.outcome
+        outcome.fingerprint = resolution.fingerprint.isEmpty ? nil : resolution.fingerprint
+        let identity: APIKeyIdentity
+        switch resolution.status {
+        case .active(let active): identity = active
+        case .unknown: return .done(refuse(.invalidKey("the API key is not valid"), "unknown_key", outcome))
+        case .revoked: return .done(refuse(.invalidKey("the API key is not valid"), "revoked_key", outcome))
+        case .expired: return .done(refuse(.invalidKey("the API key has expired"), "expired_key", outcome))
         }
         outcome.identity = identity
 
+        let policy = screened.policy
         var route: RouteSettings?
-        switch match {
+        switch screened.match {
         case .route(let index, let organization):
             let rule = policy.routes.routes[index]
             route = rule
             outcome.route = rule.path
             if let scope = rule.scope, !identity.scopes.contains(scope) {
-                return refuse(.insufficientScope(scope), "insufficient_scope")
+                return .done(refuse(.insufficientScope(scope), "insufficient_scope", outcome))
             }
             if let organization, organization != identity.organization {
-                return refuse(.otherOrganization(), "other_organization")
+                return .done(refuse(.otherOrganization(), "other_organization", outcome))
             }
         case .unmatched:
-            if policy.routes.unmatched == .notFound { return refuse(.notFound(), "not_found") }
+            if policy.routes.unmatched == .notFound { return .done(refuse(.notFound(), "not_found", outcome)) }
         case .invalidPath:
             break
         }
@@ -150,42 +294,32 @@ public final class RateLimiter: Sendable {
             logger.error(
                 "API key is on a plan the configuration does not define",
                 metadata: ["plan": "\(identity.plan)", "key": "\(identity.fingerprint)", "organization": "\(identity.organization)"])
-            return refuse(.internalError("this API key's plan is not configured; the operator has been told"), "unknown_plan")
+            return .done(refuse(.internalError("this API key's plan is not configured; the operator has been told"), "unknown_plan", outcome))
         }
+        // A route that applies none of the plan's limits: authenticated, nothing to count.
+        outcome.plan = narrowed
+        let costRule = route?.cost ?? .fixed(1)
+        if case .fixed(let fixed) = costRule { outcome.cost = fixed }
+        return .next(
+            Authorized(
+                policy: policy, costRule: costRule,
+                partition: Partition(organization: identity.organization, apiKey: identity.keyID), outcome: outcome))
+    }
 
-        let cost: Int
-        switch route?.cost ?? .fixed(1) {
-        case .fixed(let fixed):
-            cost = fixed
-        case .perItem(let field, let maxBodySize):
-            switch await Self.itemCount(of: &request, field: field, maxBodySize: maxBodySize) {
-            case .success(let count): cost = max(1, count)
-            case .failure(.tooLarge): return refuse(.contentTooLarge(limit: maxBodySize), "body_too_large")
-            case .failure(.unreadable(let why)): return refuse(.badRequest(why), "bad_request")
-            }
-        }
-        outcome.cost = cost
+    private func storeFailed(_ error: any Error, _ outcome: RateLimitOutcome) -> Judgement {
+        metrics.storeErrors.increment()
+        logger.error("limit store failed", metadata: ["error": "\(error)"])
+        return refuse(.unavailable("the rate limit store cannot be reached", retryAfterSeconds: 1), "store_unavailable", outcome)
+    }
 
-        guard let plan = narrowed else {
-            // The route applies none of the plan's limits: authenticated, nothing to count.
-            return .admitted(outcome)
-        }
-        outcome.plan = plan
-
-        let decision: Decision
-        let started = ContinuousClock.now
-        do {
-            decision = try await store.check(plan, partition: Partition(organization: identity.organization, apiKey: identity.keyID), cost: cost)
-        } catch {
-            metrics.storeErrors.increment()
-            logger.error("limit store failed", metadata: ["error": "\(error)"])
-            return refuse(.unavailable("the rate limit store cannot be reached", retryAfterSeconds: 1), "store_unavailable")
-        }
+    /// The store's decision as the answer: admitted with its fields, 429, or 503.
+    private func conclude(_ decision: Decision, _ authorized: Authorized, started: ContinuousClock.Instant) -> Judgement {
         metrics.storeLatency.record(ContinuousClock.now - started)
+        var outcome = authorized.outcome
+        guard let plan = outcome.plan else { return .admitted(outcome) }
         metrics.record(decision, plan: plan)
         outcome.decision = decision
-
-        let fields = Self.rateLimitFields(decision, plan: plan, includeLegacy: policy.legacyHeaders)
+        let fields = Self.rateLimitFields(decision, plan: plan, includeLegacy: authorized.policy.legacyHeaders)
         outcome.headers = fields
 
         switch decision.denial {
@@ -193,12 +327,11 @@ public final class RateLimiter: Sendable {
             return .admitted(outcome)
         case .limited, .costExceedsCapacity:
             outcome.refusal = decision.denial == .limited ? "limited" : "cost_exceeds_capacity"
-            return .refused(Problem.quotaExceeded(decision, plan: plan, cost: cost, rateLimitFields: fields).response(), outcome)
+            return .refused(Problem.quotaExceeded(decision, plan: plan, cost: outcome.cost, rateLimitFields: fields), outcome)
         case .storeUnavailable:
             outcome.refusal = "store_unavailable"
             let seconds = RateLimitHeaders.retryAfter(decision).flatMap { Int64($0) } ?? 1
-            return .refused(
-                Problem.unavailable("the rate limit store cannot be reached", retryAfterSeconds: seconds).response(), outcome)
+            return .refused(Problem.unavailable("the rate limit store cannot be reached", retryAfterSeconds: seconds), outcome)
         }
     }
 
@@ -221,19 +354,8 @@ public final class RateLimiter: Sendable {
         case unreadable(String)
     }
 
-    /// The number of elements of the JSON array at `field` of the body, reading at most `maxBodySize` bytes.
-    static func itemCount(of request: inout Request, field: [String], maxBodySize: Int) async -> Result<Int, BodyFailure> {
-        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maxBodySize {
-            return .failure(.tooLarge)
-        }
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: maxBodySize)
-        } catch is NIOTooManyBytesError {
-            return .failure(.tooLarge)
-        } catch {
-            return .failure(.unreadable("the request body could not be read"))
-        }
+    /// The number of elements of the JSON array at `field` of `body`.
+    static func itemCount(in body: ByteBuffer, field: [String]) -> Result<Int, BodyFailure> {
         let name = field.joined(separator: ".")
         guard let json = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView), options: [.fragmentsAllowed]) else {
             return .failure(.unreadable("the request body is not JSON; this endpoint counts the elements of its \(name) array"))

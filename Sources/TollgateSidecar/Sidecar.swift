@@ -39,6 +39,9 @@ public final class Sidecar: Sendable {
     let redisClients: [RedisClient]
     let upstreamPool: UpstreamPool?
     let upstream: any Upstream
+    /// The upstream when one is configured (the fast path forwards through it).
+    let forwarder: HTTPForwarder?
+    let accessLog: AccessLog
     let metrics: SidecarMetrics
     let storeClient: RedisClient?
     private let state = Mutex(RunState())
@@ -123,6 +126,7 @@ public final class Sidecar: Sendable {
             store: store, keys: keyRegistry, policy: RateLimitPolicy(configuration: configuration), logger: logger,
             metricsFactory: factory)
         live = LiveSettings(settings)
+        accessLog = AccessLog(live: live, metrics: metrics)
         metrics.storeInfo(
             backend: settings.store.backend.rawValue,
             failurePolicy: settings.store.backend == .redis ? settings.store.failurePolicy.rawValue : "none")
@@ -138,9 +142,12 @@ public final class Sidecar: Sendable {
                 throw ConfigurationError(file: configurationFile, line: nil, path: "upstream.url", message: "\(error)")
             }
             upstreamPool = pool
-            upstream = HTTPForwarder(pool: pool, metrics: metrics, logger: logger)
+            let forwarder = HTTPForwarder(pool: pool, metrics: metrics, logger: logger)
+            self.forwarder = forwarder
+            upstream = forwarder
         } else {
             upstreamPool = nil
+            forwarder = nil
             upstream = StandInUpstream()
         }
     }
@@ -162,16 +169,23 @@ public final class Sidecar: Sendable {
     public func run(gracefulShutdownSignals: [UnixSignal] = [], reloadOnHangup: Bool = false) async throws {
         let server = startup.server
         let proxyRouter = Router(context: SidecarRequestContext.self)
-        proxyRouter.add(middleware: AccessLogMiddleware(live: live, metrics: metrics))
+        proxyRouter.add(middleware: AccessLogMiddleware(log: accessLog))
         proxyRouter.add(middleware: BodyLimitMiddleware(live: live))
         proxyRouter.add(middleware: RateLimitMiddleware<SidecarRequestContext>(limiter: limiter))
         proxyRouter.add(middleware: ForwardMiddleware(upstream: upstream, live: live))
 
         let headerLimit = server.maxHeaderSize
         let metrics = self.metrics
+        let fastPath = FastPathShared(limiter: limiter, live: live, forwarder: forwarder, accessLog: accessLog, logger: logger)
+        let idleTimeout = TimeAmount(server.idleTimeout)
+        // The idle timeout is the fast path's (it sees the requests of both paths; Hummingbird's own
+        // handler would not see those answered by the fast path).
         let channel = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ProtocolGuard(maxHeaderSize: headerLimit, onAnswer: { metrics.response($0) })],
-            idleTimeout: TimeAmount(server.idleTimeout),
+            additionalChannelHandlers: [
+                ProtocolGuard(maxHeaderSize: headerLimit, onAnswer: { metrics.response($0) }),
+                FastPath(shared: fastPath, idleTimeout: idleTimeout),
+            ],
+            idleTimeout: nil,
             httpDecoderConfiguration: .init(maxHeaderFieldSize: headerLimit, maxHeaderListSize: headerLimit, maxHeaderFieldCount: 1_000))
         let proxy = Application(
             router: proxyRouter, server: .http1(configuration: channel),

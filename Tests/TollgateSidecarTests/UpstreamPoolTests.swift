@@ -167,6 +167,47 @@ extension EndToEnd {
             }
         }
 
+        /// Requests sent back to back on one connection, some for the fast path (no body or a small one)
+        /// and some for the middleware chain (chunked bodies): forwarded and answered in order, and the
+        /// last one's `Connection: close` ends the connection.
+        @Test func pipelinedRequestsAreAnsweredInOrderAcrossBothPaths() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    let chunked = "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                    let requests =
+                        "POST /keep?n=1 HTTP/1.1\r\nHost: x\r\n\(key)\(chunked)"
+                        + "GET /keep?n=2 HTTP/1.1\r\nHost: x\r\n\(key)\r\n"
+                        + "POST /keep?n=3 HTTP/1.1\r\nHost: x\r\n\(key)Content-Length: 2\r\n\r\nok"
+                        + "POST /keep?n=4 HTTP/1.1\r\nHost: x\r\n\(key)\(chunked)"
+                        + "GET /keep?n=5 HTTP/1.1\r\nHost: x\r\n\(key)Connection: close\r\n\r\n"
+                    let answer = try await rawExchange(port: sidecar.proxyPort, Array(requests.utf8))
+                    #expect(answer.closedByServer)
+                    #expect(answer.text.components(separatedBy: "HTTP/1.1 200 OK").count - 1 == 5)
+                    #expect(answer.text.components(separatedBy: "RateLimit-Policy:").count - 1 == 5)
+                    #expect(upstream.seen.withLock { $0.map(\.path) } == (1...5).map { "/keep?n=\($0)" })
+                    #expect(upstream.seen.withLock { $0.map(\.framing) } == ["chunked", "none", "2", "chunked", "none"])
+                }
+            }
+        }
+
+        /// A keep-alive connection that goes quiet after its answers is closed after `server.idle_timeout`,
+        /// whichever path answered.
+        @Test func idleConnectionsAreClosed() async throws {
+            try await Self.withCountingUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url, server: "idle_timeout: 1s")) { sidecar in
+                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    let started = ContinuousClock.now
+                    let answer = try await rawExchange(
+                        port: sidecar.proxyPort, Array("GET /keep HTTP/1.1\r\nHost: x\r\n\(key)\r\n".utf8), timeout: .seconds(10))
+                    let elapsed = ContinuousClock.now - started
+                    #expect(answer.status == 200)
+                    #expect(answer.closedByServer)
+                    #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(5), "closed after \(elapsed)")
+                }
+            }
+        }
+
         @Test func http10AnswersEndTheirConnection() async throws {
             try await Self.withCountingUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url)) { sidecar in

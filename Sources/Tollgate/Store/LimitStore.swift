@@ -6,6 +6,13 @@ public protocol LimitStore: Sendable {
     func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision
 }
 
+/// A store that decides without suspending (the in-memory store): a caller on an event loop can check
+/// in line, without a task.
+public protocol SynchronousLimitStore: LimitStore {
+    /// `check`, answered at once.
+    func checkNow(_ plan: Plan, partition: Partition, cost: Int) throws(LimiterError) -> Decision
+}
+
 /// Errors a limiter reports to its caller.
 public struct LimiterError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The kind of failure, extensible without breaking callers.

@@ -7,7 +7,7 @@ import Synchronization
 /// lost), then evicts the sampled entry that would expire soonest (the one carrying the least state);
 /// evictions are counted in `statistics`. Size `maximumEntries` above the number of active subjects
 /// times groups per plan so that eviction never happens in normal operation.
-public final class MemoryStore: LimitStore, @unchecked Sendable {
+public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     /// Sizing of the store.
     public struct Configuration: Sendable {
         /// The most entries (one per subject and plan scope) kept at once. Default 1,000,000. One shard

@@ -14,7 +14,7 @@ import TollgateHTTP
 ///   with one TTL for all, that is also the one closest to expiring).
 /// - When the source cannot answer, a key found within `staleIfError` is still answered from the cache
 ///   (a Redis outage does not lock every client out); anything else makes `resolve` throw (503).
-public final class KeyRegistry: APIKeyResolver {
+public final class KeyRegistry: CachingAPIKeyResolver {
     /// How lookups are cached.
     public struct CachePolicy: Sendable, Equatable {
         public var ttl: Duration
@@ -77,10 +77,11 @@ public final class KeyRegistry: APIKeyResolver {
     /// Number of cached lookups (for tests and monitoring).
     public var cachedCount: Int { cache.withLock { $0.count } }
 
-    public func resolve(_ key: APIKey) async throws -> KeyResolution {
-        let digest = KeyDigest(of: key)
-        let current = setup.withLock { $0 }
-        let now = self.now()
+    public func cachedResolution(_ key: APIKey) -> KeyResolution? {
+        cached(KeyDigest(of: key), now: now())
+    }
+
+    private func cached(_ digest: KeyDigest, now: ContinuousClock.Instant) -> KeyResolution? {
         switch cache.withLock({ $0.fresh(digest, now: now) }) {
         case .some(.some(let resolved)):
             lookups["hit"]?.increment()
@@ -89,8 +90,15 @@ public final class KeyRegistry: APIKeyResolver {
             lookups["negative_hit"]?.increment()
             return KeyResolution(.unknown, fingerprint: digest.fingerprint)
         case .none:
-            break
+            return nil
         }
+    }
+
+    public func resolve(_ key: APIKey) async throws -> KeyResolution {
+        let digest = KeyDigest(of: key)
+        let now = self.now()
+        if let answer = cached(digest, now: now) { return answer }
+        let current = setup.withLock { $0 }
         do {
             let record = try await current.source.record(for: digest)
             lookups["miss"]?.increment()

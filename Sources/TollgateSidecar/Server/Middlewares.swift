@@ -36,22 +36,65 @@ final class LiveSettings: Sendable {
     }
 }
 
-/// One log line per request, and the response counter. Outermost, so it sees every answer.
+/// One log line per request, and the response counter, for both of the listener's paths (`FastPath`
+/// and the middleware chain).
 ///
 /// The line (`request`) carries method, path (never the query, which a client might put a key in),
 /// status, duration, the key's 8-hex fingerprint, organization, plan, route, cost, who decided (`origin`)
 /// and why a request was refused — never a key. Admitted requests are logged one in
 /// `server.access_log_sample` at the configured level; refusals and errors every time, at info.
-struct AccessLogMiddleware: RouterMiddleware {
-    typealias Context = SidecarRequestContext
+final class AccessLog: Sendable {
     let live: LiveSettings
     let metrics: SidecarMetrics
-    let sequence = SequenceNumber()
+    private let sequence = Atomic<Int>(0)
 
-    final class SequenceNumber: Sendable {
-        let value = Atomic<Int>(0)
-        func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+    init(live: LiveSettings, metrics: SidecarMetrics) {
+        self.live = live
+        self.metrics = metrics
     }
+
+    func record(
+        status: Int, method: HTTPRequest.Method, path: String?, started: ContinuousClock.Instant, client: String?,
+        outcome: RateLimitOutcome?, logger: Logger
+    ) {
+        metrics.response(status)
+        let settings = live.current
+        guard settings.accessLog != .off else { return }
+        let noteworthy = status >= 500 || (status >= 400 && status != 404)
+        let sampled =
+            settings.accessLogSample <= 1 || sequence.wrappingAdd(1, ordering: .relaxed).oldValue % settings.accessLogSample == 0
+        guard noteworthy || sampled else { return }
+        let level: Logger.Level = noteworthy || settings.accessLog == .info ? .info : .debug
+
+        let elapsed = ContinuousClock.now - started
+        let milliseconds = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+        var metadata: Logger.Metadata = [
+            "method": "\(method.rawValue)",
+            "path": "\((path ?? "").split(separator: "?", maxSplits: 1).first ?? "")",
+            "status": "\(status)",
+            "duration_ms": "\((milliseconds * 10).rounded() / 10)",
+        ]
+        if let client { metadata["client"] = "\(client)" }
+        if let outcome {
+            if let fingerprint = outcome.fingerprint { metadata["key"] = "\(fingerprint)" }
+            if let identity = outcome.identity {
+                metadata["org"] = "\(identity.organization)"
+                metadata["plan"] = "\(identity.plan)"
+            }
+            if let route = outcome.route { metadata["route"] = "\(route)" }
+            if outcome.decision != nil, outcome.cost != 1 { metadata["cost"] = "\(outcome.cost)" }
+            if let decision = outcome.decision, decision.origin != .store { metadata["origin"] = "\(decision.origin.rawValue)" }
+            if let refusal = outcome.refusal { metadata["refusal"] = "\(refusal)" }
+        }
+        logger.log(level: level, "request", metadata: metadata)
+    }
+}
+
+/// The access log (`AccessLog`) for requests the middleware chain answers. Outermost, so it sees every
+/// answer.
+struct AccessLogMiddleware: RouterMiddleware {
+    typealias Context = SidecarRequestContext
+    let log: AccessLog
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
@@ -64,37 +107,9 @@ struct AccessLogMiddleware: RouterMiddleware {
             context.logger.error("request failed", metadata: ["error": "\(error)"])
             response = Problem.internalError("the sidecar failed to handle this request").response()
         }
-        let status = response.status.code
-        metrics.response(status)
-
-        let settings = live.current
-        guard settings.accessLog != .off else { return response }
-        let noteworthy = status >= 500 || (status >= 400 && status != 404)
-        let sampled = settings.accessLogSample <= 1 || sequence.next() % settings.accessLogSample == 0
-        guard noteworthy || sampled else { return response }
-        let level: Logger.Level = noteworthy || settings.accessLog == .info ? .info : .debug
-
-        let elapsed = ContinuousClock.now - started
-        let milliseconds = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
-        var metadata: Logger.Metadata = [
-            "method": "\(request.method.rawValue)",
-            "path": "\((request.head.path ?? "").split(separator: "?", maxSplits: 1).first ?? "")",
-            "status": "\(status)",
-            "duration_ms": "\((milliseconds * 10).rounded() / 10)",
-        ]
-        if let client = context.clientAddress { metadata["client"] = "\(client)" }
-        if let outcome = context.rateLimit {
-            if let fingerprint = outcome.fingerprint { metadata["key"] = "\(fingerprint)" }
-            if let identity = outcome.identity {
-                metadata["org"] = "\(identity.organization)"
-                metadata["plan"] = "\(identity.plan)"
-            }
-            if let route = outcome.route { metadata["route"] = "\(route)" }
-            if outcome.decision != nil, outcome.cost != 1 { metadata["cost"] = "\(outcome.cost)" }
-            if let decision = outcome.decision, decision.origin != .store { metadata["origin"] = "\(decision.origin.rawValue)" }
-            if let refusal = outcome.refusal { metadata["refusal"] = "\(refusal)" }
-        }
-        context.logger.log(level: level, "request", metadata: metadata)
+        log.record(
+            status: response.status.code, method: request.method, path: request.head.path, started: started,
+            client: context.clientAddress, outcome: context.rateLimit, logger: context.logger)
         return response
     }
 }

@@ -43,7 +43,7 @@ struct HTTPForwarder: Upstream {
             method: request.method, scheme: nil, authority: request.head.authority ?? pool.target.authority,
             path: pool.target.pathPrefix + (request.head.path ?? "/"))
         head.headerFields = Self.upstreamHeaders(
-            request, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
+            request.headers, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
         let declared = request.headers[.contentLength].flatMap { Int($0) }
         let chunked = declared == nil && request.headers[.transferEncoding] != nil
         if request.method == .trace, chunked || (declared ?? 0) > 0 {
@@ -205,18 +205,23 @@ struct HTTPForwarder: Upstream {
     }
 
     func failure(_ failure: UpstreamFailure) -> Response {
+        problem(for: failure).response()
+    }
+
+    /// The answer to an exchange that failed before a response began (502 or 504), counted and logged.
+    func problem(for failure: UpstreamFailure) -> Problem {
         switch failure {
         case .connectTimeout, .timeout:
             metrics.upstream("timeout")
             logger.warning("upstream timed out", metadata: ["error": "\(failure)"])
-            return Problem.gatewayTimeout("the message API did not answer in time").response()
+            return .gatewayTimeout("the message API did not answer in time")
         case .connect:
             metrics.upstream("refused")
         case .closed, .malformedResponse:
             metrics.upstream("error")
         }
         logger.warning("upstream unreachable", metadata: ["error": "\(failure)"])
-        return Problem.badGateway("the message API cannot be reached").response()
+        return .badGateway("the message API cannot be reached")
     }
 
     static func isIdempotent(_ method: HTTPRequest.Method) -> Bool {
@@ -225,12 +230,12 @@ struct HTTPForwarder: Upstream {
 
     /// The client's fields as the upstream gets them (without framing: the caller sets that).
     static func upstreamHeaders(
-        _ request: Request, client: String?, outcome: RateLimitOutcome?, forwardCredentials: Bool
+        _ headers: HTTPFields, client: String?, outcome: RateLimitOutcome?, forwardCredentials: Bool
     ) -> HTTPFields {
-        let connection = HopByHop.connectionTokens(request.headers[values: .connection])
+        let connection = HopByHop.connectionTokens(headers[values: .connection])
         var fields = HTTPFields()
         var forwardedFor: [String] = []
-        for field in request.headers {
+        for field in headers {
             let name = field.name.canonicalName
             if HopByHop.isHopByHop(name, listedIn: connection) { continue }
             switch name {

@@ -71,6 +71,14 @@ final class UpstreamConnection: Sendable {
         to target: UpstreamTarget, on eventLoop: any EventLoop, connectTimeout: Duration, bufferLimit: Int,
         tls: NIOSSLContext?
     ) async throws(UpstreamFailure) -> UpstreamConnection {
+        try await result(of: connecting(to: target, on: eventLoop, connectTimeout: connectTimeout, bufferLimit: bufferLimit, tls: tls))
+    }
+
+    /// Connects on `eventLoop` to `target`; the future fails with an `UpstreamFailure`.
+    static func connecting(
+        to target: UpstreamTarget, on eventLoop: any EventLoop, connectTimeout: Duration, bufferLimit: Int,
+        tls: NIOSSLContext?
+    ) -> EventLoopFuture<UpstreamConnection> {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(connectTimeout))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -92,19 +100,24 @@ final class UpstreamConnection: Sendable {
                     try channel.pipeline.syncOperations.addHandler(UpstreamExchangeHandler(bufferLimit: bufferLimit))
                 }
             }
-        do {
-            let channel = try await bootstrap.connect(host: target.host, port: target.port).get()
-            let (handler, status) = try await channel.eventLoop.submit {
-                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamExchangeHandler.self)
-                return (NIOLoopBound(handler, eventLoop: channel.eventLoop), handler.status)
-            }.get()
-            return UpstreamConnection(channel: channel, handler: handler, status: status)
-        } catch let error as ChannelError {
-            if case .connectTimeout = error { throw .connectTimeout }
-            throw .connect("\(error)")
-        } catch {
-            throw .connect("\(error)")
+        return bootstrap.connect(host: target.host, port: target.port).flatMapThrowing { channel in
+            let handler = try channel.pipeline.syncOperations.handler(type: UpstreamExchangeHandler.self)
+            return UpstreamConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop), status: handler.status)
+        }.flatMapErrorThrowing { error in
+            if let failure = error as? UpstreamFailure { throw failure }
+            if let error = error as? ChannelError, case .connectTimeout = error { throw UpstreamFailure.connectTimeout }
+            throw UpstreamFailure.connect("\(error)")
         }
+    }
+
+    /// `send`, for a caller on the connection's event loop: the future of the response's start.
+    func sendOnLoop(_ head: HTTPRequest, body: ByteBuffer?, responseTimeout: Duration, readTimeout: Duration) -> EventLoopFuture<UpstreamResponseStart> {
+        handler.value.start(head, body: body, end: true, responseTimeout: responseTimeout, readTimeout: readTimeout)
+    }
+
+    /// `nextBodyPart`, for a caller on the connection's event loop.
+    func nextBodyPartOnLoop() -> EventLoopFuture<ByteBuffer?> {
+        handler.value.nextBodyPart()
     }
 
     /// Sends a request whose body is `body` (nil: none) and waits for the response head.
@@ -371,11 +384,12 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        // Reads are asked for while something is awaited: the head, a small body, or a waiting pull.
+        // Reading goes on, idle or not (an idle connection that the upstream closes is noticed at once,
+        // and keeping the socket's read interest saves two `epoll_ctl` calls an exchange), except while
+        // streamed parts wait to be taken: a slow client then slows the upstream down.
         switch state {
-        case .awaitingHead, .buffering: context.read()
-        case .streaming(_, let waiter, let ended) where waiter != nil && !ended: context.read()
-        default: break
+        case .streaming(_, let waiter, let ended) where waiter == nil && !ended: break
+        default: context.read()
         }
     }
 

@@ -47,6 +47,24 @@ final class UpstreamPool: Sendable {
 
     /// An idle connection on `eventLoop`, or a new one.
     func connection(on eventLoop: any EventLoop) async throws(UpstreamFailure) -> UpstreamConnection {
+        if let found = idleConnection(on: eventLoop) { return found }
+        guard !shutDown.load(ordering: .relaxed) else { throw .connect("the sidecar is shutting down") }
+        return try await UpstreamConnection.connect(
+            to: target, on: eventLoop, connectTimeout: connectTimeout, bufferLimit: bufferLimit, tls: tls)
+    }
+
+    /// `connection(on:)` for a caller on `eventLoop`: an idle connection at once, or a new one later.
+    func connectionFuture(on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
+        if let found = idleConnection(on: eventLoop) { return eventLoop.makeSucceededFuture(found) }
+        guard !shutDown.load(ordering: .relaxed) else {
+            return eventLoop.makeFailedFuture(UpstreamFailure.connect("the sidecar is shutting down"))
+        }
+        return UpstreamConnection.connecting(
+            to: target, on: eventLoop, connectTimeout: connectTimeout, bufferLimit: bufferLimit, tls: tls)
+    }
+
+    /// An idle connection of `eventLoop` that can still be used; stale ones found on the way are closed.
+    private func idleConnection(on eventLoop: any EventLoop) -> UpstreamConnection? {
         let now = NIODeadline.now().uptimeNanoseconds
         let limit = UInt64(idleTimeout.components.seconds) * 1_000_000_000 + UInt64(idleTimeout.components.attoseconds / 1_000_000_000)
         var stale: [UpstreamConnection] = []
@@ -59,10 +77,7 @@ final class UpstreamPool: Sendable {
             return nil
         }
         for connection in stale { connection.close() }
-        if let found { return found }
-        guard !shutDown.load(ordering: .relaxed) else { throw .connect("the sidecar is shutting down") }
-        return try await UpstreamConnection.connect(
-            to: target, on: eventLoop, connectTimeout: connectTimeout, bufferLimit: bufferLimit, tls: tls)
+        return found
     }
 
     /// Takes back a connection whose exchange is over: kept if it can carry another, else closed.
