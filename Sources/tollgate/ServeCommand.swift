@@ -4,8 +4,6 @@ import Foundation
 import Glibc
 #endif
 import Logging
-import NIOCore
-import NIOPosix
 import Tollgate
 import TollgateSidecar
 
@@ -36,9 +34,6 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if ProcessInfo.processInfo.environment["TOLLGATE_NIO_EXECUTOR"] != nil {
-            _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        }
         // A supervisor (or a test runner) may start us with signals blocked, which the child inherits:
         // unblock the ones we act on, so that SIGTERM stops and SIGHUP reloads whoever started us.
         var signals = sigset_t()
