@@ -66,13 +66,16 @@ public struct RouteTable: Sendable {
 
     /// The decoded segments of the path part of a request target (slices of it where nothing was encoded).
     static func segments(of target: String) -> Result<[Substring], PathError> {
-        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let end = target.utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
+        let path = target[..<end]
         guard path.utf8.first == UInt8(ascii: "/") else { return .failure(PathError(message: "the request target must be a path starting with /")) }
-        var raw = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
-        if raw.last == "" { raw.removeLast() }
         var segments: [Substring] = []
-        segments.reserveCapacity(raw.count)
-        for part in raw {
+        segments.reserveCapacity(8)
+        var start = path.index(after: path.startIndex)
+        while start < path.endIndex {
+            let stop = path.utf8[start...].firstIndex(of: UInt8(ascii: "/")) ?? path.endIndex
+            let part = path[start..<stop]
+            // A trailing / ends the path without an empty last segment.
             if part.isEmpty { return .failure(PathError(message: "the path has an empty segment (//)")) }
             guard let decoded = percentDecoded(part) else {
                 return .failure(PathError(message: "the path has broken percent-encoding"))
@@ -80,6 +83,7 @@ public struct RouteTable: Sendable {
             if decoded == "." || decoded == ".." { return .failure(PathError(message: "the path has a . or .. segment")) }
             if decoded.utf8.contains(UInt8(ascii: "/")) { return .failure(PathError(message: "the path has an encoded / (%2F) in a segment")) }
             segments.append(decoded)
+            start = stop == path.endIndex ? stop : path.index(after: stop)
         }
         return .success(segments)
     }

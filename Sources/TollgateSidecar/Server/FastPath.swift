@@ -328,7 +328,7 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
         forwarder: HTTPForwarder, started: ContinuousClock.Instant, context: ChannelHandlerContext
     ) {
         forwarder.metrics.upstreamLatency.record(ContinuousClock.now - started)
-        forwarder.metrics.upstream(String(start.head.status.code))
+        forwarder.metrics.upstream(status: start.head.status.code)
         var fields = HTTPForwarder.clientHeaders(start.head.headerFields)
         outcome.apply(to: &fields)
         if exchange.closeAfter { fields[.connection] = "close" }

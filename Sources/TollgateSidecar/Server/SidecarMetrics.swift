@@ -30,8 +30,24 @@ final class SidecarMetrics: Sendable {
         }
     }
 
+    /// Counters by status code, made on first use (no label text built per request); keyed by
+    /// status, plus 1000 for the upstream's.
+    private let byStatus = Mutex<[Int: Counter]>([:])
+
     func response(_ status: Int) {
-        counter("tollgate_http_responses_total", "status", String(status)).increment()
+        counter(forStatus: status, upstream: false).increment()
+    }
+
+    func upstream(status: Int) {
+        counter(forStatus: status, upstream: true).increment()
+    }
+
+    private func counter(forStatus status: Int, upstream: Bool) -> Counter {
+        let key = status + (upstream ? 1000 : 0)
+        if let counter = byStatus.withLock({ $0[key] }) { return counter }
+        let made = counter(upstream ? "tollgate_upstream_responses_total" : "tollgate_http_responses_total", "status", String(status))
+        byStatus.withLock { $0[key] = made }
+        return made
     }
 
     func upstream(_ status: String) {

@@ -175,7 +175,7 @@ struct HTTPForwarder: Upstream {
         settle: (@Sendable () async -> Void)? = nil
     ) -> Response {
         metrics.upstreamLatency.record(ContinuousClock.now - started)
-        metrics.upstream(String(start.head.status.code))
+        metrics.upstream(status: start.head.status.code)
         let headers = Self.clientHeaders(start.head.headerFields)
         if let body = start.body, settle == nil {
             pool.release(connection)

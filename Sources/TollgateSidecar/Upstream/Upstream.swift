@@ -20,14 +20,28 @@ struct ForwardingSettings: Sendable {
 /// Header fields that describe one connection, not the message (RFC 9110 §7.6.1), and must not be
 /// forwarded, plus those that the sidecar sets itself.
 enum HopByHop {
-    /// Always dropped, both ways.
-    static let names: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    ]
-
-    /// Whether `name` (lowercase) is connection-specific, given the tokens of the message's `Connection`.
+    /// Whether `name` (lowercase) is connection-specific, given the tokens of the message's `Connection`:
+    /// always `Connection`, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
     static func isHopByHop(_ name: String, listedIn connection: Set<String>) -> Bool {
-        names.contains(name) || name.hasPrefix("proxy-") || connection.contains(name)
+        switch name {
+        case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade": return true
+        default: return name.hasPrefix("proxy-") || (!connection.isEmpty && connection.contains(name))
+        }
+    }
+
+    /// Whether a `Connection` value has the `close` token (ASCII case-insensitive, without allocating).
+    static func saysClose(_ value: String) -> Bool {
+        let bytes = value.utf8
+        func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+        var start = bytes.startIndex
+        while true {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
+            var token = bytes[start..<end].drop(while: isSpace)
+            while let last = token.last, isSpace(last) { token = token.dropLast() }
+            if token.count == 5, zip(token, "close".utf8).allSatisfy({ $0 | 0x20 == $1 }) { return true }
+            guard end != bytes.endIndex else { return false }
+            start = bytes.index(after: end)
+        }
     }
 
     /// The field names listed in `Connection` headers, lowercased.

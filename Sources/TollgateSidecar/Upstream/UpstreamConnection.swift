@@ -266,6 +266,8 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
     private var readTimeout: TimeAmount = .seconds(30)
     private var keepAlive = true
     private var responded = false
+    /// A read has been asked for and not yet completed (`channelReadComplete`).
+    private var reading = false
     /// The response future of a request whose body streams (see `UpstreamConnection.begin`).
     var pendingResponse: EventLoopFuture<UpstreamResponseStart>?
 
@@ -300,7 +302,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
         if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
         if end { context.write(wrapOutboundOut(.end(nil)), promise: nil) }
         context.flush()
-        context.read()
+        read(context)
         return promise.futureResult
     }
 
@@ -319,7 +321,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
             let promise = context.eventLoop.makePromise(of: ByteBuffer?.self)
             state = .streaming(parts, waiter: promise, ended: false)
             arm(readTimeout, context: context)
-            context.read()
+            read(context)
             return promise.futureResult
         case .failed(let failure):
             return context.eventLoop.makeFailedFuture(failure)
@@ -337,7 +339,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
             guard head.status.kind != .informational, case .awaitingHead(let promise) = state else { return }
             responded = true
             disarm()
-            if head.headerFields[.connection]?.lowercased().contains("close") == true { keepAlive = false }
+            if head.headerFields[values: .connection].contains(where: HopByHop.saysClose) { keepAlive = false }
             let length = head.headerFields[.contentLength].flatMap { Int($0) }
             if let length, length <= bufferLimit {
                 arm(readTimeout, context: context)
@@ -383,13 +385,20 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
         }
     }
 
+    private func read(_ context: ChannelHandlerContext) {
+        guard !reading else { return }
+        reading = true
+        context.read()
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
         // Reading goes on, idle or not (an idle connection that the upstream closes is noticed at once,
         // and keeping the socket's read interest saves two `epoll_ctl` calls an exchange), except while
         // streamed parts wait to be taken: a slow client then slows the upstream down.
         switch state {
         case .streaming(_, let waiter, let ended) where waiter == nil && !ended: break
-        default: context.read()
+        default: read(context)
         }
     }
 
