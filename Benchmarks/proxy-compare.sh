@@ -8,7 +8,8 @@
 #
 #   bash Benchmarks/proxy-compare.sh [SECONDS]        (default 10 s per row; wrk -t2 -c64)
 #
-# Environment: PEERS (default ../shared/peers), TOLLGATE_SKIP_BUILD=1 to reuse the release build,
+# Environment: PEERS (default ../shared/peers), TOLLGATE_SKIP_BUILD=1 to reuse the release build, TOLLGATE_BIN
+# (another tollgate binary), POOL_SIZE (the sidecars' upstream.pool_size, default 64),
 # CONNECTIONS (default 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,11 +86,14 @@ ticks() {
   echo "$total"
 }
 HZ=$(getconf CLK_TCK)
-run() {  # url pid -> "rps p50 p99 non2xx cpu-us-per-request"
-  local before after
-  before=$(ticks "$2")
+REDIS_SERVER_PID=$(redis-cli -p 6398 info server | awk -F: '/^process_id:/ { print $2 + 0 }')
+run() {  # url pid -> "rps p50 p99 non2xx cpu-us-per-request"; Redis server's CPU per request in $WORK/redis.cpu
+  local before after redis_before redis_after
+  before=$(ticks "$2"); redis_before=$(ticks "$REDIS_SERVER_PID")
   wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/post.lua" "$1" 2>/dev/null >"$WORK/wrk.out"
-  after=$(ticks "$2")
+  after=$(ticks "$2"); redis_after=$(ticks "$REDIS_SERVER_PID")
+  awk -v ticks=$((redis_after - redis_before)) -v hz="$HZ" \
+    '/ requests in / { n = $1 } END { printf "%.1f", (n > 0 ? ticks / hz * 1e6 / n : 0) }' "$WORK/wrk.out" >"$WORK/redis.cpu"
   awk -v ticks=$((after - before)) -v hz="$HZ" '
     /Requests\/sec/ { rps = $2 }
     / requests in / { n = $1 }
@@ -107,7 +111,9 @@ for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTR
   read -r rps p50 p99 bad cpu <<<"$(run "$url" "$pid")"
   printf '%-34s %12s %10s %10s %8s %14s\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu"
   RPS[$name]=$rps; P99[$name]=$p99; CPU[$name]=$cpu
+  [ "$pid" = "$REDIS_PID" ] && REDIS_SERVER_CPU=$(cat "$WORK/redis.cpu")
 done
+echo "Redis server's own CPU during the Redis row: $REDIS_SERVER_CPU us/request (one EVALSHA of the plan's three limits each)"
 python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" \
   "${CPU[nginx limit_req (never rejects)]}" "${CPU[Tollgate, Redis store]}" "${CPU[Tollgate, in-memory store]}" <<'PY'
 import sys
