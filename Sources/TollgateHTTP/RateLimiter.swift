@@ -149,7 +149,8 @@ public final class RateLimiter: Sendable {
             }
             if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
         }
-        guard let plan = authorized.outcome.plan else { return .admitted(authorized.outcome) }
+        authorized.outcome.plan = authorized.plan
+        guard let plan = authorized.plan else { return .admitted(authorized.outcome) }
         let started = ContinuousClock.now
         do {
             let decision = try await store.check(plan, partition: authorized.partition, cost: authorized.outcome.cost)
@@ -183,7 +184,8 @@ public final class RateLimiter: Sendable {
             let count = body.readableBytes > maxBodySize ? .failure(.tooLarge) : Self.itemCount(in: body, field: field)
             if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
         }
-        guard let plan = authorized.outcome.plan else { return .admitted(authorized.outcome) }
+        authorized.outcome.plan = authorized.plan
+        guard let plan = authorized.plan else { return .admitted(authorized.outcome) }
         let started = ContinuousClock.now
         do {
             let decision = try syncStore.checkNow(plan, partition: authorized.partition, cost: authorized.outcome.cost)
@@ -213,6 +215,8 @@ public final class RateLimiter: Sendable {
         var policy: RateLimitPolicy
         var costRule: RouteSettings.Cost
         var partition: Partition
+        /// The plan narrowed to the route's limits; nil when the route applies none of them.
+        var plan: Plan?
         var outcome: RateLimitOutcome
 
         /// Sets a cost counted from the body; returns the refusal when it could not be counted.
@@ -296,14 +300,13 @@ public final class RateLimiter: Sendable {
                 metadata: ["plan": "\(identity.plan)", "key": "\(identity.fingerprint)", "organization": "\(identity.organization)"])
             return .done(refuse(.internalError("this API key's plan is not configured; the operator has been told"), "unknown_plan", outcome))
         }
-        // A route that applies none of the plan's limits: authenticated, nothing to count.
-        outcome.plan = narrowed
         let costRule = route?.cost ?? .fixed(1)
         if case .fixed(let fixed) = costRule { outcome.cost = fixed }
         return .next(
             Authorized(
                 policy: policy, costRule: costRule,
-                partition: Partition(organization: identity.organization, apiKey: identity.keyID), outcome: outcome))
+                partition: Partition(organization: identity.organization, apiKey: identity.keyID), plan: narrowed,
+                outcome: outcome))
     }
 
     private func storeFailed(_ error: any Error, _ outcome: RateLimitOutcome) -> Judgement {

@@ -69,6 +69,8 @@ public struct RouteTable: Sendable {
         let end = target.utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
         let path = target[..<end]
         guard path.utf8.first == UInt8(ascii: "/") else { return .failure(PathError(message: "the request target must be a path starting with /")) }
+        // A request target is ASCII (RFC 3986); with nothing else, bytes and characters line up.
+        guard path.utf8.allSatisfy({ $0 < 0x80 }) else { return .failure(PathError(message: "the path has non-ASCII characters")) }
         var segments: [Substring] = []
         segments.reserveCapacity(8)
         var start = path.index(after: path.startIndex)

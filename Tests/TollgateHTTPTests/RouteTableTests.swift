@@ -36,7 +36,7 @@ import Tollgate
     @Test func refusesPathsThatCannotBeMatchedSafely() {
         for path in [
             "/api//v1/messages/send", "/api/v1/./messages/send", "/api/v1/x/../messages/send", "/api/v1/messages%2Fsend",
-            "/api/v1/%zz", "/api/v1/%2e%2e/send", "*", "/api/v1/%ff",
+            "/api/v1/%zz", "/api/v1/%2e%2e/send", "*", "/api/v1/%ff", "/api/v1/messages/\u{301}send", "/api/v1/messagés/send",
         ] {
             guard case .invalidPath = table.match(method: .post, path: path) else {
                 Issue.record("\(path) should be refused")

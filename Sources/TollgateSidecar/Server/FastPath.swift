@@ -1,6 +1,7 @@
 import HTTPTypes
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import Tollgate
 import TollgateHTTP
@@ -66,8 +67,15 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var mode = Mode.passing
     private var context: ChannelHandlerContext?
     private var executor: EventLoopTaskExecutor?
-    /// Parts that arrived while a request was being answered (pipelining), replayed after it.
-    private var held = CircularBuffer<HTTPRequestPart>()
+    /// What arrived while a request was being answered (pipelining), replayed in order after it.
+    private enum Held {
+        case part(HTTPRequestPart)
+        case error(any Error)
+        /// The client closed its side (`ChannelEvent.inputClosed`).
+        case inputClosed
+    }
+
+    private var held = CircularBuffer<Held>()
     /// A read asked for while a request waited behind the one being answered, done once that is through.
     private var readHeld = false
     /// Requests passed to the middleware chain whose response has not ended.
@@ -113,8 +121,8 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastRead = .now()
         let part = unwrapInboundIn(data)
-        if case .answering = mode {
-            held.append(part)
+        if isBusy {
+            held.append(.part(part))
             return
         }
         handle(part, context: context)
@@ -152,13 +160,19 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case (.collecting, .head), (.answering, _):
             // A head inside a body cannot come from the decoder; parts while answering are held.
-            held.append(part)
+            held.append(.part(part))
         }
+    }
+
+    /// Answering a request, or holding what came after one: what arrives now waits its turn.
+    private var isBusy: Bool {
+        if case .answering = mode { return true }
+        return !held.isEmpty
     }
 
     /// The exchange for a request this handler answers, or nil to pass it on.
     private func takeOn(_ head: HTTPRequest) -> Exchange? {
-        guard shared.forwarder != nil, !closeWhenDone, head.method != .connect else { return nil }
+        guard shared.forwarder != nil, head.method != .connect else { return nil }
         let fields = head.headerFields
         if fields[.transferEncoding] != nil { return nil }
         var declared: Int?
@@ -169,46 +183,72 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
             declared = value
         }
         if head.method == .trace, (declared ?? 0) > 0 { return nil }
-        let closeAfter = fields[values: .connection].contains { $0.lowercased().contains("close") }
+        let closeAfter = fields[values: .connection].contains(where: HopByHop.saysClose)
         return Exchange(head: head, body: nil, declared: declared, started: .now, closeAfter: closeAfter)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if case .collecting(let exchange) = mode {
-            // The body broke off (a parse error half way): the request cannot be forwarded.
-            requestBeingRead = false
-            mode = .answering
-            var closing = exchange
-            closing.closeAfter = true
-            shared.forwarder?.metrics.upstream("aborted")
-            answer(.badRequest("the request body could not be read"), closing, outcome: nil, context: context)
+        if !isCollecting, isBusy {
+            // It belongs to a request behind the one being answered: it waits its turn.
+            held.append(.error(error))
             return
         }
-        context.fireErrorCaught(error)
+        handleError(error, context: context)
+    }
+
+    private func handleError(_ error: any Error, context: ChannelHandlerContext) {
+        guard case .collecting(let exchange) = mode else {
+            context.fireErrorCaught(error)
+            return
+        }
+        requestBeingRead = false
+        guard error is HTTPParserError else {
+            // The connection failed (reset, say): nobody to answer.
+            mode = .passing
+            requestsInProgress = max(0, requestsInProgress - 1)
+            context.close(promise: nil)
+            return
+        }
+        // The body broke off (a parse error half way): the request cannot be forwarded.
+        mode = .answering
+        var closing = exchange
+        closing.closeAfter = true
+        shared.forwarder?.metrics.upstream("aborted")
+        answer(.badRequest("the request body could not be read"), closing, outcome: nil, context: context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
-            if requestsInProgress == 0 {
-                context.close(promise: nil)
-            } else {
-                closeWhenDone = true
-            }
+            closeWhenDone = true
+            settle(context: context)
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed, isBusy || isCollecting {
+            // Hummingbird would end the connection on it, before this handler's answer is out: it waits.
+            held.append(.inputClosed)
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    private var isCollecting: Bool {
+        if case .collecting = mode { return true }
+        return false
+    }
+
     // MARK: Outbound (the middleware chain's answers)
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard case .end = unwrapOutboundIn(data) else {
+        guard case .end = unwrapOutboundIn(data), passedOutstanding > 0 else {
+            // Not the end of an answer to a request passed on (Hummingbird also answers a parse error
+            // that came without a request; that one was counted by nobody).
             context.write(data, promise: promise)
             return
         }
-        passedOutstanding = max(0, passedOutstanding - 1)
+        passedOutstanding -= 1
+        requestsInProgress = max(0, requestsInProgress - 1)
         context.write(data, promise: promise)
-        responseEnded(context: context)
+        settle(context: context)
     }
 
     func read(context: ChannelHandlerContext) {
@@ -254,7 +294,11 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .refused(let problem, let outcome):
             answer(problem, exchange, outcome: outcome, context: context)
         case .admitted(let outcome):
-            guard let forwarder = shared.forwarder else { return }
+            guard let forwarder = shared.forwarder, context.channel.isActive else {
+                // The client left while its request was decided: nobody would read the answer.
+                log(status: 499, exchange, outcome: outcome, context: context)
+                return
+            }
             forward(exchange, outcome: outcome, through: forwarder, context: context)
         }
     }
@@ -331,6 +375,7 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
         forwarder.metrics.upstream(status: start.head.status.code)
         var fields = HTTPForwarder.clientHeaders(start.head.headerFields)
         outcome.apply(to: &fields)
+        if fields[.date] == nil { fields[.date] = HTTPDate.now() }
         if exchange.closeAfter { fields[.connection] = "close" }
         let status = start.head.status.code
         context.write(wrapOutboundOut(.head(HTTPResponse(status: start.head.status, headerFields: fields))), promise: nil)
@@ -376,27 +421,42 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func answer(_ problem: Problem, _ exchange: Exchange, outcome: RateLimitOutcome?, context: ChannelHandlerContext) {
         var (head, body) = problem.responseParts()
+        if let outcome, outcome.refusal == nil {
+            // Admitted and counted, then the upstream failed (502, 504): the fields say what it cost.
+            outcome.apply(to: &head.headerFields)
+        }
+        head.headerFields[.date] = HTTPDate.now()
         if exchange.closeAfter { head.headerFields[.connection] = "close" }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         finish(status: head.status.code, exchange, outcome: outcome, context: context)
     }
 
-    /// Ends the answer, logs it and goes on to the requests held meanwhile.
+    /// Ends the answer, logs it and goes on to what was held meanwhile.
     private func finish(status: Int, _ exchange: Exchange, outcome: RateLimitOutcome?, context: ChannelHandlerContext) {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         log(status: status, exchange, outcome: outcome, context: context)
         mode = .passing
-        responseEnded(context: context)
+        requestsInProgress = max(0, requestsInProgress - 1)
         guard context.channel.isActive else { return }
-        while case .passing = mode, let part = held.popFirst() {
-            handle(part, context: context)
+        while !isBusyAnswering, let next = held.popFirst() {
+            switch next {
+            case .part(let part): handle(part, context: context)
+            case .error(let error): handleError(error, context: context)
+            case .inputClosed: context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            }
         }
-        if case .answering = mode { return }
+        if isBusyAnswering { return }
+        settle(context: context)
         if readHeld {
             readHeld = false
             context.read()
         }
+    }
+
+    private var isBusyAnswering: Bool {
+        if case .answering = mode { return true }
+        return false
     }
 
     /// An answer that began and cannot be completed: the client learns it from the connection closing.
@@ -413,10 +473,10 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Idle timeout and graceful shutdown
 
-    /// An answer ended (either path): close if shutting down, else the idle clock starts again.
-    private func responseEnded(context: ChannelHandlerContext) {
-        requestsInProgress = max(0, requestsInProgress - 1)
-        guard requestsInProgress == 0 else { return }
+    /// After an answer ended (either path), or at shutdown: with nothing in progress or held, close if
+    /// shutting down, else the idle clock starts again.
+    private func settle(context: ChannelHandlerContext) {
+        guard requestsInProgress == 0, held.isEmpty, !isBusyAnswering, !isCollecting else { return }
         if closeWhenDone {
             context.flush()
             context.close(promise: nil)

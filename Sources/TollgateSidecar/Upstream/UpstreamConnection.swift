@@ -97,7 +97,7 @@ final class UpstreamConnection: Sendable {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(encoderConfiguration: encoder)
                     try channel.pipeline.syncOperations.addHandler(KeepAliveMarker())
                     try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPClientCodec())
-                    try channel.pipeline.syncOperations.addHandler(UpstreamExchangeHandler(bufferLimit: bufferLimit))
+                    try channel.pipeline.syncOperations.addHandler(UpstreamExchangeHandler(bufferLimit: bufferLimit, eventLoop: channel.eventLoop))
                 }
             }
         return bootstrap.connect(host: target.host, port: target.port).flatMapThrowing { channel in
@@ -271,8 +271,12 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
     /// The response future of a request whose body streams (see `UpstreamConnection.begin`).
     var pendingResponse: EventLoopFuture<UpstreamResponseStart>?
 
-    init(bufferLimit: Int) {
+    /// The connection's loop, kept after the handler is removed (for failed futures).
+    private let eventLoop: any EventLoop
+
+    init(bufferLimit: Int, eventLoop: any EventLoop) {
         self.bufferLimit = bufferLimit
+        self.eventLoop = eventLoop
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -287,7 +291,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
     func start(
         _ head: HTTPRequest, body: ByteBuffer?, end: Bool, responseTimeout: Duration, readTimeout: Duration
     ) -> EventLoopFuture<UpstreamResponseStart> {
-        guard let context else { return Self.failedFuture(.closed(responded: false)) }
+        guard let context else { return failedFuture(.closed(responded: false)) }
         let promise = context.eventLoop.makePromise(of: UpstreamResponseStart.self)
         guard case .idle = state, keepAlive else {
             promise.fail(UpstreamFailure.closed(responded: false))
@@ -307,7 +311,7 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
     }
 
     func nextBodyPart() -> EventLoopFuture<ByteBuffer?> {
-        guard let context else { return Self.failedFuture(.closed(responded: true)) }
+        guard let context else { return failedFuture(.closed(responded: true)) }
         switch state {
         case .streaming(var parts, let waiter, let ended):
             if let part = parts.popFirst() {
@@ -450,7 +454,8 @@ final class UpstreamExchangeHandler: ChannelInboundHandler {
         timeout = nil
     }
 
-    private static func failedFuture<T>(_ failure: UpstreamFailure) -> EventLoopFuture<T> {
-        MultiThreadedEventLoopGroup.singleton.any().makeFailedFuture(failure)
+    /// A failed future on the connection's own loop (callers on the loop use it isolated).
+    private func failedFuture<T>(_ failure: UpstreamFailure) -> EventLoopFuture<T> {
+        eventLoop.makeFailedFuture(failure)
     }
 }
