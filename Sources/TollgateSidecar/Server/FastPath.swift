@@ -31,11 +31,14 @@ struct FastPathShared: Sendable {
 /// middleware chain (`AccessLogMiddleware`, `BodyLimitMiddleware`, `RateLimitMiddleware`,
 /// `ForwardMiddleware`), unchanged.
 ///
-/// Responses leave in request order: a request that arrives while this handler answers one is held
-/// (and reading stops) until that answer is complete. The handler also owns the connection's idle
-/// timeout (no inbound byte for `idleTimeout` while no answer is being written, the rule Hummingbird
-/// applies) and graceful shutdown (`ChannelShouldQuiesceEvent`: close once every answer in progress is
-/// through), since Hummingbird's own state handler never sees the requests answered here.
+/// Responses leave in request order: what arrives while this handler answers a request — the next
+/// requests, a parse error, the client closing its side — is held until that answer is complete, and
+/// reading stops while anything is held. The handler also owns the connection's idle timeout (no inbound
+/// byte for `idleTimeout` while no answer is being written, the rule Hummingbird applies) and graceful
+/// shutdown (`ChannelShouldQuiesceEvent`: close once every request received has been answered), since
+/// Hummingbird's own state handler never sees the requests answered here. Its answers carry a `Date`;
+/// a request whose client left before it could be forwarded is logged with status 499 (as nginx does)
+/// and not forwarded.
 final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
