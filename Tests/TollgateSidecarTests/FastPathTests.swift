@@ -1,27 +1,5 @@
-import NIOCore
-import NIOPosix
 import Testing
 import TollgateSidecar
-
-/// Sends `bytes`, then closes the sending side (FIN) and collects the answer until the server closes.
-func rawExchangeHalfClosing(port: Int, _ bytes: [UInt8], timeout: Duration = .seconds(5)) async throws -> RawAnswer {
-    let collector = RawCollector()
-    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .channelOption(.allowRemoteHalfClosure, value: true)
-        .channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
-        }
-        .connect(host: "127.0.0.1", port: port).get()
-    try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
-    try await channel.close(mode: .output)
-    let deadline = ContinuousClock.now + timeout
-    while !collector.state.withLock({ $0.closed }), ContinuousClock.now < deadline {
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    let (data, closed) = collector.state.withLock { ($0.data, $0.closed) }
-    try? await channel.close()
-    return RawAnswer(text: String(decoding: data, as: UTF8.self), closedByServer: closed)
-}
 
 extension EndToEnd {
     /// The listener's event-loop data path (`FastPath`) where it meets the middleware chain: half-closed
@@ -37,14 +15,15 @@ extension EndToEnd {
         @Test func halfClosedClientsAreAnswered() async throws {
             try await withUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
-                    let fast = try await rawExchangeHalfClosing(
-                        port: sidecar.proxyPort, Array("GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\(Self.key)\r\n".utf8))
+                    let fast = try await rawExchange(
+                        port: sidecar.proxyPort, Array("GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\n\(Self.key)\r\n".utf8), halfClose: true)
                     #expect(fast.status == 200)
-                    let both = try await rawExchangeHalfClosing(
+                    let both = try await rawExchange(
                         port: sidecar.proxyPort,
                         Array(
                             ("POST /echo HTTP/1.1\r\nHost: x\r\n\(Self.key)Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
-                                + "GET /slow?ms=100 HTTP/1.1\r\nHost: x\r\n\(Self.key)\r\n").utf8))
+                                + "GET /slow?ms=100 HTTP/1.1\r\nHost: x\r\n\(Self.key)\r\n").utf8),
+                        halfClose: true)
                     #expect(Self.count("200", in: both.text) == 2, "\(both.text)")
                 }
             }

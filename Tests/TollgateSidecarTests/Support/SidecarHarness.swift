@@ -207,8 +207,9 @@ struct RawAnswer {
     }
 }
 
-/// Sends `bytes` on a fresh connection and collects what comes back until the server closes or `timeout`.
-func rawExchange(port: Int, _ bytes: [UInt8], timeout: Duration = .seconds(5)) async throws -> RawAnswer {
+/// Sends `bytes` on a fresh connection (then, with `halfClose`, closes the sending side: a FIN) and
+/// collects what comes back until the server closes or `timeout`.
+func rawExchange(port: Int, _ bytes: [UInt8], halfClose: Bool = false, timeout: Duration = .seconds(5)) async throws -> RawAnswer {
     let collector = RawCollector()
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .channelOption(.allowRemoteHalfClosure, value: true)
@@ -217,6 +218,7 @@ func rawExchange(port: Int, _ bytes: [UInt8], timeout: Duration = .seconds(5)) a
         }
         .connect(host: "127.0.0.1", port: port).get()
     try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+    if halfClose { try await channel.close(mode: .output) }
     let deadline = ContinuousClock.now + timeout
     while !collector.state.withLock({ $0.closed }), ContinuousClock.now < deadline {
         try await Task.sleep(for: .milliseconds(10))
