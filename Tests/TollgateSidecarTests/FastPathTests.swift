@@ -5,7 +5,7 @@ extension EndToEnd {
     /// The listener's event-loop data path (`FastPath`) where it meets the middleware chain: half-closed
     /// clients, errors in pipelined requests, graceful shutdown with requests waiting, upstream failures.
     @Suite struct ListenerFastPathTests {
-        static let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+        static let key = TestKey.roomy.authorizationLine
 
         static func count(_ status: String, in text: String) -> Int {
             text.components(separatedBy: "HTTP/1.1 \(status)").count - 1

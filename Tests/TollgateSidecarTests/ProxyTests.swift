@@ -269,7 +269,7 @@ extension EndToEnd {
         @Test func ambiguousFramingIs400AndNeverForwarded() async throws {
             try await withUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url, server: "idle_timeout: 5s")) { sidecar in
-                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    let key = TestKey.roomy.authorizationLine
                     let both = try await rawExchange(
                         port: sidecar.proxyPort,
                         Array("POST /echo HTTP/1.1\r\nHost: x\r\n\(key)Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".utf8))

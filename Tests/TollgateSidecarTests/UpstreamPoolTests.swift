@@ -148,7 +148,7 @@ extension EndToEnd {
         @Test func framingIsTheForwardersOwn() async throws {
             try await Self.withCountingUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url, server: "idle_timeout: 5s")) { sidecar in
-                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    let key = TestKey.roomy.authorizationLine
                     // A TRACE has no body: one that comes with a body is refused and never forwarded.
                     let trace = try await rawExchange(
                         port: sidecar.proxyPort,
@@ -173,7 +173,7 @@ extension EndToEnd {
         @Test func pipelinedRequestsAreAnsweredInOrderAcrossBothPaths() async throws {
             try await Self.withCountingUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
-                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    let key = TestKey.roomy.authorizationLine
                     let chunked = "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
                     let requests =
                         "POST /keep?n=1 HTTP/1.1\r\nHost: x\r\n\(key)\(chunked)"
@@ -196,7 +196,7 @@ extension EndToEnd {
         @Test func idleConnectionsAreClosed() async throws {
             try await Self.withCountingUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url, server: "idle_timeout: 1s")) { sidecar in
-                    let key = "Authorization: Bearer \(TestKey.roomy.text)\r\n"
+                    let key = TestKey.roomy.authorizationLine
                     let started = ContinuousClock.now
                     let answer = try await rawExchange(
                         port: sidecar.proxyPort, Array("GET /keep HTTP/1.1\r\nHost: x\r\n\(key)\r\n".utf8), timeout: .seconds(10))

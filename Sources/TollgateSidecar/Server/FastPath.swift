@@ -169,8 +169,7 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Answering a request, or holding what came after one: what arrives now waits its turn.
     private var isBusy: Bool {
-        if case .answering = mode { return true }
-        return !held.isEmpty
+        isBusyAnswering || !held.isEmpty
     }
 
     /// The exchange for a request this handler answers, or nil to pass it on.
@@ -257,7 +256,7 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
     func read(context: ChannelHandlerContext) {
         // Reading stops only once a request is waiting behind the one being answered (pipelining):
         // stopping for every answer would cost two `epoll_ctl` calls a request.
-        if case .answering = mode, !held.isEmpty {
+        if isBusyAnswering, !held.isEmpty {
             readHeld = true
             return
         }
@@ -310,20 +309,9 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func forward(_ exchange: Exchange, outcome: RateLimitOutcome, through forwarder: HTTPForwarder, context: ChannelHandlerContext) {
         let settings = shared.live.current.forwarding
-        let target = forwarder.pool.target
-        let request = exchange.head
-        var head = HTTPRequest(
-            method: request.method, scheme: nil, authority: request.authority ?? target.authority,
-            path: target.pathPrefix + (request.path ?? "/"))
-        head.headerFields = HTTPForwarder.upstreamHeaders(
-            request.headerFields, client: context.channel.remoteAddress?.ipAddress, outcome: outcome,
-            forwardCredentials: settings.forwardCredentials)
-        if let declared = exchange.declared {
-            head.headerFields[.contentLength] = String(declared)
-        } else if [.post, .put, .patch].contains(request.method) {
-            // No body. Methods that usually carry one say so with a length of 0.
-            head.headerFields[.contentLength] = "0"
-        }
+        var head = forwarder.upstreamHead(
+            exchange.head, client: context.channel.remoteAddress?.ipAddress, outcome: outcome, settings: settings)
+        HTTPForwarder.frameWholeBody(&head, declared: exchange.declared)
         send(head, exchange, outcome: outcome, forwarder: forwarder, settings: settings, retried: false, started: .now, context: context)
     }
 
@@ -351,8 +339,7 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     case .failure(let error):
                         connection.close()
                         let failure = Self.failure(error)
-                        if !retried, failure == .closed(responded: false), connection.wasUsed, HTTPForwarder.isIdempotent(head.method) {
-                            // The upstream may have closed the idle connection as the request left: once more.
+                        if !retried, HTTPForwarder.maySendAgain(head, after: failure, on: connection) {
                             self.send(
                                 head, exchange, outcome: outcome, forwarder: forwarder, settings: settings, retried: true,
                                 started: started, context: context)
@@ -374,9 +361,7 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
         _ start: UpstreamResponseStart, from connection: UpstreamConnection, _ exchange: Exchange, outcome: RateLimitOutcome,
         forwarder: HTTPForwarder, started: ContinuousClock.Instant, context: ChannelHandlerContext
     ) {
-        forwarder.metrics.upstreamLatency.record(ContinuousClock.now - started)
-        forwarder.metrics.upstream(status: start.head.status.code)
-        var fields = HTTPForwarder.clientHeaders(start.head.headerFields)
+        var fields = forwarder.answered(start, started: started)
         outcome.apply(to: &fields)
         if fields[.date] == nil { fields[.date] = HTTPDate.now() }
         if exchange.closeAfter { fields[.connection] = "close" }

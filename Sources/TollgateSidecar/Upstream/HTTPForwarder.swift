@@ -39,11 +39,7 @@ struct HTTPForwarder: Upstream {
     static let bufferedBodySize = 64 * 1024
 
     func respond(to request: Request, context: SidecarRequestContext, settings: ForwardingSettings) async -> Response {
-        var head = HTTPRequest(
-            method: request.method, scheme: nil, authority: request.head.authority ?? pool.target.authority,
-            path: pool.target.pathPrefix + (request.head.path ?? "/"))
-        head.headerFields = Self.upstreamHeaders(
-            request.headers, client: context.clientAddress, outcome: context.rateLimit, forwardCredentials: settings.forwardCredentials)
+        var head = upstreamHead(request.head, client: context.clientAddress, outcome: context.rateLimit, settings: settings)
         let declared = request.headers[.contentLength].flatMap { Int($0) }
         let chunked = declared == nil && request.headers[.transferEncoding] != nil
         if request.method == .trace, chunked || (declared ?? 0) > 0 {
@@ -62,7 +58,7 @@ struct HTTPForwarder: Upstream {
                     return Problem.badRequest("the request body ended before its Content-Length").response()
                 }
             }
-            head.headerFields[.contentLength] = String(declared)
+            Self.frameWholeBody(&head, declared: declared)
             return await exchange(head, body: body, on: context.eventLoop, settings: settings)
         }
         if let declared {
@@ -70,8 +66,7 @@ struct HTTPForwarder: Upstream {
         } else if chunked {
             head.headerFields[.transferEncoding] = "chunked"
         } else {
-            // No body. Methods that usually carry one say so with a length of 0.
-            if [.post, .put, .patch].contains(request.method) { head.headerFields[.contentLength] = "0" }
+            Self.frameWholeBody(&head, declared: nil)
             return await exchange(head, body: nil, on: context.eventLoop, settings: settings)
         }
         return await streamingExchange(
@@ -95,7 +90,7 @@ struct HTTPForwarder: Upstream {
                 return relay(start, from: connection, started: started)
             } catch {
                 connection.close()
-                if !retried, error == .closed(responded: false), connection.wasUsed, Self.isIdempotent(head.method) {
+                if !retried, Self.maySendAgain(head, after: error, on: connection) {
                     retried = true
                     continue
                 }
@@ -174,9 +169,7 @@ struct HTTPForwarder: Upstream {
         _ start: UpstreamResponseStart, from connection: UpstreamConnection, started: ContinuousClock.Instant,
         settle: (@Sendable () async -> Void)? = nil
     ) -> Response {
-        metrics.upstreamLatency.record(ContinuousClock.now - started)
-        metrics.upstream(status: start.head.status.code)
-        let headers = Self.clientHeaders(start.head.headerFields)
+        let headers = answered(start, started: started)
         if let body = start.body, settle == nil {
             pool.release(connection)
             return Response(status: start.head.status, headers: headers, body: ResponseBody(byteBuffer: body))
@@ -224,8 +217,39 @@ struct HTTPForwarder: Upstream {
         return .badGateway("the message API cannot be reached")
     }
 
-    static func isIdempotent(_ method: HTTPRequest.Method) -> Bool {
-        [.get, .head, .put, .delete, .options].contains(method)
+    /// Whether a request whose exchange failed goes once more, on a new connection: an idempotent one
+    /// whose reused connection closed before any answer (the upstream may have closed it idle as the
+    /// request left). Only for a body at hand; a streamed body cannot be sent again.
+    static func maySendAgain(_ head: HTTPRequest, after failure: UpstreamFailure, on connection: UpstreamConnection) -> Bool {
+        failure == .closed(responded: false) && connection.wasUsed && [.get, .head, .put, .delete, .options].contains(head.method)
+    }
+
+    /// The request head as the upstream gets it (framing aside): the URL's path prefix + the client's
+    /// path and query, the client's `Host`, the fields of `upstreamHeaders`.
+    func upstreamHead(_ request: HTTPRequest, client: String?, outcome: RateLimitOutcome?, settings: ForwardingSettings) -> HTTPRequest {
+        var head = HTTPRequest(
+            method: request.method, scheme: nil, authority: request.authority ?? pool.target.authority,
+            path: pool.target.pathPrefix + (request.path ?? "/"))
+        head.headerFields = Self.upstreamHeaders(
+            request.headerFields, client: client, outcome: outcome, forwardCredentials: settings.forwardCredentials)
+        return head
+    }
+
+    /// Frames a request whose body is at hand: its `Content-Length`, or 0 for a POST, PUT or PATCH
+    /// without a body (methods that usually carry one say so).
+    static func frameWholeBody(_ head: inout HTTPRequest, declared: Int?) {
+        if let declared {
+            head.headerFields[.contentLength] = String(declared)
+        } else if [.post, .put, .patch].contains(head.method) {
+            head.headerFields[.contentLength] = "0"
+        }
+    }
+
+    /// Counts the upstream's answer (status, time to its head) and gives the fields the client gets.
+    func answered(_ start: UpstreamResponseStart, started: ContinuousClock.Instant) -> HTTPFields {
+        metrics.upstreamLatency.record(ContinuousClock.now - started)
+        metrics.upstream(status: start.head.status.code)
+        return Self.clientHeaders(start.head.headerFields)
     }
 
     /// The client's fields as the upstream gets them (without framing: the caller sets that).

@@ -66,14 +66,6 @@ final class UpstreamConnection: Sendable {
     /// Set by `close()`, which takes effect on the event loop a little later.
     private let closing = Atomic<Bool>(false)
 
-    /// Connects on `eventLoop` to `target`.
-    static func connect(
-        to target: UpstreamTarget, on eventLoop: any EventLoop, connectTimeout: Duration, bufferLimit: Int,
-        tls: NIOSSLContext?
-    ) async throws(UpstreamFailure) -> UpstreamConnection {
-        try await result(of: connecting(to: target, on: eventLoop, connectTimeout: connectTimeout, bufferLimit: bufferLimit, tls: tls))
-    }
-
     /// Connects on `eventLoop` to `target`; the future fails with an `UpstreamFailure`.
     static func connecting(
         to target: UpstreamTarget, on eventLoop: any EventLoop, connectTimeout: Duration, bufferLimit: Int,
@@ -125,7 +117,7 @@ final class UpstreamConnection: Sendable {
         _ head: HTTPRequest, body: ByteBuffer?, responseTimeout: Duration, readTimeout: Duration
     ) async throws(UpstreamFailure) -> UpstreamResponseStart {
         let future = channel.eventLoop.flatSubmit {
-            self.handler.value.start(head, body: body, end: true, responseTimeout: responseTimeout, readTimeout: readTimeout)
+            self.sendOnLoop(head, body: body, responseTimeout: responseTimeout, readTimeout: readTimeout)
         }
         return try await Self.result(of: future)
     }
@@ -162,7 +154,7 @@ final class UpstreamConnection: Sendable {
 
     /// The next part of a streamed response body; nil at its end.
     func nextBodyPart() async throws(UpstreamFailure) -> ByteBuffer? {
-        try await Self.result(of: channel.eventLoop.flatSubmit { self.handler.value.nextBodyPart() })
+        try await Self.result(of: channel.eventLoop.flatSubmit { self.nextBodyPartOnLoop() })
     }
 
     /// Closes the connection (an exchange abandoned half way cannot be reused).
@@ -171,7 +163,8 @@ final class UpstreamConnection: Sendable {
         channel.close(promise: nil)
     }
 
-    private static func result<T: Sendable>(of future: EventLoopFuture<T>) async throws(UpstreamFailure) -> T {
+    /// The value of `future`, its failure as an `UpstreamFailure`.
+    static func result<T: Sendable>(of future: EventLoopFuture<T>) async throws(UpstreamFailure) -> T {
         do {
             return try await future.get()
         } catch let failure as UpstreamFailure {

@@ -47,10 +47,7 @@ final class UpstreamPool: Sendable {
 
     /// An idle connection on `eventLoop`, or a new one.
     func connection(on eventLoop: any EventLoop) async throws(UpstreamFailure) -> UpstreamConnection {
-        if let found = idleConnection(on: eventLoop) { return found }
-        guard !shutDown.load(ordering: .relaxed) else { throw .connect("the sidecar is shutting down") }
-        return try await UpstreamConnection.connect(
-            to: target, on: eventLoop, connectTimeout: connectTimeout, bufferLimit: bufferLimit, tls: tls)
+        try await UpstreamConnection.result(of: connectionFuture(on: eventLoop))
     }
 
     /// `connection(on:)` for a caller on `eventLoop`: an idle connection at once, or a new one later.

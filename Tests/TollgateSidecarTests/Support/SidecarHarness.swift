@@ -21,6 +21,8 @@ struct TestKey: Sendable {
     var revoked = false
 
     var hash: String { KeyDigest(ofKeyText: text).hex }
+    /// The `Authorization` field line carrying this key, CRLF included (for raw requests).
+    var authorizationLine: String { "Authorization: Bearer \(text)\r\n" }
 
     static let sender = TestKey(text: "wz_test_sender_0001")
     static let reader = TestKey(text: "wz_test_reader_0001", scopes: ["messages:read"])
