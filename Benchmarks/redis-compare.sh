@@ -38,8 +38,8 @@ for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep
 
 "$TOLLGATE" redis-load --print-script > "$WORK/check.lua"
 SHA=$(redis-cli -p "$PORT" script load "$(cat "$WORK/check.lua")")
-# The same single fixed-window limit the load command checks (kind 4, never denying), on one of 512 keys.
-ARGS=(1 "" 1 4 0 1000000000 60000000 0 0 0 1 0 0 0 0)
+# The same single fixed-window limit the load command checks (never denying), on one of 512 keys.
+mapfile -t ARGS < <("$TOLLGATE" redis-load --print-arguments)
 
 rb() {  # redis-benchmark clients pipeline -> "rps p50_ms p99_ms"
   redis-benchmark -p "$PORT" -c "$1" -P "$2" -n "$3" -r 512 --csv \

@@ -10,25 +10,55 @@ import Tollgate
 ///
 /// Every key of one request carries the organization as its hash tag, so one script can touch all of
 /// them on a Redis Cluster. `<limit>` is six hex digits of a hash of the plan's name and time zone and the
-/// limit's name, numbers and scope (`limitID(plan:index:)`): short, because the key name is most of a
-/// counter's memory, and new whenever a definition changes, so a changed limit starts afresh instead of
-/// misreading old state (old keys expire by their TTL). Organizations whose identifier is not plain
-/// `[A-Za-z0-9_.:@-]` (up to 128 bytes) are tagged by a hash of it instead, so a `{` or `}` can never
-/// split the tag. Values: `a:b:c` decimal strings (see `LimitState` in the core); a sliding log is a list
-/// of `time:cost` entries, oldest first, plus its `:sum`. Every key has a TTL no shorter than its window.
+/// limit's name, numbers and scope (`limitID(plan:index:)`): new whenever a definition changes, so a
+/// changed limit starts afresh instead of misreading old state (old keys expire by their TTL).
+///
+/// Names are at most 44 bytes (48 with `:sum`), because the name is most of a counter's memory and Redis
+/// rounds it up to 48 bytes up to that length: an organization is its own tag when it is plain
+/// `[A-Za-z0-9_.:@-]` of up to 14 bytes, otherwise `#` and 11 base-62 digits of a 64-bit hash of it (a `#`
+/// never appears in a plain tag, and a `{` or `}` can never split the tag); an API key id of up to 16 bytes
+/// is written as `k<id>`, a longer one as `h` and 11 base-62 digits of its hash. Values: one packed
+/// decimal integer (`PackedLayout`), or `a:b:c` decimal text when the numbers do not fit (see
+/// `LimitState` in the core); a sliding log is a list of `time:cost` entries, oldest first, plus its
+/// `:sum`. Every key has a TTL no shorter than its window.
 public enum LimitKeys {
     /// The hash tag (without braces) for an organization.
     public static func hashTag(_ organization: String) -> String {
-        let utf8 = organization.utf8
-        guard (1...128).contains(utf8.count) else { return hashed(organization) }
-        // Checked on every request: over the contiguous bytes when there are (always, for native strings).
-        let plain = utf8.withContiguousStorageIfAvailable { bytes in bytes.allSatisfy(isPlain) } ?? utf8.allSatisfy(isPlain)
-        return plain ? organization : hashed(organization)
+        hashTag(organization, hash: StableHash.of(organization))
     }
 
-    private static func hashed(_ organization: String) -> String {
-        "h" + hex(StableHash.of(organization), digits: 16)
+    /// The hash tag of a partition's organization (its hash is already computed).
+    static func hashTag(for partition: Partition) -> String {
+        hashTag(partition.organization, hash: partition.organizationHash)
     }
+
+    private static func hashTag(_ organization: String, hash: UInt64) -> String {
+        let utf8 = organization.utf8
+        guard (1...14).contains(utf8.count) else { return hashed("#", hash) }
+        // Checked on every request: over the contiguous bytes when there are (always, for native strings).
+        let plain = utf8.withContiguousStorageIfAvailable { bytes in bytes.allSatisfy(isPlain) } ?? utf8.allSatisfy(isPlain)
+        return plain ? organization : hashed("#", hash)
+    }
+
+    /// What follows a per-key limit's id: `k<api key id>`, or `h<hash>` for an id over 16 bytes.
+    static func subject(for partition: Partition) -> String {
+        partition.apiKey.utf8.count <= 16 ? "k" + partition.apiKey : hashed("h", partition.apiKeyHash)
+    }
+
+    /// `marker` and 11 base-62 digits of `hash`: 12 bytes, a small string that allocates nothing.
+    private static func hashed(_ marker: Character, _ hash: UInt64) -> String {
+        String(unsafeUninitializedCapacity: 12) { buffer in
+            buffer[0] = marker.asciiValue!
+            var rest = hash
+            for index in stride(from: 11, through: 1, by: -1) {
+                buffer[index] = base62[Int(rest % 62)]
+                rest /= 62
+            }
+            return 12
+        }
+    }
+
+    private static let base62 = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
 
     @inline(__always)
     private static func isPlain(_ byte: UInt8) -> Bool {
@@ -52,12 +82,12 @@ public enum LimitKeys {
     /// The state keys of every limit of `plan` for `partition`, in plan order (two for a sliding log),
     /// and for each limit the 1-based index of its first key.
     static func keys(plan: Plan, partition: Partition, limitIDs: [String]) -> (keys: [String], first: [Int]) {
-        let prefix = "tg:{\(hashTag(partition.organization))}:"
+        let prefix = "tg:{\(hashTag(for: partition))}:"
         var keys: [String] = []
         var first: [Int] = []
         keys.reserveCapacity(plan.limits.count + 1)
         for (index, limit) in plan.limits.enumerated() {
-            let subject = limit.scope == .apiKey ? "k" + partition.apiKey : "o"
+            let subject = limit.scope == .apiKey ? subject(for: partition) : "o"
             let key = prefix + limitIDs[index] + ":" + subject
             first.append(keys.count + 1)
             keys.append(key)

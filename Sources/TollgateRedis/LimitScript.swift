@@ -7,13 +7,15 @@ import Tollgate
 /// KEYS: the state keys of the request's limits (a sliding log uses two: entries and their sum).
 /// ARGV: `cost`, `now` (microseconds, or empty to read `TIME`), `n` (number of limits), then per limit
 /// `LimitScript.fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
-/// fullLevel, first key index, and for calendar quotas four boundaries p0 < c0 < c1 < n1 (the previous,
-/// current and next periods around the caller's clock).
+/// fullLevel, first key index, the state's packed layout (count width, residue digits and the format
+/// pattern that writes it, see `PackedLayout`; `0 0 ""` for text), and for calendar quotas four boundaries
+/// p0 < c0 < c1 < n1 (the
+/// previous, current and next periods around the caller's clock).
 /// Reply: `{now, allowed, then per limit: admits, tooLarge, remaining, resetAfter, retryAfter, window}`.
 /// Errors: `TOLLGATE_BADSTATE <key index>` when a key holds something that is not Tollgate state;
 /// `TOLLGATE_CLOCK <now>` when Redis' clock lies outside the calendar periods the caller sent.
 enum LimitScript {
-    static let fieldsPerLimit = 12
+    static let fieldsPerLimit = 15
 
     /// The script's code for an algorithm (its `kind` field).
     static func code(for kind: LimitSpec.Kind) -> Int64 {
@@ -24,6 +26,29 @@ enum LimitScript {
         case .fixedWindow: 4
         case .calendar: 5
         }
+    }
+
+    /// ARGV of one check of `plan`, built field by field (the reference for `ScriptInvocation`'s
+    /// pre-encoded bytes, and what benchmarks pass to other clients running the script).
+    static func arguments(plan: Plan, cost: Int, now: Int64?, callerClock: Int64) -> [String] {
+        let specs = plan.compiled.specs
+        var first = 1
+        var arguments = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
+        for (index, spec) in specs.enumerated() {
+            let layout = PackedLayout(for: spec)
+            var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
+            if let calendar = plan.compiled.calendars[index] {
+                around = calendar.neighbourhood(of: now ?? callerClock)
+            }
+            let fields: [Int64] = [
+                code(for: spec.kind), spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken,
+                spec.unitsPerMicrosecond, spec.fullLevel, Int64(first), Int64(layout.width), Int64(layout.residue),
+            ]
+            arguments += fields.map { String($0) } + [layout.pattern]
+            arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
+            first += spec.kind == .slidingLog ? 2 : 1
+        }
+        return arguments
     }
 
     static let source = #"""
@@ -40,10 +65,56 @@ end
 local function fmt(x) return string.format('%.0f', x) end
 local function bad(i) return error({err = 'TOLLGATE_BADSTATE ' .. i}) end
 
-local function load(i)
+-- Packed state (PackedLayout): '1', the counts at L.width digits each, the instant modulo 10^L.residue;
+-- L.pattern writes it with one string.format.
+-- The value nearest to ref that is r modulo m.
+local function near(r, ref, m)
+  local d = r - ref
+  d = d - fdiv(d, m) * m
+  if d * 2 >= m then d = d - m end
+  return ref + d
+end
+local function decode(L, v, i, now)
+  local w = L.width
+  if L.residue == 0 or #v ~= L.length or string.byte(v, 1) ~= 49 then bad(i) end
+  local x, y = tonumber(string.sub(v, 2, 1 + w)), 0
+  if L.kind == 3 then y = tonumber(string.sub(v, 2 + w, 1 + 2 * w)) end
+  local r, m = tonumber(string.sub(v, L.length - L.residue + 1)), L.modulus
+  if not (x and y and r) then bad(i) end
+  if L.kind == 1 then return x, near(r, now, m), 0 end
+  if L.kind == 5 then
+    local s = fdiv(L.p0, 1000000)
+    if s - fdiv(s, m) * m == r then return L.p0, x, L.c0 end
+    s = fdiv(L.c0, 1000000)
+    if s - fdiv(s, m) * m == r then return L.c0, x, L.c1 end
+    s = fdiv(L.c1, 1000000)
+    if s - fdiv(s, m) * m == r then return L.c1, x, L.n1 end
+    return 0, 0, 0 -- an earlier period's count: nothing used in these
+  end
+  local start = near(r, fdiv(now, L.window), m) * L.window
+  if L.kind == 3 then return start, x, y end
+  return start, x, start + L.window
+end
+-- The next state (a, b, c as the algorithms return it) as stored: packed when it fits, else text.
+local function encode(L, a, b, c)
+  if L.residue > 0 then
+    local x, y, instant = a, 0, b
+    if L.kind == 4 then x, instant = b, fdiv(a, L.window)
+    elseif L.kind == 5 then x, instant = b, fdiv(a, 1000000)
+    elseif L.kind == 3 then x, y, instant = b, c, fdiv(a, L.window) end
+    if x >= 0 and x < L.top and y >= 0 and y < L.top then
+      instant = instant - fdiv(instant, L.modulus) * L.modulus
+      if L.kind == 3 then return string.format(L.pattern, x, y, instant) end
+      return string.format(L.pattern, x, instant)
+    end
+  end
+  return fmt(a) .. ':' .. fmt(b) .. ':' .. fmt(c)
+end
+local function load(L, i, now)
   local v = redis.pcall('GET', KEYS[i])
   if type(v) == 'table' then bad(i) end
   if not v then return 0, 0, 0 end
+  if not string.find(v, ':', 1, true) then return decode(L, v, i, now) end
   local a, b, c = string.match(v, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
   if not a then bad(i) end
   return tonumber(a), tonumber(b), tonumber(c)
@@ -58,7 +129,7 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local n = tonumber(ARGV[3])
-local F = 12
+local F = 15
 
 local limits = {}
 for j = 1, n do
@@ -66,9 +137,15 @@ for j = 1, n do
   local L = {
     kind = tonumber(ARGV[o + 1]), shadow = ARGV[o + 2] == '1', capacity = tonumber(ARGV[o + 3]),
     window = tonumber(ARGV[o + 4]), upt = tonumber(ARGV[o + 5]), upm = tonumber(ARGV[o + 6]),
-    full = tonumber(ARGV[o + 7]), key = tonumber(ARGV[o + 8]),
-    p0 = tonumber(ARGV[o + 9]), c0 = tonumber(ARGV[o + 10]), c1 = tonumber(ARGV[o + 11]), n1 = tonumber(ARGV[o + 12])
+    full = tonumber(ARGV[o + 7]), key = tonumber(ARGV[o + 8]), width = tonumber(ARGV[o + 9]), residue = tonumber(ARGV[o + 10]),
+    pattern = ARGV[o + 11],
+    p0 = tonumber(ARGV[o + 12]), c0 = tonumber(ARGV[o + 13]), c1 = tonumber(ARGV[o + 14]), n1 = tonumber(ARGV[o + 15])
   }
+  if L.residue > 0 then
+    L.modulus, L.top = 10 ^ L.residue, 10 ^ L.width
+    L.length = 1 + L.width + L.residue
+    if L.kind == 3 then L.length = L.length + L.width end
+  end
   if L.kind == 2 then
     local total = redis.pcall('GET', KEYS[L.key + 1])
     if type(total) == 'table' then bad(L.key + 1) end
@@ -83,7 +160,7 @@ for j = 1, n do
       L.newest = tonumber(t)
     end
   else
-    L.a, L.b, L.c = load(L.key)
+    L.a, L.b, L.c = load(L, L.key, now)
   end
   limits[j] = L
 end
@@ -290,7 +367,7 @@ for j = 1, n do
       redis.call('SET', KEYS[L.key + 1], fmt(r[8]), 'PX', ttl)
       redis.call('PEXPIRE', KEYS[L.key], ttl)
     else
-      redis.call('SET', KEYS[L.key], fmt(r[8]) .. ':' .. fmt(r[9]) .. ':' .. fmt(r[10]), 'PX', ttl)
+      redis.call('SET', KEYS[L.key], encode(L, r[8], r[9], r[10]), 'PX', ttl)
     end
   end
   local admits, tooLarge = 0, 0

@@ -199,7 +199,7 @@ public final class RedisLimitStore: LimitStore {
     }
 
     nonisolated(nonsending) private func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
-        let hashTag = LimitKeys.hashTag(partition.organization)
+        let hashTag = LimitKeys.hashTag(for: partition)
         var callerClock = callerClock
         var clockRetried = false
         while true {
@@ -284,6 +284,12 @@ public final class RedisLimitStore: LimitStore {
 
     /// The Lua source of the limit script (for benchmarks that run it with other clients).
     public static var scriptSource: String { LimitScript.source }
+
+    /// The script's ARGV for one check of `plan` at Redis' own clock (for benchmarks that run it with
+    /// other clients; KEYS are `LimitKeys`' names).
+    public static func scriptArguments(for plan: Plan, cost: Int) -> [String] {
+        LimitScript.arguments(plan: plan, cost: cost, now: nil, callerClock: SystemClock().now())
+    }
 
     /// Entries in the deny cache (for tests and monitoring).
     public var denyCacheCount: Int { denyCache?.count ?? 0 }

@@ -5,7 +5,7 @@ import Tollgate
 /// reply becomes a `Decision`.
 ///
 /// Most of the command never changes for a plan: the script's SHA1, the number of keys, and for every
-/// limit but calendar quotas all twelve of its ARGV fields. Those bytes are encoded as RESP once, here;
+/// limit but calendar quotas all fifteen of its ARGV fields. Those bytes are encoded as RESP once, here;
 /// a check only writes its keys (organization and API key), its cost, the explicit instant (tests) and a
 /// calendar quota's periods around now, straight into the outbound buffer.
 ///
@@ -26,9 +26,9 @@ final class ScriptInvocation: Sendable {
     /// Bytes of the head, the fixed tail, the limit fields and the constant part of every key.
     private let fixedByteCount: Int
 
-    /// One key of the plan: `tg:{<tag>` + `middle` + (API key, for per-key limits) + (`:sum`).
+    /// One key of the plan: `tg:{<tag>` + `middle` + (the API key's subject, for per-key limits) + (`:sum`).
     private struct KeyShape: Sendable {
-        /// `}:<limit id>:k` or `}:<limit id>:o`.
+        /// `}:<limit id>:` or `}:<limit id>:o`.
         let middle: [UInt8]
         let perKey: Bool
         let sum: Bool
@@ -43,7 +43,7 @@ final class ScriptInvocation: Sendable {
         var keys: [KeyShape] = []
         var first: [Int] = []
         for (index, limit) in plan.limits.enumerated() {
-            let middle = Array("}:\(limitIDs[index]):\(limit.scope == .apiKey ? "k" : "o")".utf8)
+            let middle = Array("}:\(limitIDs[index]):\(limit.scope == .apiKey ? "" : "o")".utf8)
             first.append(keys.count + 1)
             keys.append(KeyShape(middle: middle, perKey: limit.scope == .apiKey, sum: false))
             if case .slidingLog = limit.algorithm {
@@ -58,13 +58,18 @@ final class ScriptInvocation: Sendable {
         var hasCalendar = false
         for (index, spec) in specs.enumerated() {
             let kind = LimitScript.code(for: spec.kind)
-            var values = [kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond, spec.fullLevel, Int64(first[index])]
+            let layout = PackedLayout(for: spec)
+            let numbers: [Int64] = [
+                kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond,
+                spec.fullLevel, Int64(first[index]), Int64(layout.width), Int64(layout.residue),
+            ]
+            var values = numbers.map { String($0) } + [layout.pattern]
             if plan.compiled.calendars[index] == nil {
-                values += [0, 0, 0, 0]
+                values += ["0", "0", "0", "0"]
             } else {
                 hasCalendar = true
             }
-            fields.append(Self.encoded(values.map { String($0) }))
+            fields.append(Self.encoded(values))
         }
         var tail = Self.encoded([String(specs.count)])
         if !hasCalendar {
@@ -92,19 +97,20 @@ final class ScriptInvocation: Sendable {
     /// Writes the whole `EVALSHA` of one check.
     ///
     /// - Parameters:
-    ///   - hashTag: `LimitKeys.hashTag(partition.organization)`.
+    ///   - hashTag: `LimitKeys.hashTag(for: partition)`.
     ///   - now: an explicit instant in microseconds (tests only), or nil for Redis' `TIME`.
     ///   - callerClock: the caller's idea of now, used to send the calendar periods around it.
     func encode(
         partition: Partition, hashTag: String, cost: Int, now: Int64?, callerClock: Int64, into buffer: inout ByteBuffer
     ) {
         let tagBytes = hashTag.utf8.count
-        let apiKeyBytes = partition.apiKey.utf8.count
+        let subject = LimitKeys.subject(for: partition)
+        let subjectBytes = subject.utf8.count
         // Every byte is counted first, so that the command is written with one capacity check.
         var count = fixedByteCount + RESPWriter.bulkIntegerCount(Int64(cost))
         count += now.map { RESPWriter.bulkIntegerCount($0) } ?? RESPWriter.bulkCount(0)
         for key in keys {
-            count += RESPWriter.bulkCount(key.constantCount + tagBytes + (key.perKey ? apiKeyBytes : 0)) - key.constantCount
+            count += RESPWriter.bulkCount(key.constantCount + tagBytes + (key.perKey ? subjectBytes : 0)) - key.constantCount
         }
         var periods: [(p0: Int64, c0: Int64, c1: Int64, n1: Int64)?] = []
         if hasCalendar {
@@ -118,11 +124,11 @@ final class ScriptInvocation: Sendable {
             var writer = RESPWriter(raw)
             writer.bytes(head)
             for key in keys {
-                writer.bulkHeader(key.constantCount + tagBytes + (key.perKey ? apiKeyBytes : 0))
+                writer.bulkHeader(key.constantCount + tagBytes + (key.perKey ? subjectBytes : 0))
                 writer.bytes(Self.keyPrefix)
                 writer.utf8(hashTag)
                 writer.bytes(key.middle)
-                if key.perKey { writer.utf8(partition.apiKey) }
+                if key.perKey { writer.utf8(subject) }
                 if key.sum { writer.bytes(Self.sumSuffix) }
                 writer.crlf()
             }

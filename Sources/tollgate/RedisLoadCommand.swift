@@ -40,6 +40,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var algorithm = "fixed_window"
     @Flag(help: "Print the limit script's Lua source and exit (for redis-benchmark runs of the same script).")
     var printScript = false
+    @Flag(help: "Print the script's ARGV for one check of the load's limit, one per line, and exit (for redis-benchmark).")
+    var printArguments = false
     @Flag(help: "Run the callers on the cooperative thread pool instead of the connections' event loops.")
     var noAffinity = false
 
@@ -56,6 +58,15 @@ struct RedisLoadCommand: AsyncParsableCommand {
             print(RedisLimitStore.scriptSource)
             return
         }
+        let limitAlgorithm: LimitAlgorithm =
+            algorithm == "token_bucket"
+            ? .tokenBucket(capacity: limit, refillTokens: limit, refillPeriod: window * 1_000_000)
+            : .fixedWindow(limit: limit, window: window * 1_000_000)
+        let plan = try Plan(name: "load", limits: [Limit(name: "limit", algorithm: limitAlgorithm)])
+        if printArguments {
+            print(RedisLimitStore.scriptArguments(for: plan, cost: 1).joined(separator: "\n"))
+            return
+        }
         var redis = try RedisConfiguration(url: url)
         redis.connections = connections
         redis.maximumPendingCommands = max(redis.maximumPendingCommands, callers * 2)
@@ -64,11 +75,6 @@ struct RedisLoadCommand: AsyncParsableCommand {
         let runner = Task { await client.run() }
         defer { runner.cancel() }
         try await client.waitUntilConnected(timeout: .seconds(5))
-        let limitAlgorithm: LimitAlgorithm =
-            algorithm == "token_bucket"
-            ? .tokenBucket(capacity: limit, refillTokens: limit, refillPeriod: window * 1_000_000)
-            : .fixedWindow(limit: limit, window: window * 1_000_000)
-        let plan = try Plan(name: "load", limits: [Limit(name: "limit", algorithm: limitAlgorithm)])
         let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: logger)
         try await store.prepare()
 

@@ -93,23 +93,7 @@ import Tollgate
 
     /// KEYS and ARGV as the limit script documents them, built the plain way (the pre-encoding's reference).
     static func referenceArguments(plan: Plan, partition: Partition, cost: Int, now: Int64?, callerClock: Int64) -> [String] {
-        let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
-        let (keys, first) = LimitKeys.keys(plan: plan, partition: partition, limitIDs: ids)
-        let specs = plan.compiled.specs
-        var arguments = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
-        for (index, spec) in specs.enumerated() {
-            let kind = LimitScript.code(for: spec.kind)
-            var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
-            if let calendar = plan.compiled.calendars[index] {
-                around = calendar.neighbourhood(of: now ?? callerClock)
-            }
-            arguments += [
-                String(kind), spec.shadow ? "1" : "0", String(spec.capacity), String(spec.window),
-                String(spec.unitsPerToken), String(spec.unitsPerMicrosecond), String(spec.fullLevel),
-                String(first[index]), String(around.p0), String(around.c0), String(around.c1), String(around.n1),
-            ]
-        }
-        return keys + arguments
+        stateKeys(plan, partition) + LimitScript.arguments(plan: plan, cost: cost, now: now, callerClock: callerClock)
     }
 
     @Test func aPreEncodedCheckIsTheEvalshaOfItsKeysAndArguments() throws {
@@ -141,7 +125,7 @@ import Tollgate
                         ["EVALSHA", RedisArgument(sha), RedisArgument(keyCount)] + keysAndArguments.map { RedisArgument($0) })
                     var encoded = ByteBuffer(string: "x")
                     invocation.encode(
-                        partition: partition, hashTag: LimitKeys.hashTag(partition.organization), cost: cost, now: now,
+                        partition: partition, hashTag: LimitKeys.hashTag(for: partition), cost: cost, now: now,
                         callerClock: callerClock, into: &encoded)
                     #expect(encoded.readString(length: 1) == "x")
                     #expect(encoded == reference, "plan \(plan.name), organization \(partition.organization), cost \(cost)")

@@ -52,14 +52,37 @@ final class CapturedLogs: Sendable {
     /// give identical decisions, field by field.
     @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
     func sameAnswersAsTheMemoryStore(seed: UInt64) async throws {
+        try await replayAgainstTheMemoryStore(try everyAlgorithmPlan(), from: 1_767_225_600 * second + 59 * second, seed: seed)
+    }
+
+    /// The same, across the instant where every packed state's residue wraps to zero (2 × 10^15 µs is a
+    /// multiple of each modulus below), with limits whose counts leave few digits for the residue and one
+    /// bucket too slow to pack, which stays in the text form.
+    @Test(arguments: [7, 8] as [UInt64])
+    func sameAnswersAcrossTheResidueWrap(seed: UInt64) async throws {
+        let plan = try Plan(
+            name: "wrap", timeZone: TimeZone(identifier: "America/New_York")!,
+            limits: [
+                Limit(name: "burst", algorithm: .tokenBucket(capacity: 5, refillTokens: 2, refillPeriod: second)),
+                Limit(name: "counter", algorithm: .slidingCounter(limit: 1_000_000, window: second)),
+                Limit(name: "fixed", algorithm: .fixedWindow(limit: 1_000_000_000_000, window: second)),
+                Limit(name: "minute", algorithm: .calendar(limit: 1_000_000_000, unit: .minute), scope: .organization),
+                Limit(name: "hourly", algorithm: .tokenBucket(capacity: 1_000, refillTokens: 1_000, refillPeriod: 3_600 * second)),
+            ])
+        let layouts = plan.compiled.specs.map { PackedLayout(for: $0) }
+        #expect(layouts.map(\.residue) == [11, 4, 5, 8, 0], "the residues this test means to wrap")
+        try await replayAgainstTheMemoryStore(plan, from: 2_000_000_000 * second - 200 * second, seed: seed)
+    }
+
+    private func replayAgainstTheMemoryStore(_ plan: Plan, from start: Int64, seed: UInt64) async throws {
         try await withAnyRedis { configuration in
             try await withClient(configuration) { client in
-                let plan = try everyAlgorithmPlan()
                 let store = RedisLimitStore(client: client, logger: quietLogger)
-                let clock = ManualClock(microseconds: 1_767_225_600 * second + 59 * second)  // just before a minute
+                let clock = ManualClock(microseconds: start)
                 let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
-                let run = UInt64.random(in: 0...UInt64.max)
-                let partitions = (0..<4).map { Partition(organization: "org-\(run)-\($0 % 2)", apiKey: "key-\($0)") }
+                // Organizations short enough to be their own hash tag, so that the keys can be listed by name.
+                let run = String(UInt64.random(in: 0..<1_000_000_000_000), radix: 36)
+                let partitions = (0..<4).map { Partition(organization: "o\(run)-\($0 % 2)", apiKey: "key-\($0)") }
                 var random = SplitMix(seed: seed)
                 for step in 0..<1_200 {
                     let roll = random.next() % 100
@@ -82,7 +105,7 @@ final class CapturedLogs: Sendable {
                 var cursor = "0"
                 var checked = 0
                 repeat {
-                    let reply = try await client.send(["SCAN", cursor, "MATCH", "tg:{org-\(run)-*", "COUNT", "1000"])
+                    let reply = try await client.send(["SCAN", cursor, "MATCH", "tg:{o\(run)-*", "COUNT", "1000"])
                     let parts = try #require(reply.array)
                     cursor = parts[0].string ?? "0"
                     for key in parts[1].array ?? [] {
@@ -96,6 +119,66 @@ final class CapturedLogs: Sendable {
         }
     }
 
+    /// Counter and bucket state is one integer, which Redis stores `int`-encoded: under 100 bytes a key
+    /// with a realistic name. A bucket too slow to pack keeps the text form, which the script also reads.
+    @Test func counterStateIsOneIntegerUnderOneHundredBytes() async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try Plan(
+                    name: "pro", timeZone: TimeZone(identifier: "Europe/Berlin")!,
+                    limits: [
+                        Limit(name: "burst", algorithm: .tokenBucket(capacity: 20, refillTokens: 1, refillPeriod: second)),
+                        Limit(name: "hour", algorithm: .slidingCounter(limit: 600, window: 3_600 * second)),
+                        Limit(name: "fixed", algorithm: .fixedWindow(limit: 100, window: 3_600 * second)),
+                        Limit(name: "month", algorithm: .calendar(limit: 100_000, unit: .month), scope: .organization),
+                        Limit(name: "hourly", algorithm: .tokenBucket(capacity: 1_000, refillTokens: 1_000, refillPeriod: 3_600 * second)),
+                    ])
+                let store = RedisLimitStore(client: client, logger: quietLogger)
+                let organization = String(format: "org_%06d", Int.random(in: 0..<1_000_000))
+                let partition = Partition(organization: organization, apiKey: "9f86d081884c7d65")
+                for _ in 0..<3 {
+                    #expect(try await store.check(plan, partition: partition, cost: 1).isAllowed)
+                }
+                let keys = stateKeys(plan, partition)
+                for (index, key) in keys.enumerated() {
+                    let encoding = try await client.send(["OBJECT", "ENCODING", key]).string
+                    let bytes = try #require(try await client.send(["MEMORY", "USAGE", key]).int64)
+                    if index < 4 {
+                        #expect(encoding == "int", "\(plan.limits[index].name): \(encoding ?? "nil")")
+                        #expect(bytes < 100, "\(plan.limits[index].name): \(bytes) bytes")
+                    } else {
+                        #expect(encoding == "embstr", "the slow bucket stays text: \(encoding ?? "nil")")
+                    }
+                }
+                // Still counted from the stored state: three taken of the burst's twenty.
+                let decision = try await store.check(plan, partition: partition, cost: 0)
+                #expect(Array(decision.results).map(\.remaining) == [17, 597, 97, 99_997, 997])
+                _ = try await client.send(["DEL"] + keys)
+            }
+        }
+    }
+
+    /// State an earlier version wrote as `a:b:c` text is read, and written back packed.
+    @Test func textStateIsReadAndRewrittenPacked() async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try Plan(name: "p", limits: [Limit(name: "f", algorithm: .fixedWindow(limit: 100, window: 60 * second))])
+                let store = RedisLimitStore(client: client, logger: quietLogger)
+                let partition = Partition(organization: "org-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k1")
+                let key = stateKeys(plan, partition)[0]
+                let now: Int64 = 1_767_225_600 * second + 10 * second
+                let start = 1_767_225_600 * second
+                _ = try await client.send(["SET", key, "\(start):5:\(start + 60 * second)", "PX", "60000"])
+                #expect(try await client.send(["OBJECT", "ENCODING", key]).string == "embstr")
+                #expect(try await store.check(plan, partition: partition, cost: 0, at: now).results.first?.remaining == 95)
+                #expect(try await store.check(plan, partition: partition, cost: 1, at: now).results.first?.remaining == 94)
+                #expect(try await client.send(["OBJECT", "ENCODING", key]).string == "int")
+                #expect(try await store.check(plan, partition: partition, cost: 0, at: now + second).results.first?.remaining == 94)
+                _ = try await client.send(["DEL", key])
+            }
+        }
+    }
+
     @Test func foreignDataUnderOurKeyIsABadReplyNamingTheHashTag() async throws {
         try await withAnyRedis { configuration in
             try await withClient(configuration) { client in
@@ -105,8 +188,8 @@ final class CapturedLogs: Sendable {
                 let store = RedisLimitStore(client: client, logger: logs.logger, metricsFactory: metrics)
                 let organization = "org-\(UInt64.random(in: 0...UInt64.max))"
                 let partition = Partition(organization: organization, apiKey: "k1")
-                let key = "tg:{\(organization)}:\(LimitKeys.limitID(plan: plan, index: 0)):kk1"
-                for value in [["SET", key, "hello"], ["RPUSH", key, "x"]] {
+                let key = stateKeys(plan, partition)[0]
+                for value in [["SET", key, "hello"], ["SET", key, "12345"], ["RPUSH", key, "x"]] {
                     _ = try await client.send(["DEL", key])
                     _ = try await client.send(value)
                     let decision = try await store.check(plan, partition: partition, cost: 1)
@@ -114,9 +197,9 @@ final class CapturedLogs: Sendable {
                     #expect(decision.denial == .storeUnavailable)
                 }
                 let errors = try metrics.expectCounter("tollgate_redis_errors_total", [("kind", "bad_reply")])
-                #expect(errors.totalValue == 2)
+                #expect(errors.totalValue == 3)
                 let messages = logs.messages.withLock { $0 }
-                #expect(messages.contains { $0.contains("{\(organization)}") && $0.contains("burst") })
+                #expect(messages.contains { $0.contains("{\(LimitKeys.hashTag(organization))}") && $0.contains("burst") })
                 #expect(!messages.contains { $0.contains("k1") }, "the key id must not be logged")
             }
         }

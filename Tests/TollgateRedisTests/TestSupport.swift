@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOEmbedded
 import Testing
+import Tollgate
 
 @testable import TollgateRedis
 
@@ -55,4 +56,10 @@ extension NIOAsyncTestingChannel {
         }
         return commands
     }
+}
+
+/// The state keys of `plan`'s limits for `partition`, as the store names them.
+func stateKeys(_ plan: Plan, _ partition: Partition) -> [String] {
+    let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
+    return LimitKeys.keys(plan: plan, partition: partition, limitIDs: ids).keys
 }

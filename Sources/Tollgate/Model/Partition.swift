@@ -8,8 +8,8 @@ public struct Partition: Sendable, Hashable {
     public let organization: String
     /// A stable, non-secret identifier of the API key.
     public let apiKey: String
-    let organizationHash: UInt64
-    let apiKeyHash: UInt64
+    package let organizationHash: UInt64
+    package let apiKeyHash: UInt64
 
     public init(organization: String, apiKey: String) {
         self.organization = organization
