@@ -4,6 +4,7 @@ import HummingbirdCore
 import Logging
 import Metrics
 import NIOCore
+import NIOSSL
 import Prometheus
 import ServiceLifecycle
 import Synchronization
@@ -133,11 +134,14 @@ public final class Sidecar: Sendable {
 
         if let url = settings.upstream.url {
             let pool: UpstreamPool
+            let trustRoots = try settings.upstream.caFile.map { file throws(ConfigurationError) in
+                try Self.certificates(Self.resolve(file, relativeTo: configurationFile), configurationFile: configurationFile)
+            }
             do {
                 guard let target = UpstreamTarget(url: url) else { throw UpstreamFailure.connect("not an http(s) URL") }
                 pool = try UpstreamPool.make(
                     target: target, maximumIdle: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
-                    bufferLimit: HTTPForwarder.bufferedBodySize)
+                    bufferLimit: HTTPForwarder.bufferedBodySize, trustRoots: trustRoots)
             } catch {
                 throw ConfigurationError(file: configurationFile, line: nil, path: "upstream.url", message: "\(error)")
             }
@@ -150,6 +154,24 @@ public final class Sidecar: Sendable {
             forwarder = nil
             upstream = StandInUpstream()
         }
+    }
+
+    /// The certificates of the PEM file `upstream.ca_file` names.
+    static func certificates(_ path: String, configurationFile: String) throws(ConfigurationError) -> [NIOSSLCertificate] {
+        let certificates: [NIOSSLCertificate]
+        do {
+            certificates = try NIOSSLCertificate.fromPEMFile(path)
+        } catch {
+            throw ConfigurationError(
+                file: configurationFile, line: nil, path: "upstream.ca_file",
+                message: "expected a readable PEM file of certificates, could not load \(path): \(error)")
+        }
+        guard !certificates.isEmpty else {
+            throw ConfigurationError(
+                file: configurationFile, line: nil, path: "upstream.ca_file",
+                message: "expected a PEM file of certificates, found none in \(path)")
+        }
+        return certificates
     }
 
     static func resolve(_ path: String, relativeTo configurationFile: String) -> String {
@@ -321,6 +343,7 @@ public final class Sidecar: Sendable {
         check("upstream.url", old.upstream.url, new.upstream.url)
         check("upstream.pool_size", old.upstream.poolSize, new.upstream.poolSize)
         check("upstream.connect_timeout", old.upstream.connectTimeout, new.upstream.connectTimeout)
+        check("upstream.ca_file", old.upstream.caFile, new.upstream.caFile)
         check("store", old.store, new.store)
         check("keys.source", old.keys.source, new.keys.source)
         check("keys.url", old.keys.url, new.keys.url)

@@ -29,6 +29,25 @@ extension EndToEnd {
             }
         }
 
+        /// A request for the middleware chain (a chunked body) sent behind one this path answers, on the
+        /// connection's first bytes: the chain gets it once that answer is out, and answers it at once
+        /// (its parts are handed over with a read completion of their own, not left until the next read).
+        @Test func chainRequestBehindAFastOneIsAnsweredAtOnce() async throws {
+            try await withUpstream { upstream in
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    let requests =
+                        "GET /slow?ms=100 HTTP/1.1\r\nHost: x\r\n\(Self.key)\r\n"
+                        + "POST /echo HTTP/1.1\r\nHost: x\r\n\(Self.key)Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                        + "2\r\nhi\r\n0\r\n\r\n"
+                    let started = ContinuousClock.now
+                    let answer = try await rawExchange(port: sidecar.proxyPort, Array(requests.utf8), timeout: .seconds(10))
+                    #expect(Self.count("200", in: answer.text) == 2, "\(answer.text)")
+                    #expect(answer.closedByServer)
+                    #expect(ContinuousClock.now - started < .seconds(5))
+                }
+            }
+        }
+
         /// A pipelined request whose body breaks waits its turn: the request before it is answered first.
         @Test func brokenPipelinedRequestIsAnsweredInTurn() async throws {
             try await withUpstream { upstream in

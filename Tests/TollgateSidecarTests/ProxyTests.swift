@@ -459,5 +459,28 @@ extension EndToEnd {
                 return error?.path == "keys[0].sha256" && error?.line == 2 && error?.message.contains("64 hex digits") == true
             }
         }
+
+        /// `upstream.ca_file`: only for an https upstream, and it must hold PEM certificates.
+        @Test func badCertificateFilesRefuseToStart() throws {
+            let folder = try TestDirectory()
+            defer { folder.remove() }
+            _ = try folder.write("keys.yaml", keyFile(TestKey.all))
+            _ = try folder.write("not-pem.pem", "hello\n")
+            let cases: [(options: String, upstream: String, expected: String)] = [
+                ("ca_file: missing.pem", "https://127.0.0.1:1", "missing.pem"),
+                ("ca_file: not-pem.pem", "https://127.0.0.1:1", "not-pem.pem"),
+                ("ca_file: not-pem.pem", "http://127.0.0.1:1", "https"),
+            ]
+            for (options, upstream, expected) in cases {
+                let file = try folder.write("tollgate.yaml", configuration(upstream: upstream, upstreamOptions: options))
+                #expect {
+                    _ = try Sidecar(configurationFile: file, logger: quietLogger)
+                } throws: { error in
+                    let error = error as? ConfigurationError
+                    return error?.path == "upstream.ca_file" && error?.message.contains(expected) == true
+                        && error?.file == file
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 import Testing
 import TollgateSidecar
@@ -30,14 +31,17 @@ final class CountingUpstream: Sendable {
     private let connections = Atomic<Int>(0)
 
     var port: Int { channel.localAddress!.port! }
-    var url: String { "http://127.0.0.1:\(port)" }
+    let scheme: String
+    var url: String { "\(scheme)://127.0.0.1:\(port)" }
     var connectionCount: Int { Set(seen.withLock { $0.map(\.connection) }).count }
 
-    private init(channel: any Channel) {
+    private init(channel: any Channel, scheme: String) {
         self.channel = channel
+        self.scheme = scheme
     }
 
-    static func start() async throws -> CountingUpstream {
+    /// Starts it on a free loopback port; with `tls`, it speaks HTTPS.
+    static func start(tls: NIOSSLContext? = nil) async throws -> CountingUpstream {
         let box = Mutex<CountingUpstream?>(nil)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -45,12 +49,13 @@ final class CountingUpstream: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     guard let upstream = box.withLock({ $0 }) else { throw ChannelError.ioOnClosedChannel }
                     let number = upstream.connections.wrappingAdd(1, ordering: .relaxed).newValue
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(upstream: upstream, connection: number))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
-        let upstream = CountingUpstream(channel: channel)
+        let upstream = CountingUpstream(channel: channel, scheme: tls == nil ? "http" : "https")
         box.withLock { $0 = upstream }
         return upstream
     }
@@ -188,6 +193,43 @@ extension EndToEnd {
                     #expect(upstream.seen.withLock { $0.map(\.path) } == (1...5).map { "/keep?n=\($0)" })
                     #expect(upstream.seen.withLock { $0.map(\.framing) } == ["chunked", "none", "2", "chunked", "none"])
                 }
+            }
+        }
+
+        /// An https upstream whose certificate a private authority signed: trusted through
+        /// `upstream.ca_file` on both paths (a small body: the fast path; a chunked one: the middleware
+        /// chain). Without it the system's roots do not know that authority: 502, and nothing reaches the
+        /// upstream.
+        @Test func httpsUpstreamIsVerifiedAgainstTheConfiguredAuthority() async throws {
+            let tls = try NIOSSLContext(
+                configuration: .makeServerConfiguration(
+                    certificateChain: [.certificate(try NIOSSLCertificate(bytes: Array(TestCertificates.server.utf8), format: .pem))],
+                    privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(TestCertificates.serverKey.utf8), format: .pem))))
+            try await using(try await CountingUpstream.start(tls: tls), stop: { await $0.stop() }) { upstream in
+                #expect(upstream.url.hasPrefix("https://127.0.0.1:"))
+                let folder = try TestDirectory()
+                defer { folder.remove() }
+                _ = try folder.write("ca.pem", TestCertificates.authority)
+                let trusting = configuration(upstream: upstream.url, upstreamOptions: "response_timeout: 1s, ca_file: ca.pem")
+                try await withSidecar(trusting, directory: folder) { sidecar in
+                    let key = TestKey.roomy.authorizationLine
+                    let requests =
+                        "POST /keep?n=1 HTTP/1.1\r\nHost: x\r\n\(key)Content-Length: 2\r\n\r\nok"
+                        + "POST /keep?n=2 HTTP/1.1\r\nHost: x\r\n\(key)Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                        + "2\r\nhi\r\n0\r\n\r\n"
+                    let answer = try await rawExchange(port: sidecar.proxyPort, Array(requests.utf8))
+                    #expect(answer.text.components(separatedBy: "HTTP/1.1 200 OK").count - 1 == 2, "\(answer.text)")
+                }
+                #expect(upstream.seen.withLock { $0.map(\.framing) } == ["2", "chunked"])
+
+                try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
+                    try await withHTTPClient { client in
+                        let answer = try await client.send(.GET, sidecar.base + "/keep", key: .roomy)
+                        #expect(answer.status == 502)
+                        #expect(answer.header("Content-Type") == "application/problem+json")
+                    }
+                }
+                #expect(upstream.seen.withLock { $0.count } == 2)
             }
         }
 

@@ -9,7 +9,7 @@ extension ConfigReader {
         "legacy_headers", "access_log", "access_log_sample", "shutdown_timeout",
     ]
     static let upstreamFields = [
-        "url", "pool_size", "connect_timeout", "response_timeout", "read_timeout", "forward_credentials",
+        "url", "pool_size", "connect_timeout", "response_timeout", "read_timeout", "forward_credentials", "ca_file",
     ]
     static let memoryStoreFields = ["backend", "max_entries"]
     static let redisStoreFields = [
@@ -68,8 +68,14 @@ extension ConfigReader {
             case "response_timeout": upstream.responseTimeout = try timeAmount(value, at: at)
             case "read_timeout": upstream.readTimeout = try timeAmount(value, at: at)
             case "forward_credentials": upstream.forwardCredentials = try bool(value, at: at)
+            case "ca_file": upstream.caFile = try string(value, at: at, expected: "the path of a PEM file of CA certificates")
             default: break
             }
+        }
+        if let node = fields["ca_file"], upstream.url?.lowercased().hasPrefix("https://") != true {
+            throw error(
+                at: node, path.appending("ca_file"),
+                "expected no ca_file: it applies to an https:// upstream.url, and the upstream is \(upstream.url ?? "the built-in stand-in")")
         }
         return upstream
     }

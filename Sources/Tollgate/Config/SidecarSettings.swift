@@ -26,6 +26,9 @@ import Foundation
 /// - `upstream` (mapping, optional): where admitted requests go.
 ///   - `url` (string, optional): `http://host:port` of the message API, optionally with a path prefix.
 ///     Without it, a built-in stand-in answers `POST /api/v1/messages/send` (for trying Tollgate out).
+///     An `https://` URL is verified against the system's roots, or against `ca_file`.
+///   - `ca_file` (string, optional, https only): a PEM file of the certificates to trust for the upstream
+///     instead of the system's roots (a private CA); relative to the configuration file.
 ///   - `pool_size` (int, default 64): idle keep-alive connections kept open to the upstream for reuse
 ///     (as nginx's `keepalive`; a cache, not a cap on concurrent connections).
 ///   - `connect_timeout` (duration, default 1s): a connection not made in time → 504.
@@ -115,6 +118,8 @@ public struct UpstreamSettings: Sendable, Equatable {
     public var responseTimeout: Duration = .seconds(30)
     public var readTimeout: Duration = .seconds(30)
     public var forwardCredentials = true
+    /// PEM certificates trusted for an `https` upstream instead of the system's roots.
+    public var caFile: String?
 
     public init() {}
 }

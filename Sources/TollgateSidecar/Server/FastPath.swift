@@ -83,6 +83,9 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     /// Requests passed to the middleware chain whose response has not ended.
     private var passedOutstanding = 0
+    /// Parts passed on since the last `channelReadComplete` went by: Hummingbird's inbound stream hands
+    /// reads over on that event, so parts replayed after an answer need one of their own.
+    private var passedSinceReadComplete = false
 
     // Idle timeout and graceful shutdown, over both paths.
     private var requestsInProgress = 0
@@ -140,13 +143,13 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 mode = .collecting(exchange)
             } else {
                 passedOutstanding += 1
-                context.fireChannelRead(wrapInboundOut(part))
+                pass(part, context: context)
             }
         case (.passing, .body):
-            context.fireChannelRead(wrapInboundOut(part))
+            pass(part, context: context)
         case (.passing, .end):
             requestBeingRead = false
-            context.fireChannelRead(wrapInboundOut(part))
+            pass(part, context: context)
         case (.collecting(var exchange), .body(let chunk)):
             mode = .answering  // a placeholder while the body grows, so its buffer is not copied
             if exchange.body == nil {
@@ -165,6 +168,21 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
             // A head inside a body cannot come from the decoder; parts while answering are held.
             held.append(.part(part))
         }
+    }
+
+    private func pass(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        passedSinceReadComplete = true
+        context.fireChannelRead(wrapInboundOut(part))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        passedSinceReadComplete = false
+        context.fireChannelReadComplete()
+    }
+
+    /// Completes the read of parts passed on outside a read (replayed after an answer).
+    private func completePassedReads(context: ChannelHandlerContext) {
+        if passedSinceReadComplete { channelReadComplete(context: context) }
     }
 
     /// Answering a request, or holding what came after one: what arrives now waits its turn.
@@ -429,11 +447,17 @@ final class FastPath: ChannelDuplexHandler, RemovableChannelHandler {
         guard context.channel.isActive else { return }
         while !isBusyAnswering, let next = held.popFirst() {
             switch next {
-            case .part(let part): handle(part, context: context)
-            case .error(let error): handleError(error, context: context)
-            case .inputClosed: context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            case .part(let part):
+                handle(part, context: context)
+            case .error(let error):
+                completePassedReads(context: context)
+                handleError(error, context: context)
+            case .inputClosed:
+                completePassedReads(context: context)
+                context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
             }
         }
+        completePassedReads(context: context)
         if isBusyAnswering { return }
         settle(context: context)
         if readHeld {

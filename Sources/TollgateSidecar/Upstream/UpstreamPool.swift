@@ -21,13 +21,16 @@ final class UpstreamPool: Sendable {
     private let idle = Mutex<[ObjectIdentifier: [UpstreamConnection]]>([:])
     private let shutDown = Atomic<Bool>(false)
 
-    /// A pool for `target`; an `https` target gets a TLS context that trusts the system's roots.
+    /// A pool for `target`; an `https` target gets a TLS context that trusts `trustRoots`, or the
+    /// system's roots when nil.
     /// - Throws: when that TLS context cannot be made.
     static func make(
         target: UpstreamTarget, maximumIdle: Int, connectTimeout: Duration, bufferLimit: Int,
-        idleTimeout: Duration = .seconds(4), loops: Int = System.coreCount
+        idleTimeout: Duration = .seconds(4), loops: Int = System.coreCount, trustRoots: [NIOSSLCertificate]? = nil
     ) throws -> UpstreamPool {
-        let tls = target.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let trustRoots { configuration.trustRoots = .certificates(trustRoots) }
+        let tls = target.tls ? try NIOSSLContext(configuration: configuration) : nil
         return UpstreamPool(
             target: target, tls: tls, maximumIdle: maximumIdle, connectTimeout: connectTimeout, bufferLimit: bufferLimit,
             idleTimeout: idleTimeout, loops: loops)

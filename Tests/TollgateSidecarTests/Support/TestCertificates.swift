@@ -1,0 +1,42 @@
+/// A test-only certificate authority and a server certificate it signed for `localhost` and
+/// `127.0.0.1` (EC P-256, valid until 2126), for the TLS upstream tests. Made with `openssl req -x509`
+/// (the CA) and `openssl x509 -req` (the server's, with `subjectAltName=DNS:localhost,IP:127.0.0.1`).
+/// The private key protects nothing: it exists only here.
+enum TestCertificates {
+    static let authority = """
+-----BEGIN CERTIFICATE-----
+MIIBnDCCAUOgAwIBAgIUTPv1dpVGheUQCEwMijuPMo0ESYEwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQVG9sbGdhdGUgVGVzdCBDQTAgFw0yNjExMjkxNDI2MDdaGA8y
+MTI2MTEwNTE0MjYwN1owGzEZMBcGA1UEAwwQVG9sbGdhdGUgVGVzdCBDQTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABGBA4/h4dzYMU61ZKSJHObeAb4c++ZF3741D
+OhgOxLO9iJwIwlbSiWmdwOPW3DZXfV5TpPhnSOyuc+fTGwoD2oKjYzBhMB0GA1Ud
+DgQWBBTSS2paNkfb0HdNIHhaA3O8k3HDYzAfBgNVHSMEGDAWgBTSS2paNkfb0HdN
+IHhaA3O8k3HDYzAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAKBggq
+hkjOPQQDAgNHADBEAiAMfdcjRXzEJmHn3SGcvEcYG2/sE+v4d2opU5eMFis3dAIg
+AeNiYRCLTYlkRcVt7Pvku90mr0fzrI35FK4c8ykKwVU=
+-----END CERTIFICATE-----
+"""
+
+    static let server = """
+-----BEGIN CERTIFICATE-----
+MIIBsjCCAVegAwIBAgIUNGWh3JT/aWIa7+GTwANumN3GAQ4wCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQVG9sbGdhdGUgVGVzdCBDQTAgFw0yNjExMjkxNDI2MDdaGA8y
+MTI2MTEwNTE0MjYwN1owFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0C
+AQYIKoZIzj0DAQcDQgAE08hYO5kPBZ5hz74iIv6xNr3p6Z4mHGiM02lRj+HokNnj
+sgiQJ0k5uySV3aU0TFnfpTPtXsArQicI+bm8y65DMaN+MHwwGgYDVR0RBBMwEYIJ
+bG9jYWxob3N0hwR/AAABMAkGA1UdEwQCMAAwEwYDVR0lBAwwCgYIKwYBBQUHAwEw
+HQYDVR0OBBYEFCI//EPg+CPsesFD2R34lhoBXrp1MB8GA1UdIwQYMBaAFNJLalo2
+R9vQd00geFoDc7yTccNjMAoGCCqGSM49BAMCA0kAMEYCIQDXmZzc3A7mBaTz1C3k
+h+BdEVeF8ZPlHL46oh1qxLQqIQIhALrI/X07GcYki6u3OM/NKm8+QU79CgeRiEkT
+aJWouqVp
+-----END CERTIFICATE-----
+"""
+
+    static let serverKey = """
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgNF7uMisETdCiOz+c
+xryml5tixpRDmnPJ12Pt4j681k6hRANCAATTyFg7mQ8FnmHPviIi/rE2venpniYc
+aIzTaVGP4eiQ2eOyCJAnSTm7JJXdpTRMWd+lM+1ewCtCJwj5ubzLrkMx
+-----END PRIVATE KEY-----
+"""
+}
