@@ -8,12 +8,15 @@ import Tollgate
 /// ARGV: `cost`, `now` (microseconds, or empty to read `TIME`), `n` (number of limits), then per limit
 /// `LimitScript.fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
 /// fullLevel, first key index, the state's packed layout (count width, residue digits and the format
-/// pattern that writes it, see `PackedLayout`; `0 0 ""` for text), and for calendar quotas four boundaries
+/// pattern that writes it, see `PackedLayout`; `0 0 ""` for text; a layout with an empty pattern reads
+/// packed state but writes text), and for calendar quotas four boundaries
 /// p0 < c0 < c1 < n1 (the
 /// previous, current and next periods around the caller's clock).
 /// Reply: `{now, allowed, then per limit: admits, tooLarge, remaining, resetAfter, retryAfter, window}`.
 /// Errors: `TOLLGATE_BADSTATE <key index>` when a key holds something that is not Tollgate state;
-/// `TOLLGATE_CLOCK <now>` when Redis' clock lies outside the calendar periods the caller sent.
+/// `TOLLGATE_CLOCK <instant>` when Redis' clock lies outside the calendar periods the caller sent, or a
+/// quota's stored period starts after them (the clock went back past it): the caller sends the periods
+/// around that instant instead.
 enum LimitScript {
     static let fieldsPerLimit = 15
 
@@ -38,7 +41,7 @@ enum LimitScript {
             let layout = PackedLayout(for: spec)
             var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
             if let calendar = plan.compiled.calendars[index] {
-                around = calendar.neighbourhood(of: now ?? callerClock)
+                around = calendar.neighbourhood(of: callerClock)
             }
             let fields: [Int64] = [
                 code(for: spec.kind), spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken,
@@ -66,7 +69,7 @@ local function fmt(x) return string.format('%.0f', x) end
 local function bad(i) return error({err = 'TOLLGATE_BADSTATE ' .. i}) end
 
 -- Packed state (PackedLayout): '1', the counts at L.width digits each, the instant modulo 10^L.residue;
--- L.pattern writes it with one string.format.
+-- L.pattern writes it with one string.format (empty: written as text, packed state still read).
 -- The value nearest to ref that is r modulo m.
 local function near(r, ref, m)
   local d = r - ref
@@ -76,20 +79,21 @@ local function near(r, ref, m)
 end
 local function decode(L, v, i, now)
   local w = L.width
-  if L.residue == 0 or #v ~= L.length or string.byte(v, 1) ~= 49 then bad(i) end
+  if L.residue == 0 or #v ~= L.length or not string.find(v, '^1%d+$') then bad(i) end
   local x, y = tonumber(string.sub(v, 2, 1 + w)), 0
   if L.kind == 3 then y = tonumber(string.sub(v, 2 + w, 1 + 2 * w)) end
   local r, m = tonumber(string.sub(v, L.length - L.residue + 1)), L.modulus
-  if not (x and y and r) then bad(i) end
+  if x > L.most or y > L.most then bad(i) end
   if L.kind == 1 then return x, near(r, now, m), 0 end
   if L.kind == 5 then
-    local s = fdiv(L.p0, 1000000)
-    if s - fdiv(s, m) * m == r then return L.p0, x, L.c0 end
-    s = fdiv(L.c0, 1000000)
-    if s - fdiv(s, m) * m == r then return L.c0, x, L.c1 end
-    s = fdiv(L.c1, 1000000)
-    if s - fdiv(s, m) * m == r then return L.c1, x, L.n1 end
-    return 0, 0, 0 -- an earlier period's count: nothing used in these
+    -- The period's start, in seconds: one of those around now, an earlier one (nothing used in these),
+    -- or a later one when the clock went back past it: then the caller sends the periods around it.
+    local s = near(r, fdiv(now, 1000000), m) * 1000000
+    if s == L.c0 then return L.c0, x, L.c1 end
+    if s == L.p0 then return L.p0, x, L.c0 end
+    if s == L.c1 then return L.c1, x, L.n1 end
+    if s > L.c1 then return error({err = 'TOLLGATE_CLOCK ' .. fmt(s)}) end
+    return 0, 0, 0
   end
   local start = near(r, fdiv(now, L.window), m) * L.window
   if L.kind == 3 then return start, x, y end
@@ -97,7 +101,7 @@ local function decode(L, v, i, now)
 end
 -- The next state (a, b, c as the algorithms return it) as stored: packed when it fits, else text.
 local function encode(L, a, b, c)
-  if L.residue > 0 then
+  if L.pattern ~= '' then
     local x, y, instant = a, 0, b
     if L.kind == 4 then x, instant = b, fdiv(a, L.window)
     elseif L.kind == 5 then x, instant = b, fdiv(a, 1000000)
@@ -115,7 +119,7 @@ local function load(L, i, now)
   if type(v) == 'table' then bad(i) end
   if not v then return 0, 0, 0 end
   if not string.find(v, ':', 1, true) then return decode(L, v, i, now) end
-  local a, b, c = string.match(v, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+  local a, b, c = string.match(v, '^(%d+):(%d+):(%d+)$')
   if not a then bad(i) end
   return tonumber(a), tonumber(b), tonumber(c)
 end
@@ -144,6 +148,8 @@ for j = 1, n do
   if L.residue > 0 then
     L.modulus, L.top = 10 ^ L.residue, 10 ^ L.width
     L.length = 1 + L.width + L.residue
+    L.most = L.capacity
+    if L.kind == 1 then L.most = L.full end
     if L.kind == 3 then L.length = L.length + L.width end
   end
   if L.kind == 2 then

@@ -52,12 +52,17 @@ public final class RedisLimitStore: LimitStore {
         public var denyCache: Bool
         public var denyCacheCapacity: Int
         public var localFallback: MemoryStore.Configuration
+        /// Write counter and bucket state as one packed integer (88 bytes a key instead of 120; see
+        /// `LimitKeys`). State is read in either form whatever this says; turn it off while replicas of a
+        /// version that only reads the text form still share the Redis.
+        public var packedState: Bool
 
         public init(
             failurePolicy: FailurePolicy = .deny, unavailableRetryAfter: Duration = .seconds(1),
             breakerFailureThreshold: Int = 3, breakerProbeInterval: Duration = .seconds(1), denyCache: Bool = true,
-            denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init()
+            denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init(), packedState: Bool = true
         ) {
+            self.packedState = packedState
             self.failurePolicy = failurePolicy
             self.unavailableRetryAfter = unavailableRetryAfter
             self.breakerFailureThreshold = breakerFailureThreshold
@@ -136,7 +141,7 @@ public final class RedisLimitStore: LimitStore {
             return try fallbackDecision(plan, partition: partition, cost: cost, now: sentAt)
         }
         do {
-            let decision = try await evaluate(plan, partition: partition, cost: cost, instant: instant, callerClock: sentAt)
+            let decision = try await evaluate(plan, partition: partition, cost: cost, instant: instant, callerClock: instant ?? sentAt)
             if !breakerClean.load(ordering: .acquiring) {
                 breaker.withLock {
                     $0.recordSuccess()
@@ -245,7 +250,7 @@ public final class RedisLimitStore: LimitStore {
         if let cached = invocations.withLock({ $0[id] }) { return cached }
         let sha = try await sha()
         let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
-        let invocation = ScriptInvocation(plan: plan, limitIDs: ids, sha: sha)
+        let invocation = ScriptInvocation(plan: plan, limitIDs: ids, sha: sha, packed: configuration.packedState)
         invocations.withLock { table in
             if table.count > 1_024 { table.removeAll() }
             table[id] = invocation

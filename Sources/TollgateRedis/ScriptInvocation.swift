@@ -36,7 +36,8 @@ final class ScriptInvocation: Sendable {
         var constantCount: Int { 4 + middle.count + (sum ? 4 : 0) }
     }
 
-    init(plan: Plan, limitIDs: [String], sha: String) {
+    /// - Parameter packed: whether state is written packed (`PackedLayout`) where it fits, or as text.
+    init(plan: Plan, limitIDs: [String], sha: String, packed: Bool = true) {
         self.plan = plan
         self.sha = sha
         let specs = plan.compiled.specs
@@ -63,7 +64,7 @@ final class ScriptInvocation: Sendable {
                 kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond,
                 spec.fullLevel, Int64(first[index]), Int64(layout.width), Int64(layout.residue),
             ]
-            var values = numbers.map { String($0) } + [layout.pattern]
+            var values = numbers.map { String($0) } + [packed ? layout.pattern : ""]
             if plan.compiled.calendars[index] == nil {
                 values += ["0", "0", "0", "0"]
             } else {
@@ -99,7 +100,8 @@ final class ScriptInvocation: Sendable {
     /// - Parameters:
     ///   - hashTag: `LimitKeys.hashTag(for: partition)`.
     ///   - now: an explicit instant in microseconds (tests only), or nil for Redis' `TIME`.
-    ///   - callerClock: the caller's idea of now, used to send the calendar periods around it.
+    ///   - callerClock: the instant whose calendar periods are sent: the caller's clock, the explicit instant, or
+    ///     one the script asked for (`TOLLGATE_CLOCK`).
     func encode(
         partition: Partition, hashTag: String, cost: Int, now: Int64?, callerClock: Int64, into buffer: inout ByteBuffer
     ) {
@@ -114,7 +116,7 @@ final class ScriptInvocation: Sendable {
         }
         var periods: [(p0: Int64, c0: Int64, c1: Int64, n1: Int64)?] = []
         if hasCalendar {
-            periods = plan.compiled.calendars.map { calendar in calendar?.neighbourhood(of: now ?? callerClock) }
+            periods = plan.compiled.calendars.map { calendar in calendar?.neighbourhood(of: callerClock) }
             for case let around? in periods {
                 count += RESPWriter.bulkIntegerCount(around.p0) + RESPWriter.bulkIntegerCount(around.c0)
                 count += RESPWriter.bulkIntegerCount(around.c1) + RESPWriter.bulkIntegerCount(around.n1)

@@ -104,7 +104,9 @@ public final class Sidecar: Sendable {
             let policy = RedisLimitStore.FailurePolicy(rawValue: settings.store.failurePolicy.rawValue) ?? .deny
             store = RedisLimitStore(
                 client: client,
-                configuration: .init(failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter),
+                configuration: .init(
+                    failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
+                    packedState: settings.store.packedState),
                 logger: logger, metricsFactory: factory)
         }
         self.store = store

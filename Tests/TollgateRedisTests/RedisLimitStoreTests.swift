@@ -158,7 +158,35 @@ final class CapturedLogs: Sendable {
         }
     }
 
-    /// State an earlier version wrote as `a:b:c` text is read, and written back packed.
+    /// A clock that goes back past the period a calendar quota last counted in still counts in that
+    /// period (as the in-process store does): the stored period is found again, not taken for an old one.
+    @Test func aQuotaCountsOnInItsPeriodWhenTheClockGoesBackPastIt() async throws {
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let plan = try Plan(
+                    name: "q", timeZone: TimeZone(identifier: "Europe/Paris")!,
+                    limits: [Limit(name: "minute", algorithm: .calendar(limit: 3, unit: .minute))])
+                #expect(PackedLayout(for: plan.compiled.specs[0]).residue > 0)
+                let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger)
+                let start = 1_767_225_600 * second + 10 * second
+                let clock = ManualClock(microseconds: start)
+                let memory = MemoryStore(clock: clock)
+                let partition = Partition(organization: "o\(UInt64.random(in: 0..<1_000_000_000))", apiKey: "k")
+                for (offset, cost) in [(0, 1), (0, 1), (0, 1), (0, 1), (-150, 1), (-150, 0), (-3_600, 1), (20, 1), (55, 1), (60, 1)] as [(Int64, Int)] {
+                    clock.set(microseconds: start + offset * second)
+                    let expected = try memory.checkNow(plan, partition: partition, cost: cost)
+                    let actual = try await store.check(plan, partition: partition, cost: cost, at: clock.now())
+                    #expect(actual.origin == .store)
+                    #expect(actual.isAllowed == expected.isAllowed, "at \(offset) s")
+                    #expect(Array(actual.results) == Array(expected.results), "at \(offset) s")
+                }
+                _ = try await client.send(["DEL"] + stateKeys(plan, partition))
+            }
+        }
+    }
+
+    /// State an earlier version wrote as `a:b:c` text is read, and written back packed; with packing off,
+    /// the other way round.
     @Test func textStateIsReadAndRewrittenPacked() async throws {
         try await withAnyRedis { configuration in
             try await withClient(configuration) { client in
@@ -174,6 +202,11 @@ final class CapturedLogs: Sendable {
                 #expect(try await store.check(plan, partition: partition, cost: 1, at: now).results.first?.remaining == 94)
                 #expect(try await client.send(["OBJECT", "ENCODING", key]).string == "int")
                 #expect(try await store.check(plan, partition: partition, cost: 0, at: now + second).results.first?.remaining == 94)
+                // With packing off (replicas that read only text still share the Redis), packed state is
+                // still read, and written back as text.
+                let textOnly = RedisLimitStore(client: client, configuration: .init(packedState: false), logger: quietLogger)
+                #expect(try await textOnly.check(plan, partition: partition, cost: 1, at: now).results.first?.remaining == 93)
+                #expect(try await client.send(["GET", key]).string == "\(start):7:\(start + 60 * second)")
                 _ = try await client.send(["DEL", key])
             }
         }
@@ -189,7 +222,12 @@ final class CapturedLogs: Sendable {
                 let organization = "org-\(UInt64.random(in: 0...UInt64.max))"
                 let partition = Partition(organization: organization, apiKey: "k1")
                 let key = stateKeys(plan, partition)[0]
-                for value in [["SET", key, "hello"], ["SET", key, "12345"], ["RPUSH", key, "x"]] {
+                // Text and packed look-alikes: a negative count, a count over the bucket's capacity.
+                let foreign = [
+                    ["SET", key, "hello"], ["SET", key, "12345"], ["SET", key, "-1:2:3"], ["SET", key, "1-999999000000000000"],
+                    ["SET", key, "1999999900000000000"], ["RPUSH", key, "x"],
+                ]
+                for value in foreign {
                     _ = try await client.send(["DEL", key])
                     _ = try await client.send(value)
                     let decision = try await store.check(plan, partition: partition, cost: 1)
@@ -197,7 +235,7 @@ final class CapturedLogs: Sendable {
                     #expect(decision.denial == .storeUnavailable)
                 }
                 let errors = try metrics.expectCounter("tollgate_redis_errors_total", [("kind", "bad_reply")])
-                #expect(errors.totalValue == 3)
+                #expect(errors.totalValue == 6)
                 let messages = logs.messages.withLock { $0 }
                 #expect(messages.contains { $0.contains("{\(LimitKeys.hashTag(organization))}") && $0.contains("burst") })
                 #expect(!messages.contains { $0.contains("k1") }, "the key id must not be logged")
