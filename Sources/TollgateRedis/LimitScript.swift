@@ -7,9 +7,9 @@ import Tollgate
 /// KEYS: the state keys of the request's limits (a sliding log uses two: entries and their sum).
 /// ARGV: `cost`, `now` (microseconds, or empty to read `TIME`), `n` (number of limits), then per limit
 /// `LimitScript.fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
-/// fullLevel, first key index, the state's packed layout (count width, residue digits and the format
-/// pattern that writes it, see `PackedLayout`; `0 0 ""` for text; a layout with an empty pattern reads
-/// packed state but writes text), and for calendar quotas four boundaries
+/// fullLevel, first key index, the state's packed layout (`PackedLayout.argument`: the format pattern that
+/// writes it, whose widths the script reads back; empty for text; after an `r`, packed state is read but
+/// text is written), and for calendar quotas four boundaries
 /// p0 < c0 < c1 < n1 (the
 /// previous, current and next periods around the caller's clock).
 /// Reply: `{now, allowed, then per limit: admits, tooLarge, remaining, resetAfter, retryAfter, window}`.
@@ -18,7 +18,7 @@ import Tollgate
 /// quota's stored period starts after them (the clock went back past it): the caller sends the periods
 /// around that instant instead.
 enum LimitScript {
-    static let fieldsPerLimit = 15
+    static let fieldsPerLimit = 13
 
     /// The script's code for an algorithm (its `kind` field).
     static func code(for kind: LimitSpec.Kind) -> Int64 {
@@ -45,9 +45,9 @@ enum LimitScript {
             }
             let fields: [Int64] = [
                 code(for: spec.kind), spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken,
-                spec.unitsPerMicrosecond, spec.fullLevel, Int64(first), Int64(layout.width), Int64(layout.residue),
+                spec.unitsPerMicrosecond, spec.fullLevel, Int64(first),
             ]
-            arguments += fields.map { String($0) } + [layout.pattern]
+            arguments += fields.map { String($0) } + [layout.argument(writing: true)]
             arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
             first += spec.kind == .slidingLog ? 2 : 1
         }
@@ -69,7 +69,7 @@ local function fmt(x) return string.format('%.0f', x) end
 local function bad(i) return error({err = 'TOLLGATE_BADSTATE ' .. i}) end
 
 -- Packed state (PackedLayout): '1', the counts at L.width digits each, the instant modulo 10^L.residue;
--- L.pattern writes it with one string.format (empty: written as text, packed state still read).
+-- L.pattern writes it with one string.format (false: written as text, packed state still read).
 -- The value nearest to ref that is r modulo m.
 local function near(r, ref, m)
   local d = r - ref
@@ -83,7 +83,7 @@ local function decode(L, v, i, now)
   local x, y = tonumber(string.sub(v, 2, 1 + w)), 0
   if L.kind == 3 then y = tonumber(string.sub(v, 2 + w, 1 + 2 * w)) end
   local r, m = tonumber(string.sub(v, L.length - L.residue + 1)), L.modulus
-  if x > L.most or y > L.most then bad(i) end
+  if not (x and y and r and x >= 0 and x <= L.most and y >= 0 and y <= L.most and r >= 0 and r < m) then bad(i) end
   if L.kind == 1 then return x, near(r, now, m), 0 end
   if L.kind == 5 then
     -- The period's start, in seconds: one of those around now, an earlier one (nothing used in these),
@@ -101,7 +101,7 @@ local function decode(L, v, i, now)
 end
 -- The next state (a, b, c as the algorithms return it) as stored: packed when it fits, else text.
 local function encode(L, a, b, c)
-  if L.pattern ~= '' then
+  if L.pattern then
     local x, y, instant = a, 0, b
     if L.kind == 4 then x, instant = b, fdiv(a, L.window)
     elseif L.kind == 5 then x, instant = b, fdiv(a, 1000000)
@@ -133,7 +133,7 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local n = tonumber(ARGV[3])
-local F = 15
+local F = 13
 
 local limits = {}
 for j = 1, n do
@@ -141,16 +141,19 @@ for j = 1, n do
   local L = {
     kind = tonumber(ARGV[o + 1]), shadow = ARGV[o + 2] == '1', capacity = tonumber(ARGV[o + 3]),
     window = tonumber(ARGV[o + 4]), upt = tonumber(ARGV[o + 5]), upm = tonumber(ARGV[o + 6]),
-    full = tonumber(ARGV[o + 7]), key = tonumber(ARGV[o + 8]), width = tonumber(ARGV[o + 9]), residue = tonumber(ARGV[o + 10]),
-    pattern = ARGV[o + 11],
-    p0 = tonumber(ARGV[o + 12]), c0 = tonumber(ARGV[o + 13]), c1 = tonumber(ARGV[o + 14]), n1 = tonumber(ARGV[o + 15])
+    full = tonumber(ARGV[o + 7]), key = tonumber(ARGV[o + 8]),
+    p0 = tonumber(ARGV[o + 10]), c0 = tonumber(ARGV[o + 11]), c1 = tonumber(ARGV[o + 12]), n1 = tonumber(ARGV[o + 13]),
+    a = 0, b = 0, c = 0, residue = 0
   }
-  if L.residue > 0 then
-    L.modulus, L.top = 10 ^ L.residue, 10 ^ L.width
-    L.length = 1 + L.width + L.residue
+  local layout = ARGV[o + 9]
+  if layout ~= '' then
+    -- '1%0<width>.0f' (twice for a sliding counter) then '%0<residue>.0f'; an 'r' before it: read only.
+    local w, k = tonumber(string.match(layout, '%%0(%d+)')), tonumber(string.match(layout, '%%0(%d+)%.0f$'))
+    L.width, L.residue, L.modulus, L.top = w, k, 10 ^ k, 10 ^ w
+    L.length = 1 + w + k
     L.most = L.capacity
-    if L.kind == 1 then L.most = L.full end
-    if L.kind == 3 then L.length = L.length + L.width end
+    if L.kind == 3 then L.length = L.length + w elseif L.kind == 1 then L.most = L.full end
+    L.pattern = string.byte(layout, 1) ~= 114 and layout
   end
   if L.kind == 2 then
     local total = redis.pcall('GET', KEYS[L.key + 1])
@@ -159,7 +162,6 @@ for j = 1, n do
     L.sum = tonumber(total or '0')
     local newest = redis.pcall('LINDEX', KEYS[L.key], -1)
     if type(newest) == 'table' then bad(L.key) end
-    L.newest = nil
     if newest then
       local t = string.match(newest, '^(%d+):%d+$')
       if not t then bad(L.key) end
@@ -293,7 +295,7 @@ local function slidingLog(L, now, c)
     L.sum = L.sum - ec
     popped = true
   end
-  if L.sum <= 0 then L.sum = 0; L.newest = nil end
+  if L.sum <= 0 then L.sum = 0; L.newest = false end
   if popped then
     -- The running total must follow the entries that left, whether or not this request is admitted.
     if L.sum == 0 then redis.call('DEL', KEYS[L.key], KEYS[L.key + 1])

@@ -37,6 +37,12 @@ struct PackedLayout: Equatable, Sendable {
         return "1" + count + (counts == 2 ? count : "") + "%0\(residue).0f"
     }
 
+    /// The script's ARGV field for this layout: the pattern, or (`writing` false: state is read packed
+    /// but written as text) the pattern after an `r`; empty for text.
+    func argument(writing: Bool) -> String {
+        writing || pattern.isEmpty ? pattern : "r" + pattern
+    }
+
     /// Sliding counters keep two counts, the others one.
     private let counts: Int
 

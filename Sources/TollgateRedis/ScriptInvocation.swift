@@ -5,7 +5,7 @@ import Tollgate
 /// reply becomes a `Decision`.
 ///
 /// Most of the command never changes for a plan: the script's SHA1, the number of keys, and for every
-/// limit but calendar quotas all fifteen of its ARGV fields. Those bytes are encoded as RESP once, here;
+/// limit but calendar quotas all thirteen of its ARGV fields. Those bytes are encoded as RESP once, here;
 /// a check only writes its keys (organization and API key), its cost, the explicit instant (tests) and a
 /// calendar quota's periods around now, straight into the outbound buffer.
 ///
@@ -62,9 +62,9 @@ final class ScriptInvocation: Sendable {
             let layout = PackedLayout(for: spec)
             let numbers: [Int64] = [
                 kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond,
-                spec.fullLevel, Int64(first[index]), Int64(layout.width), Int64(layout.residue),
+                spec.fullLevel, Int64(first[index]),
             ]
-            var values = numbers.map { String($0) } + [packed ? layout.pattern : ""]
+            var values = numbers.map { String($0) } + [layout.argument(writing: packed)]
             if plan.compiled.calendars[index] == nil {
                 values += ["0", "0", "0", "0"]
             } else {
