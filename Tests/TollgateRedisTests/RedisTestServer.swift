@@ -66,7 +66,8 @@ final class RedisTestServer {
         try process.run()
         let server = RedisTestServer(port: port, unixSocketPath: socketPath, process: process, logPath: logPath)
 
-        let deadline = ContinuousClock.now + .seconds(10)
+        // Generous: the whole suite starts servers side by side on two shared cores.
+        let deadline = ContinuousClock.now + .seconds(30)
         while true {
             if !process.isRunning {
                 let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "(no log)"
@@ -78,8 +79,10 @@ final class RedisTestServer {
                 return server
             }
             if ContinuousClock.now > deadline {
+                let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "(no log)"
                 await server.kill()
-                throw RedisTestServerError(description: "redis-server on port \(port) did not accept connections within 10 s")
+                throw RedisTestServerError(
+                    description: "redis-server on port \(port) did not accept connections within 30 s; its log:\n\(log)")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
