@@ -14,9 +14,10 @@ import Tollgate
 /// previous, current and next periods around the caller's clock).
 /// Reply: `{now, allowed, then per limit: admits, tooLarge, remaining, resetAfter, retryAfter, window}`.
 /// Errors: `TOLLGATE_BADSTATE <key index>` when a key holds something that is not Tollgate state;
-/// `TOLLGATE_CLOCK <instant>` when Redis' clock lies outside the calendar periods the caller sent, or a
-/// quota's stored period starts after them (the clock went back past it): the caller sends the periods
-/// around that instant instead.
+/// `TOLLGATE_CLOCK <limit> <instant>` (limit numbered from 1) when a calendar quota's instant — Redis'
+/// clock, or the start of its stored period when the clock went back past it — lies outside the periods
+/// the caller sent: the caller sends that quota's periods around that instant instead. Raised while the
+/// script reads, before it writes anything.
 enum LimitScript {
     static let fieldsPerLimit = 13
 
@@ -33,7 +34,7 @@ enum LimitScript {
 
     /// ARGV of one check of `plan`, built field by field (the reference for `ScriptInvocation`'s
     /// pre-encoded bytes, and what benchmarks pass to other clients running the script).
-    static func arguments(plan: Plan, cost: Int, now: Int64?, callerClock: Int64) -> [String] {
+    static func arguments(plan: Plan, cost: Int, now: Int64?, callerClock: Int64, anchors: [Int64?]? = nil) -> [String] {
         let specs = plan.compiled.specs
         var first = 1
         var arguments = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
@@ -41,7 +42,7 @@ enum LimitScript {
             let layout = PackedLayout(for: spec)
             var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
             if let calendar = plan.compiled.calendars[index] {
-                around = calendar.neighbourhood(of: callerClock)
+                around = calendar.neighbourhood(of: anchors?[index] ?? callerClock)
             }
             let fields: [Int64] = [
                 code(for: spec.kind), spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken,
@@ -92,7 +93,7 @@ local function decode(L, v, i, now)
     if s == L.c0 then return L.c0, x, L.c1 end
     if s == L.p0 then return L.p0, x, L.c0 end
     if s == L.c1 then return L.c1, x, L.n1 end
-    if s > L.c1 then return error({err = 'TOLLGATE_CLOCK ' .. fmt(s)}) end
+    if s > L.c1 then return error({err = 'TOLLGATE_CLOCK ' .. L.index .. ' ' .. fmt(s)}) end
     return 0, 0, 0
   end
   local start = near(r, fdiv(now, L.window), m) * L.window
@@ -143,7 +144,7 @@ for j = 1, n do
     window = tonumber(ARGV[o + 4]), upt = tonumber(ARGV[o + 5]), upm = tonumber(ARGV[o + 6]),
     full = tonumber(ARGV[o + 7]), key = tonumber(ARGV[o + 8]),
     p0 = tonumber(ARGV[o + 10]), c0 = tonumber(ARGV[o + 11]), c1 = tonumber(ARGV[o + 12]), n1 = tonumber(ARGV[o + 13]),
-    a = 0, b = 0, c = 0, residue = 0
+    a = 0, b = 0, c = 0, residue = 0, index = j
   }
   local layout = ARGV[o + 9]
   if layout ~= '' then
@@ -169,6 +170,10 @@ for j = 1, n do
     end
   else
     L.a, L.b, L.c = load(L, L.key, now)
+    if L.kind == 5 then
+      local t = math.max(now, L.a)
+      if not (t < L.c or (L.p0 <= t and t < L.n1)) then return error({err = 'TOLLGATE_CLOCK ' .. j .. ' ' .. fmt(t)}) end
+    end
   end
   limits[j] = L
 end
@@ -229,7 +234,7 @@ local function calendar(L, now, c)
   elseif L.p0 <= t and t < L.c0 then start, finish = L.p0, L.c0
   elseif L.c0 <= t and t < L.c1 then start, finish = L.c0, L.c1
   elseif L.c1 <= t and t < L.n1 then start, finish = L.c1, L.n1
-  else return error({err = 'TOLLGATE_CLOCK ' .. fmt(t)}) end
+  else return error({err = 'TOLLGATE_CLOCK ' .. L.index .. ' ' .. fmt(t)}) end
   return fixed(L, t, c, start, finish)
 end
 

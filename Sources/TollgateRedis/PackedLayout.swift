@@ -17,11 +17,13 @@ import Tollgate
 ///
 /// At most 18 digits follow the leading `1`, so the value is below 2^63; no field has more than 15 digits,
 /// so the script reads each exactly as a Lua double. The script recovers the instant as the one nearest
-/// to now with that residue (a calendar period's start: the one among the periods around now). That is
-/// exact while the state is younger than half the modulus: the layout is only used when the modulus is
-/// at least four times the key's longest life (its TTL: the refill time, or two windows, plus a second),
-/// and Redis deletes a key when its TTL ends. A state whose numbers do not fit (a long refill, a huge
-/// count) stays in the `a:b:c` text form; the script reads both forms.
+/// to now with that residue. That is exact while the stored instant lies less than half the modulus
+/// from now, either way: the layout is only used when the modulus is at least four times the key's
+/// longest life (its TTL: the refill time, or two windows, plus a second; Redis deletes a key when its
+/// TTL ends) and at least twice `backwardTolerance`, how far the clock may step back behind a stored
+/// instant. A calendar quota's period start is recovered the same way (10^8 seconds at least) and
+/// matched against the periods the caller sends. A state whose numbers do not fit (a long refill, a huge
+/// count) stays in the `a:b:c` text form, which tolerates any step back; the script reads both forms.
 struct PackedLayout: Equatable, Sendable {
     /// Digits of each count.
     let width: Int
@@ -29,6 +31,10 @@ struct PackedLayout: Equatable, Sendable {
     let residue: Int
 
     static let text = PackedLayout(width: 0, residue: 0)
+
+    /// How far back the clock may step behind a packed instant without the state being misread: an hour
+    /// (NTP corrects by milliseconds; an hour is a wrongly set zone or a bad manual change).
+    static let backwardTolerance: Int64 = 3_600 * 1_000_000
 
     /// The `string.format` pattern that writes the value from its counts and residue; empty for text.
     var pattern: String {
@@ -56,13 +62,13 @@ struct PackedLayout: Equatable, Sendable {
         switch spec.kind {
         case .tokenBucket:
             (counts, largest) = (1, spec.fullLevel)
-            needed = 4 * (spec.window + 2 * second)
+            needed = max(4 * (spec.window + 2 * second), 2 * (Self.backwardTolerance + second))
         case .fixedWindow:
             (counts, largest) = (1, spec.capacity)
-            needed = 4 * (2 + (2 * second + spec.window - 1) / spec.window)
+            needed = max(4 * (2 + (2 * second + spec.window - 1) / spec.window), Self.backwardWindows(spec.window))
         case .slidingCounter:
             (counts, largest) = (2, spec.capacity)
-            needed = 4 * (3 + (2 * second + spec.window - 1) / spec.window)
+            needed = max(4 * (3 + (2 * second + spec.window - 1) / spec.window), Self.backwardWindows(spec.window))
         case .calendar:
             // Periods around now span months; 10^8 seconds is three years.
             (counts, largest) = (1, spec.capacity)
@@ -84,6 +90,11 @@ struct PackedLayout: Equatable, Sendable {
         self.width = width
         self.residue = residue
         self.counts = residue > 0 ? counts : 1
+    }
+
+    /// Twice the backward tolerance in windows of `window`, plus one.
+    private static func backwardWindows(_ window: Int64) -> Int64 {
+        2 * ((Self.backwardTolerance + window - 1) / window + 1)
     }
 
     private static func power(_ digits: Int) -> Int64 {

@@ -205,14 +205,17 @@ public final class RedisLimitStore: LimitStore {
 
     nonisolated(nonsending) private func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
         let hashTag = LimitKeys.hashTag(for: partition)
-        var callerClock = callerClock
-        var clockRetried = false
+        // Calendar quotas whose periods the script asked for around another instant (`TOLLGATE_CLOCK`):
+        // one more attempt per quota at most, each settling one.
+        var anchors: [Int64?]?
+        var clockRetries = plan.compiled.calendars.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
         while true {
             do {
                 let invocation = try await invocation(for: plan)
                 let reply = try await client.evalSHA(invocation.sha, source: LimitScript.source) { buffer in
                     invocation.encode(
-                        partition: partition, hashTag: hashTag, cost: cost, now: instant, callerClock: callerClock, into: &buffer)
+                        partition: partition, hashTag: hashTag, cost: cost, now: instant, callerClock: callerClock,
+                        anchors: anchors, into: &buffer)
                 }
                 do {
                     return try invocation.decision(from: reply, hashTag: hashTag)
@@ -221,10 +224,15 @@ public final class RedisLimitStore: LimitStore {
                 }
             } catch let error as RedisClientError {
                 let prefix = error.serverErrorPrefix
-                if prefix == "TOLLGATE_CLOCK", !clockRetried, let redisNow = Self.clockInstant(error.message) {
-                    // Redis' clock is in another calendar period than ours: send the periods around its now.
-                    clockRetried = true
-                    callerClock = redisNow
+                if prefix == "TOLLGATE_CLOCK", clockRetries > 0, let (limit, at) = Self.clockRequest(error.message),
+                    plan.compiled.calendars.indices.contains(limit)
+                {
+                    // Redis' clock, or a quota's stored period (the clock went back past it), is in another
+                    // calendar period than the caller's clock: send that quota's periods around it.
+                    clockRetries -= 1
+                    var next = anchors ?? Array(repeating: nil, count: plan.compiled.calendars.count)
+                    next[limit] = at
+                    anchors = next
                     continue
                 }
                 if prefix == "TOLLGATE_BADSTATE" {
@@ -268,9 +276,14 @@ public final class RedisLimitStore: LimitStore {
         }
     }
 
-    private static func clockInstant(_ message: String) -> Int64? {
+    /// The limit (from 0) and the instant of a `TOLLGATE_CLOCK <limit from 1> <instant>` error.
+    static func clockRequest(_ message: String) -> (limit: Int, instant: Int64)? {
         guard let range = message.range(of: "TOLLGATE_CLOCK ") else { return nil }
-        return Int64(message[range.upperBound...].prefix { $0.isNumber })
+        let fields = message[range.upperBound...].split(separator: " ", maxSplits: 2)
+        guard fields.count >= 2, let limit = Int(fields[0]), limit >= 1,
+            let instant = Int64(fields[1].prefix { $0.isNumber })
+        else { return nil }
+        return (limit - 1, instant)
     }
 
     private static func limitName(_ message: String, plan: Plan) -> String {

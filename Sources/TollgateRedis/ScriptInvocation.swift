@@ -100,10 +100,11 @@ final class ScriptInvocation: Sendable {
     /// - Parameters:
     ///   - hashTag: `LimitKeys.hashTag(for: partition)`.
     ///   - now: an explicit instant in microseconds (tests only), or nil for Redis' `TIME`.
-    ///   - callerClock: the instant whose calendar periods are sent: the caller's clock, the explicit instant, or
-    ///     one the script asked for (`TOLLGATE_CLOCK`).
+    ///   - callerClock: the instant whose calendar periods are sent: the caller's clock, or the explicit instant.
+    ///   - anchors: per limit, an instant the script asked for instead (`TOLLGATE_CLOCK`); nil: none.
     func encode(
-        partition: Partition, hashTag: String, cost: Int, now: Int64?, callerClock: Int64, into buffer: inout ByteBuffer
+        partition: Partition, hashTag: String, cost: Int, now: Int64?, callerClock: Int64, anchors: [Int64?]? = nil,
+        into buffer: inout ByteBuffer
     ) {
         let tagBytes = hashTag.utf8.count
         let subject = LimitKeys.subject(for: partition)
@@ -116,7 +117,9 @@ final class ScriptInvocation: Sendable {
         }
         var periods: [(p0: Int64, c0: Int64, c1: Int64, n1: Int64)?] = []
         if hasCalendar {
-            periods = plan.compiled.calendars.map { calendar in calendar?.neighbourhood(of: callerClock) }
+            periods = plan.compiled.calendars.indices.map { index in
+                plan.compiled.calendars[index]?.neighbourhood(of: anchors?[index] ?? callerClock)
+            }
             for case let around? in periods {
                 count += RESPWriter.bulkIntegerCount(around.p0) + RESPWriter.bulkIntegerCount(around.c0)
                 count += RESPWriter.bulkIntegerCount(around.c1) + RESPWriter.bulkIntegerCount(around.n1)

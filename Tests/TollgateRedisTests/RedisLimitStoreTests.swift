@@ -158,31 +158,77 @@ final class CapturedLogs: Sendable {
         }
     }
 
-    /// A clock that goes back past the period a calendar quota last counted in still counts in that
-    /// period (as the in-process store does): the stored period is found again, not taken for an old one.
-    @Test func aQuotaCountsOnInItsPeriodWhenTheClockGoesBackPastIt() async throws {
+    /// Checks at `start` plus each step's offset (seconds), on Redis with explicit instants and on the
+    /// in-process store, requiring the same decisions, field by field, all answered by Redis.
+    private func compareSteps(_ plan: Plan, from start: Int64, _ steps: [(Int64, Int)]) async throws {
         try await withAnyRedis { configuration in
             try await withClient(configuration) { client in
-                let plan = try Plan(
-                    name: "q", timeZone: TimeZone(identifier: "Europe/Paris")!,
-                    limits: [Limit(name: "minute", algorithm: .calendar(limit: 3, unit: .minute))])
-                #expect(PackedLayout(for: plan.compiled.specs[0]).residue > 0)
                 let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger)
-                let start = 1_767_225_600 * second + 10 * second
                 let clock = ManualClock(microseconds: start)
                 let memory = MemoryStore(clock: clock)
                 let partition = Partition(organization: "o\(UInt64.random(in: 0..<1_000_000_000))", apiKey: "k")
-                for (offset, cost) in [(0, 1), (0, 1), (0, 1), (0, 1), (-150, 1), (-150, 0), (-3_600, 1), (20, 1), (55, 1), (60, 1)] as [(Int64, Int)] {
+                for (offset, cost) in steps {
                     clock.set(microseconds: start + offset * second)
                     let expected = try memory.checkNow(plan, partition: partition, cost: cost)
                     let actual = try await store.check(plan, partition: partition, cost: cost, at: clock.now())
-                    #expect(actual.origin == .store)
+                    try #require(actual.origin == .store, "at \(offset) s")
                     #expect(actual.isAllowed == expected.isAllowed, "at \(offset) s")
                     #expect(Array(actual.results) == Array(expected.results), "at \(offset) s")
                 }
                 _ = try await client.send(["DEL"] + stateKeys(plan, partition))
             }
         }
+    }
+
+    /// A clock that goes back past the period a calendar quota last counted in still counts in that
+    /// period (as the in-process store does): the stored period is found again, not taken for an old one.
+    @Test func aQuotaCountsOnInItsPeriodWhenTheClockGoesBackPastIt() async throws {
+        let plan = try Plan(
+            name: "q", timeZone: TimeZone(identifier: "Europe/Paris")!,
+            limits: [Limit(name: "minute", algorithm: .calendar(limit: 3, unit: .minute))])
+        #expect(PackedLayout(for: plan.compiled.specs[0]).residue > 0)
+        try await compareSteps(
+            plan, from: 1_767_225_600 * second + 10 * second,
+            [(0, 1), (0, 1), (0, 1), (0, 1), (-150, 1), (-150, 0), (-3_600, 1), (20, 1), (55, 1), (60, 1)])
+    }
+
+    /// The same with several calendar quotas, whichever comes first in the plan, across DST: each quota
+    /// whose periods lie elsewhere gets its own (one more round trip each).
+    @Test(arguments: [
+        ("Europe/Berlin", [CalendarUnit.day, .hour], Int64(1_774_735_200)),  // 2026-03-28 22:00 UTC, DST the next night
+        ("America/New_York", [.month, .day], Int64(1_762_041_600)),  // 2025-11-02 00:00 UTC, DST ends that morning
+        ("America/New_York", [.day, .month], Int64(1_762_041_600)),
+        ("America/New_York", [.week, .day, .hour], Int64(1_762_041_600)),
+    ])
+    func severalQuotasCountOnWhenTheClockGoesBack(zone: String, units: [CalendarUnit], start: Int64) async throws {
+        let limits = units.enumerated().map { index, unit in
+            Limit(name: "q\(index)", algorithm: .calendar(limit: 100, unit: unit), scope: index == 0 ? .apiKey : .organization)
+        }
+        let plan = try Plan(name: "several", timeZone: TimeZone(identifier: zone)!, limits: limits)
+        let day: Int64 = 86_400
+        try await compareSteps(
+            plan, from: start * second,
+            [(0, 1), (3 * day, 1), (3 * day, 2), (day, 1), (-62 * day, 1), (-7 * day, 1), (4 * day, 1), (40 * day, 1)])
+    }
+
+    /// Packed buckets, counters and windows keep their state when the clock steps back by up to
+    /// `PackedLayout.backwardTolerance`, as the text form and the in-process store do.
+    @Test func packedStateSurvivesTheClockSteppingBackWithinTheTolerance() async throws {
+        let plan = try Plan(
+            name: "back",
+            limits: [
+                Limit(name: "burst", algorithm: .tokenBucket(capacity: 20, refillTokens: 10, refillPeriod: second)),
+                Limit(name: "counter", algorithm: .slidingCounter(limit: 600, window: 60 * second)),
+                Limit(name: "fixed", algorithm: .fixedWindow(limit: 50, window: 10 * second)),
+                Limit(name: "busy", algorithm: .slidingCounter(limit: 1_000_000, window: second)),
+                // Two 8-digit counts would leave 100 windows (100 s) for the residue: too little, so text.
+                Limit(name: "huge", algorithm: .slidingCounter(limit: 10_000_000, window: second)),
+            ])
+        #expect(plan.compiled.specs.map { PackedLayout(for: $0).residue > 0 } == [true, true, true, true, false])
+        let tolerance = PackedLayout.backwardTolerance / second
+        try await compareSteps(
+            plan, from: 1_767_225_600 * second,
+            [(0, 15), (0, 5), (0, 1), (-60, 1), (-1_800, 1), (-(tolerance - 5), 1), (1, 3), (2, 1), (12, 40), (13, 20), (100, 1)])
     }
 
     /// State an earlier version wrote as `a:b:c` text is read, and written back packed; with packing off,
