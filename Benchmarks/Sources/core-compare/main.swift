@@ -215,6 +215,17 @@ if ProcessInfo.processInfo.environment["TOLLGATE_MEASURE_MEMORY"] == "1" {
 let warmUp = Work(store: store, plan: plan, partitions: partitions, range: 0..<options.keys, checks: n)
 precondition(warmUp.run() == n && warmUp.run() == n, "a warm-up check was denied")
 
+// `TOLLGATE_SHUFFLE=1`: the timed threads visit the keys in a fixed random order instead of the order
+// they were created in (the entries' order in memory): Tollgate alone, to tell memory layout effects from
+// the algorithm (Keyed.java has no such mode).
+var timed = partitions
+if ProcessInfo.processInfo.environment["TOLLGATE_SHUFFLE"] == "1" {
+    var state: UInt64 = 0x9e37_79b9_7f4a_7c15
+    for index in stride(from: timed.count - 1, to: 0, by: -1) {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        timed.swapAt(index, Int((state >> 33) % UInt64(index + 1)))
+    }
+}
 let runners = (0..<options.threads).map { t in
     let range: Range<Int>
     if options.split && options.keys > 1 {
@@ -222,7 +233,7 @@ let runners = (0..<options.threads).map { t in
     } else {
         range = 0..<options.keys
     }
-    return Runner(Work(store: store, plan: plan, partitions: partitions, range: range, checks: n))
+    return Runner(Work(store: store, plan: plan, partitions: timed, range: range, checks: n))
 }
 let t0 = monotonicNanoseconds()
 for runner in runners { runner.start() }
