@@ -9,9 +9,8 @@ import Tollgate
 /// `LimitScript.fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
 /// fullLevel, first key index, the state's packed layout (`PackedLayout.argument`: the format pattern that
 /// writes it, whose widths the script reads back; empty for text; after an `r`, packed state is read but
-/// text is written), and for calendar quotas four boundaries
-/// p0 < c0 < c1 < n1 (the
-/// previous, current and next periods around the caller's clock).
+/// text is written), and for calendar quotas four boundaries p0 < c0 < c1 < n1 (the previous, current and
+/// next periods around the caller's clock).
 /// Reply: `{now, allowed, then per limit: admits, tooLarge, remaining, resetAfter, retryAfter, window}`.
 /// Errors: `TOLLGATE_BADSTATE <key index>` when a key holds something that is not Tollgate state;
 /// `TOLLGATE_CLOCK <limit> <instant>` (limit numbered from 1) when a calendar quota's instant — Redis'
@@ -39,20 +38,25 @@ enum LimitScript {
         var first = 1
         var arguments = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
         for (index, spec) in specs.enumerated() {
-            let layout = PackedLayout(for: spec)
             var around: (p0: Int64, c0: Int64, c1: Int64, n1: Int64) = (0, 0, 0, 0)
             if let calendar = plan.compiled.calendars[index] {
                 around = calendar.neighbourhood(of: anchors?[index] ?? callerClock)
             }
-            let fields: [Int64] = [
-                code(for: spec.kind), spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken,
-                spec.unitsPerMicrosecond, spec.fullLevel, Int64(first),
-            ]
-            arguments += fields.map { String($0) } + [layout.argument(writing: true)]
+            arguments += fields(of: spec, firstKey: first, writingPacked: true)
             arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
             first += spec.kind == .slidingLog ? 2 : 1
         }
         return arguments
+    }
+
+    /// A limit's fields before its calendar periods: its numbers, the 1-based index of its first key and
+    /// its layout (written packed when `writingPacked`, else read packed and written as text).
+    static func fields(of spec: LimitSpec, firstKey: Int, writingPacked: Bool) -> [String] {
+        let numbers: [Int64] = [
+            code(for: spec.kind), spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken,
+            spec.unitsPerMicrosecond, spec.fullLevel, Int64(firstKey),
+        ]
+        return numbers.map { String($0) } + [PackedLayout(for: spec).argument(writing: writingPacked)]
     }
 
     static let source = #"""
@@ -171,8 +175,13 @@ for j = 1, n do
   else
     L.a, L.b, L.c = load(L, L.key, now)
     if L.kind == 5 then
+      -- The quota's period: the stored one while it lasts, else the one of the periods sent that holds t.
       local t = math.max(now, L.a)
-      if not (t < L.c or (L.p0 <= t and t < L.n1)) then return error({err = 'TOLLGATE_CLOCK ' .. j .. ' ' .. fmt(t)}) end
+      if t < L.c then L.start, L.finish = L.a, L.c
+      elseif L.p0 <= t and t < L.c0 then L.start, L.finish = L.p0, L.c0
+      elseif L.c0 <= t and t < L.c1 then L.start, L.finish = L.c0, L.c1
+      elseif L.c1 <= t and t < L.n1 then L.start, L.finish = L.c1, L.n1
+      else return error({err = 'TOLLGATE_CLOCK ' .. j .. ' ' .. fmt(t)}) end
     end
   end
   limits[j] = L
@@ -228,14 +237,7 @@ local function window(L, now, c)
 end
 
 local function calendar(L, now, c)
-  local t = math.max(now, L.a)
-  local start, finish
-  if t < L.c then start, finish = L.a, L.c
-  elseif L.p0 <= t and t < L.c0 then start, finish = L.p0, L.c0
-  elseif L.c0 <= t and t < L.c1 then start, finish = L.c0, L.c1
-  elseif L.c1 <= t and t < L.n1 then start, finish = L.c1, L.n1
-  else return error({err = 'TOLLGATE_CLOCK ' .. L.index .. ' ' .. fmt(t)}) end
-  return fixed(L, t, c, start, finish)
+  return fixed(L, math.max(now, L.a), c, L.start, L.finish)
 end
 
 local TICKS = 1048576
@@ -300,7 +302,7 @@ local function slidingLog(L, now, c)
     L.sum = L.sum - ec
     popped = true
   end
-  if L.sum <= 0 then L.sum = 0; L.newest = false end
+  if L.sum <= 0 then L.sum = 0; L.newest = nil end
   if popped then
     -- The running total must follow the entries that left, whether or not this request is admitted.
     if L.sum == 0 then redis.call('DEL', KEYS[L.key], KEYS[L.key + 1])

@@ -208,7 +208,7 @@ public final class RedisLimitStore: LimitStore {
         // Calendar quotas whose periods the script asked for around another instant (`TOLLGATE_CLOCK`):
         // one more attempt per quota at most, each settling one.
         var anchors: [Int64?]?
-        var clockRetries = plan.compiled.calendars.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
+        var clockRetries = 0
         while true {
             do {
                 let invocation = try await invocation(for: plan)
@@ -224,12 +224,13 @@ public final class RedisLimitStore: LimitStore {
                 }
             } catch let error as RedisClientError {
                 let prefix = error.serverErrorPrefix
-                if prefix == "TOLLGATE_CLOCK", clockRetries > 0, let (limit, at) = Self.clockRequest(error.message),
-                    plan.compiled.calendars.indices.contains(limit)
+                if prefix == "TOLLGATE_CLOCK", let (limit, at) = Self.clockRequest(error.message),
+                    plan.compiled.calendars.indices.contains(limit),
+                    clockRetries < plan.compiled.calendars.reduce(0, { $0 + ($1 == nil ? 0 : 1) })
                 {
                     // Redis' clock, or a quota's stored period (the clock went back past it), is in another
                     // calendar period than the caller's clock: send that quota's periods around it.
-                    clockRetries -= 1
+                    clockRetries += 1
                     var next = anchors ?? Array(repeating: nil, count: plan.compiled.calendars.count)
                     next[limit] = at
                     anchors = next

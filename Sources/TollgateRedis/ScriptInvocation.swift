@@ -58,13 +58,7 @@ final class ScriptInvocation: Sendable {
         var fields: [[UInt8]] = []
         var hasCalendar = false
         for (index, spec) in specs.enumerated() {
-            let kind = LimitScript.code(for: spec.kind)
-            let layout = PackedLayout(for: spec)
-            let numbers: [Int64] = [
-                kind, spec.shadow ? 1 : 0, spec.capacity, spec.window, spec.unitsPerToken, spec.unitsPerMicrosecond,
-                spec.fullLevel, Int64(first[index]),
-            ]
-            var values = numbers.map { String($0) } + [layout.argument(writing: packed)]
+            var values = LimitScript.fields(of: spec, firstKey: first[index], writingPacked: packed)
             if plan.compiled.calendars[index] == nil {
                 values += ["0", "0", "0", "0"]
             } else {
