@@ -33,9 +33,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
+        // The CPU's cycle counter, read inline by the core's clock.
+        .target(name: "CTollgateCycles", path: "Sources/CTollgateCycles"),
         .target(
             name: "Tollgate",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["CTollgateCycles", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "tollgate",

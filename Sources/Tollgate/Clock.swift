@@ -22,25 +22,24 @@ public protocol LimiterClock: Sendable {
 /// The production clock: wall time read once at creation, advanced by the monotonic clock.
 ///
 /// Stepping the system clock (NTP, an operator) therefore never moves limits backwards or forwards.
+/// The monotonic clock is read from the CPU's time-stamp counter where the kernel keeps time with it
+/// (x86-64 Linux with the `tsc` clock source; `TOLLGATE_CLOCK=system` turns that off), calibrated against
+/// and re-anchored to `CLOCK_MONOTONIC` every 50 ms, and with `clock_gettime` elsewhere.
 public struct SystemClock: LimiterClock {
     private let anchor: Int64
+    private let source: MonotonicSource
 
     /// Anchors the monotonic clock to the current wall time.
     public init() {
+        source = MonotonicSource.shared
         var wall = timespec()
         clock_gettime(CLOCK_REALTIME, &wall)
         let wallMicros = Int64(wall.tv_sec) * 1_000_000 + Int64(wall.tv_nsec) / 1_000
-        anchor = wallMicros - Self.monotonic()
+        anchor = wallMicros - source.nanoseconds() / 1_000
     }
 
     @inline(__always)
-    private static func monotonic() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1_000
-    }
-
-    public func now() -> Int64 { anchor &+ Self.monotonic() }
+    public func now() -> Int64 { anchor &+ source.nanoseconds() / 1_000 }
 }
 
 /// A clock that only moves when told to: for tests and simulations. It may be set backwards,

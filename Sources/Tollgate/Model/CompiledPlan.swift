@@ -47,7 +47,7 @@ package final class CompiledPlan: Sendable {
         hot.initialize(
             to: HotPlan(
                 specs: specPointer, calendars: calendarPointer, limitCount: specs.count, groups: groupPointer,
-                groupCount: groups.count))
+                groupCount: groups.count, isOneBucket: specs.count == 1 && specs[0].kind == .tokenBucket))
     }
 
     deinit {
@@ -67,6 +67,8 @@ struct HotPlan {
     /// One group per scope that has limits: one or two.
     let groups: UnsafeMutablePointer<LimitGroup>
     let groupCount: Int
+    /// The plan is one token bucket: checks take `MemoryStore.decideOneBucket`.
+    let isOneBucket: Bool
 }
 
 /// The limits of one plan that share a scope, and the process-wide identity of their counters.

@@ -94,6 +94,16 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         let first = hot.pointee.groups[0]
         let hash0 = Self.entryHash(partition.hash(for: first.scope), group: first.id)
         let index0 = shardIndex(hash0)
+        if hot.pointee.isOneBucket {
+            shard(index0).pointee.withLock { table in
+                withUnsafeMutablePointer(to: &table) { pointer in
+                    Self.decideOneBucket(
+                        hot, partition: partition, hash: hash0, cost: Int64(cost), now: now, table: pointer,
+                        into: &decision)
+                }
+            }
+            return
+        }
         if hot.pointee.groupCount == 1 {
             shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
@@ -237,6 +247,48 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// `decide` for a plan of one token bucket: the same answers, without the general loops.
+    @inline(__always)
+    static func decideOneBucket(
+        _ hot: UnsafeMutablePointer<HotPlan>, partition: Partition, hash: UInt64, cost: Int64, now: Int64,
+        table: UnsafeMutablePointer<ShardTable>, into decision: inout Decision
+    ) {
+        let group = hot.pointee.groups
+        let spec = hot.pointee.specs
+        let position = switch group.pointee.scope {
+        case .apiKey: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.apiKey)
+        case .organization: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.organization)
+        }
+        let state = position.map { table.pointee.entries[$0].first } ?? LimitState()
+        let evaluation = TokenBucket.evaluate(spec.pointee, state, now: max(now, state.b), cost: cost)
+        decision.storage[0] = LimitResult(
+            index: 0, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
+            shadow: spec.pointee.shadow, quota: spec.pointee.capacity, windowMicroseconds: evaluation.window,
+            remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
+            retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
+        decision.storedCount = 1
+        guard evaluation.admits else {
+            if !spec.pointee.shadow {
+                decision.denial = evaluation.exceedsCapacity ? .costExceedsCapacity : .limited
+                decision.retryAfterMicroseconds = evaluation.exceedsCapacity ? nil : evaluation.retryAfter
+            }
+            return
+        }
+        guard cost > 0 else { return }
+        let entry: UnsafeMutablePointer<StoreEntry>
+        if let position {
+            entry = table.pointee.entries + position
+        } else {
+            let new = newEntry(
+                group.pointee, hash: hash, subject: partition.subject(for: group.pointee.scope), specs: spec, now: now)
+            // Inserting may grow the table: its entries are reached only after.
+            let inserted = table.pointee.insert(new, now: now)
+            entry = table.pointee.entries + inserted
+        }
+        entry.pointee.expiresAt = max(now, evaluation.expiresAt)
+        entry.pointee.first = evaluation.next
     }
 
     /// The entry of group `g` for `partition`, if there is one. Compared where they are: the partition's
