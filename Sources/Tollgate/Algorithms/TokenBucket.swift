@@ -1,7 +1,7 @@
 /// Token bucket in exact integer units: a token is `unitsPerToken` units and every microsecond refills
 /// `unitsPerMicrosecond` units, so no rounding accumulates however many calls are made.
 enum TokenBucket {
-    @inline(__always)
+    @_transparent
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
         let tooLarge = cost > spec.capacity
         let rate = spec.unitsPerMicrosecond

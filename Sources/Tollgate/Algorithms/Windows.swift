@@ -1,6 +1,6 @@
 /// Fixed windows (epoch-aligned durations) and calendar quotas: a count that resets at each window's end.
 enum FixedWindow {
-    @inline(__always)
+    @_transparent
     static func evaluate(
         _ spec: LimitSpec, _ state: LimitState, window: (start: Int64, end: Int64), now: Int64, cost: Int64
     ) -> Evaluation {
@@ -38,14 +38,24 @@ enum FixedWindow {
 enum SlidingCounter {
     static let maximumTicks: Int64 = 1 << 20
 
-    /// The tick length and the number of ticks in a window of `window` microseconds.
-    @inline(__always)
+    /// The tick length and the number of ticks in a window of `window` microseconds (`LimitSpec` keeps
+    /// them, so that a check does not divide for them).
     static func ticks(_ window: Int64) -> (tick: Int64, count: Int64) {
         let tick = (window &+ maximumTicks &- 1) / maximumTicks
         return (tick, (window &+ tick &- 1) / tick)
     }
 
-    @inline(__always)
+    /// A window of `count` ticks of `tick` microseconds, `elapsed` microseconds (`elapsedTicks` whole ticks)
+    /// into it.
+    struct Position {
+        let window: Int64
+        let tick: Int64
+        let count: Int64
+        let elapsed: Int64
+        let elapsedTicks: Int64
+    }
+
+    @_transparent
     static func evaluate(_ spec: LimitSpec, _ state: LimitState, now: Int64, cost: Int64) -> Evaluation {
         let length = spec.window
         let tooLarge = cost > spec.capacity
@@ -60,16 +70,16 @@ enum SlidingCounter {
             (previous, current) = (0, 0)
         }
         let elapsed = now &- window.start
+        let position = Position(
+            window: length, tick: spec.tick, count: spec.tickCount, elapsed: elapsed, elapsedTicks: elapsed / spec.tick)
         let wait =
-            tooLarge
-            ? -1 : retry(previous: previous, current: current, elapsed: elapsed, window: length, limit: spec.capacity, cost: cost)
+            tooLarge ? -1 : retry(previous: previous, current: current, at: position, limit: spec.capacity, cost: cost)
         let admits = wait == 0
         let after = admits ? current &+ cost : current
-        let remaining = remaining(previous: previous, current: after, elapsed: elapsed, window: length, limit: spec.capacity)
+        let remaining = remaining(previous: previous, current: after, at: position, limit: spec.capacity)
         let resetAfter =
             remaining >= spec.capacity
-            ? 0
-            : retry(previous: previous, current: after, elapsed: elapsed, window: length, limit: spec.capacity, cost: remaining &+ 1)
+            ? 0 : retry(previous: previous, current: after, at: position, limit: spec.capacity, cost: remaining &+ 1)
         let expiresAt: Int64 = after > 0 ? window.end &+ length : (previous > 0 ? window.end : now)
         return Evaluation(
             admits: admits, exceedsCapacity: tooLarge, remaining: remaining, resetAfter: resetAfter, retryAfter: wait,
@@ -77,29 +87,31 @@ enum SlidingCounter {
     }
 
     /// `limit − current − ⌈previous·(N − elapsedTicks)/N⌉`, at least 0.
-    static func remaining(previous: Int64, current: Int64, elapsed: Int64, window: Int64, limit: Int64) -> Int64 {
-        let (tick, count) = ticks(window)
-        let weighted = ceilDiv(previous &* (count &- elapsed / tick), count)
+    @inline(__always)
+    static func remaining(previous: Int64, current: Int64, at position: Position, limit: Int64) -> Int64 {
+        if previous == 0 { return max(0, limit &- current) }
+        let weighted = ceilDiv(previous &* (position.count &- position.elapsedTicks), position.count)
         return max(0, limit &- current &- weighted)
     }
 
     /// Microseconds from now until a request of `cost` passes, given no other traffic; 0 if it passes now.
     /// Requires `cost ≤ limit`.
-    static func retry(previous: Int64, current: Int64, elapsed: Int64, window: Int64, limit: Int64, cost: Int64) -> Int64 {
-        let (tick, count) = ticks(window)
+    @inline(__always)
+    static func retry(previous: Int64, current: Int64, at position: Position, limit: Int64, cost: Int64) -> Int64 {
+        let (tick, count) = (position.tick, position.count)
         let room = limit &- current &- cost
         if room >= 0 {
             if previous == 0 { return 0 }
             // Passes from tick k on, where previous·(N − k) ≤ room·N, i.e. k ≥ N − ⌊room·N / previous⌋.
             let earliest = count &- (room &* count) / previous
-            if earliest <= elapsed / tick { return 0 }
-            if earliest < count { return earliest &* tick &- elapsed }
+            if earliest <= position.elapsedTicks { return 0 }
+            if earliest < count { return earliest &* tick &- position.elapsed }
         }
         // In the next window the current count becomes the previous one and nothing is current yet;
         // the window after that starts empty.
-        let toBoundary = window &- elapsed
+        let toBoundary = position.window &- position.elapsed
         if current == 0 { return toBoundary }
         let earliest = max(0, count &- ((limit &- cost) &* count) / current)
-        return toBoundary &+ min(earliest &* tick, window)
+        return toBoundary &+ min(earliest &* tick, position.window)
     }
 }

@@ -117,6 +117,9 @@ package struct LimitSpec: Sendable {
     package let unitsPerToken: Int64
     package let unitsPerMicrosecond: Int64
     package let fullLevel: Int64
+    /// Sliding window counter: the tick length and the ticks in a window (`SlidingCounter.ticks`); else 1, 1.
+    let tick: Int64
+    let tickCount: Int64
 
     init(_ limit: Limit, slot: Int) {
         self.slot = slot
@@ -130,22 +133,27 @@ package struct LimitSpec: Sendable {
             unitsPerMicrosecond = rate.unitsPerMicrosecond
             fullLevel = capacity * rate.unitsPerToken
             window = (fullLevel + rate.unitsPerMicrosecond - 1) / rate.unitsPerMicrosecond
+            (tick, tickCount) = (1, 1)
         case .slidingLog(_, let window):
             kind = .slidingLog
             self.window = window
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
+            (tick, tickCount) = (1, 1)
         case .slidingCounter(_, let window):
             kind = .slidingCounter
             self.window = window
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
+            (tick, tickCount) = SlidingCounter.ticks(window)
         case .fixedWindow(_, let window):
             kind = .fixedWindow
             self.window = window
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
+            (tick, tickCount) = (1, 1)
         case .calendar:
             kind = .calendar
             window = 0
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
+            (tick, tickCount) = (1, 1)
         }
     }
 }
