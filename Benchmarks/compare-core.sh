@@ -13,7 +13,8 @@
 #
 # Besides Keyed.java itself, guava/KeyedSplit.java (Keyed.java with each thread on its own slice of the
 # keys) gives the like-for-like Guava figure for "2 threads on distinct keys", and its 2-thread scaling
-# shows whether the machine itself could scale during the run.
+# shows whether the machine itself could scale during the run; guava/KeyedShuffled.java (Keyed.java visiting
+# the keys in a fixed random order) is the control for the "random order" row.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,9 +45,9 @@ if ! command -v javac >/dev/null 2>&1 || [[ ! -f "$guava_jar" ]]; then
     $sudo_cmd apt-get install -y libguava-java default-jdk-headless \
         || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y libguava-java default-jdk-headless; }
 fi
-echo "== compiling $keyed and $here/guava/KeyedSplit.java"
+echo "== compiling $keyed, $here/guava/KeyedSplit.java and $here/guava/KeyedShuffled.java"
 mkdir -p "$work/guava"
-javac -cp "$guava_jar" -d "$work/guava" "$keyed" "$here/guava/KeyedSplit.java"
+javac -cp "$guava_jar" -d "$work/guava" "$keyed" "$here/guava/KeyedSplit.java" "$here/guava/KeyedShuffled.java"
 
 # --- Tollgate: core-compare in release ---------------------------------------------------------------
 echo "== building core-compare (swift build -c release, in $here)"
@@ -56,11 +57,13 @@ bin="$(cd "$here" && swift build -c release --show-bin-path)/core-compare"
 tollgate() { "$bin" "$@"; }
 guava() { java -Xmx4g -cp "$guava_jar:$work/guava" Keyed "$@"; }
 guava_split() { java -Xmx4g -cp "$guava_jar:$work/guava" KeyedSplit "$@"; }
+guava_shuffled() { java -Xmx4g -cp "$guava_jar:$work/guava" KeyedShuffled "$@"; }
 
 # Each case: an id | Tollgate's arguments | the Guava program and its arguments ("-": none).
 cases=(
     "hot1|1 1 one|guava 1 1"
     "spread1|1 $keys one|guava 1 $keys"
+    "shuffled1|1 $keys one shuffled|guava_shuffled 1 $keys"
     "hot2|2 1 one|guava 2 1"
     "split2|2 $keys one split|guava_split 2 $keys"
     "shared2|2 $keys one shared|guava 2 $keys"
@@ -146,12 +149,15 @@ row() { # tollgate-id guava-id has-goal label
 }
 row hot1 hot1 goal "1 thread, hot key"
 row spread1 spread1 goal "1 thread, $keys_label keys"
+row shuffled1 shuffled1 - "1 thread, $keys_label keys, random order (3)"
 row hot2 hot2 - "2 threads, same hot key (contention)"
 row split2 split2 - "2 threads, $keys_label keys, split (1)"
 row shared2 shared2 - "2 threads, $keys_label keys, shared (2)"
 echo
 echo "(1) each thread on its own half of the keys (Guava: guava/KeyedSplit.java)"
 echo "(2) both threads sweep all the keys, in step, as Keyed.java's threads do (Guava: Keyed.java)"
+echo "(3) a control: the keys visited in a fixed random order, not the order they were created in"
+echo "    (Guava: guava/KeyedShuffled.java), so that neither side is helped by reading memory in allocation order"
 echo
 
 printf '%-50s %7s   %-8s %-7s %s\n' "Tollgate alone" "ratio" "goal" "" "from medians"

@@ -1,7 +1,7 @@
 import Foundation
 // The Swift side of the Guava comparison: mirrors shared/peers/guava/Keyed.java step for step.
 //
-//     core-compare THREADS KEYS [one|three] [split|shared] [--checks N] [--shards N]
+//     core-compare THREADS KEYS [one|three] [split|shared] [shuffled] [--checks N] [--shards N]
 //
 // - N = 10,000,000 checks per thread (`--checks` lowers it, e.g. for callgrind), round-robin over the keys.
 // - Keys are built once, before anything is timed (`Partition` hashes its strings at creation, as Java's
@@ -33,10 +33,11 @@ struct Options {
     var keys = 1
     var plan = "one"
     var split = true
+    var shuffled = false
     var checks = 10_000_000
     var shards = 64
 
-    static let usage = "usage: core-compare THREADS KEYS [one|three] [split|shared] [--checks N] [--shards N]"
+    static let usage = "usage: core-compare THREADS KEYS [one|three] [split|shared] [shuffled] [--checks N] [--shards N]"
 
     init(_ arguments: [String]) {
         var positional: [String] = []
@@ -63,6 +64,7 @@ struct Options {
             case "one", "three": plan = word
             case "split": split = true
             case "shared": split = false
+            case "shuffled": shuffled = true
             default: Self.fail("unknown argument \"\(word)\"")
             }
         }
@@ -215,11 +217,11 @@ if ProcessInfo.processInfo.environment["TOLLGATE_MEASURE_MEMORY"] == "1" {
 let warmUp = Work(store: store, plan: plan, partitions: partitions, range: 0..<options.keys, checks: n)
 precondition(warmUp.run() == n && warmUp.run() == n, "a warm-up check was denied")
 
-// `TOLLGATE_SHUFFLE=1`: the timed threads visit the keys in a fixed random order instead of the order
-// they were created in (the entries' order in memory): Tollgate alone, to tell memory layout effects from
-// the algorithm (Keyed.java has no such mode).
+// `shuffled`: the timed threads visit the keys in a fixed random order instead of the order they were
+// created in (the order of their entries in memory), as guava/KeyedShuffled.java does for Guava: it tells
+// memory-layout effects from the check. `TOLLGATE_SHUFFLE=1` does the same.
 var timed = partitions
-if ProcessInfo.processInfo.environment["TOLLGATE_SHUFFLE"] == "1" {
+if options.shuffled || ProcessInfo.processInfo.environment["TOLLGATE_SHUFFLE"] == "1" {
     var state: UInt64 = 0x9e37_79b9_7f4a_7c15
     for index in stride(from: timed.count - 1, to: 0, by: -1) {
         state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -241,7 +243,8 @@ for runner in runners { runner.join() }
 let dt = Double(monotonicNanoseconds() - t0)
 precondition(runners.allSatisfy { $0.allowed == n }, "a check was denied")
 
-let layout = options.threads > 1 && options.keys > 1 ? (options.split ? " split" : " shared") : ""
+let layout = (options.threads > 1 && options.keys > 1 ? (options.split ? " split" : " shared") : "")
+    + (options.shuffled ? " shuffled" : "")
 let perThread = format1(dt / Double(n))
 let total = format1(Double(options.threads * n) / (dt / 1e9) / 1e6)
 print(
