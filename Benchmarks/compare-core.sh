@@ -63,9 +63,11 @@ guava_shuffled() { java -Xmx4g -cp "$guava_jar:$work/guava" KeyedShuffled "$@"; 
 cases=(
     "hot1|1 1 one|guava 1 1"
     "spread1|1 $keys one|guava 1 $keys"
+    "spread1v|1 $keys one byvalue|-"
     "shuffled1|1 $keys one shuffled|guava_shuffled 1 $keys"
     "hot2|2 1 one|guava 2 1"
     "split2|2 $keys one split|guava_split 2 $keys"
+    "split2v|2 $keys one split byvalue|-"
     "shared2|2 $keys one shared|guava 2 $keys"
     "hot1three|1 1 three|-"
     "spread1three|1 $keys three|-"
@@ -149,15 +151,20 @@ row() { # tollgate-id guava-id has-goal label
 }
 row hot1 hot1 goal "1 thread, hot key"
 row spread1 spread1 goal "1 thread, $keys_label keys"
+row spread1v spread1 - "1 thread, $keys_label keys, by value (4)"
 row shuffled1 shuffled1 - "1 thread, $keys_label keys, random order (3)"
 row hot2 hot2 - "2 threads, same hot key (contention)"
 row split2 split2 - "2 threads, $keys_label keys, split (1)"
+row split2v split2 - "2 threads, $keys_label keys, split, by value (4)"
 row shared2 shared2 - "2 threads, $keys_label keys, shared (2)"
 echo
 echo "(1) each thread on its own half of the keys (Guava: guava/KeyedSplit.java)"
 echo "(2) both threads sweep all the keys, in step, as Keyed.java's threads do (Guava: Keyed.java)"
 echo "(3) a control: the keys visited in a fixed random order, not the order they were created in"
 echo "    (Guava: guava/KeyedShuffled.java), so that neither side is helped by reading memory in allocation order"
+echo "(4) Tollgate through the plain checkNow(plan, partition:), which searches the store's index on every check;"
+echo "    every other Tollgate row passes the kept partition inout, checkNow(plan, partition: &p), which remembers"
+echo "    where its counters are"
 echo
 
 printf '%-50s %7s   %-8s %-7s %s\n' "Tollgate alone" "ratio" "goal" "" "from medians"
@@ -174,6 +181,9 @@ guava_scaling="$(scaling "$(median "${ns[spread1.guava]}")" "$(median "${ns[spli
 verdict "$tollgate_scaling" ">=" 1.8
 printf '%-50s %6sx   %-8s %-7s 2 x %s / %s ns/op\n' "2 threads / 1 thread throughput, $keys_label keys" \
     "$tollgate_scaling" ">= 1.8x" "$status" "$(median "${ns[spread1.tollgate]}")" "$(median "${ns[split2.tollgate]}")"
+printf '%-50s %6sx   %-8s %-7s 2 x %s / %s ns/op\n' "  the same by value (4)" \
+    "$(scaling "$(median "${ns[spread1v.tollgate]}")" "$(median "${ns[split2v.tollgate]}")")" "" "" \
+    "$(median "${ns[spread1v.tollgate]}")" "$(median "${ns[split2v.tollgate]}")"
 printf '%-50s %6sx   %-8s %-7s 2 x %s / %s ns/op\n' "  the same for Guava (control: can the machine scale?)" \
     "$guava_scaling" "" "" "$(median "${ns[spread1.guava]}")" "$(median "${ns[split2.guava]}")"
 echo

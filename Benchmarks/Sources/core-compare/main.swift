@@ -1,7 +1,7 @@
 import Foundation
 // The Swift side of the Guava comparison: mirrors shared/peers/guava/Keyed.java step for step.
 //
-//     core-compare THREADS KEYS [one|three] [split|shared] [shuffled] [--checks N] [--shards N]
+//     core-compare THREADS KEYS [one|three] [split|shared] [shuffled] [byvalue] [--checks N] [--shards N]
 //
 // - N = 10,000,000 checks per thread (`--checks` lowers it, e.g. for callgrind), round-robin over the keys.
 // - Keys are built once, before anything is timed (`Partition` hashes its strings at creation, as Java's
@@ -34,10 +34,11 @@ struct Options {
     var plan = "one"
     var split = true
     var shuffled = false
+    var byValue = false
     var checks = 10_000_000
     var shards = 64
 
-    static let usage = "usage: core-compare THREADS KEYS [one|three] [split|shared] [shuffled] [--checks N] [--shards N]"
+    static let usage = "usage: core-compare THREADS KEYS [one|three] [split|shared] [shuffled] [byvalue] [--checks N] [--shards N]"
 
     init(_ arguments: [String]) {
         var positional: [String] = []
@@ -65,6 +66,7 @@ struct Options {
             case "split": split = true
             case "shared": split = false
             case "shuffled": shuffled = true
+            case "byvalue": byValue = true
             default: Self.fail("unknown argument \"\(word)\"")
             }
         }
@@ -103,20 +105,28 @@ func makePlan(_ name: String) throws -> Plan {
 /// What one thread does: `checks` checks round-robin over `range` of the key array.
 ///
 /// Each `Work` holds its own copy of its keys, made before anything is timed and used by one thread
-/// only, so that a check borrows its partition where it lies, as a gateway passes the partition it
-/// holds: reading a `Partition` out of an array shared with other threads copies it (two string
-/// retains and releases per check) where Keyed.java only loads a reference. The store synchronizes
+/// only, so that a check passes its partition where it lies, as a gateway passes the partition it keeps
+/// per key: reading a `Partition` out of an array shared with other threads copies it (two string
+/// retains and releases per check) where Keyed.java only loads a reference. By default the partition
+/// goes `inout` (`checkNow(_:partition: inout)`), the form for callers that keep one per key: it
+/// remembers where its counters are, as a Java `String` keeps its hash; `byvalue` uses the plain
+/// `checkNow`, which looks the counters up in the store's index every time. The store synchronizes
 /// itself; nothing else is shared while threads run, so it is Sendable.
 final class Work: Sendable {
     let store: MemoryStore
     let plan: Plan
+    let byValue: Bool
     /// The partitions of `range`, owned by this work; freed in `deinit`.
     nonisolated(unsafe) let keys: UnsafeMutableBufferPointer<Partition>
     let checks: Int
 
-    init(store: MemoryStore, plan: Plan, partitions: ContiguousArray<Partition>, range: Range<Int>, checks: Int) {
+    init(
+        store: MemoryStore, plan: Plan, partitions: ContiguousArray<Partition>, range: Range<Int>, checks: Int,
+        byValue: Bool
+    ) {
         self.store = store
         self.plan = plan
+        self.byValue = byValue
         keys = .allocate(capacity: range.count)
         _ = keys.initialize(from: partitions[range])
         self.checks = checks
@@ -135,9 +145,11 @@ final class Work: Sendable {
         let keys = keys
         let upper = keys.count
         var allowed = 0
-        // Borrowed in place: exclusive access to the key for the call, which no other thread touches.
+        let byValue = byValue
+        // In place: exclusive access to the key for the call, which no other thread touches.
         @inline(__always) func check(_ partition: inout Partition) throws -> Bool {
-            try store.checkNow(plan, partition: partition, cost: 1).isAllowed
+            if byValue { return try store.checkNow(plan, partition: partition, cost: 1).isAllowed }
+            return try store.checkNow(plan, partition: &partition, cost: 1).isAllowed
         }
         var k = 0
         for _ in 0..<checks {
@@ -214,7 +226,8 @@ if ProcessInfo.processInfo.environment["TOLLGATE_MEASURE_MEMORY"] == "1" {
 }
 
 // Keyed.java: r.run(); r.run(); — every key, on the main thread.
-let warmUp = Work(store: store, plan: plan, partitions: partitions, range: 0..<options.keys, checks: n)
+let warmUp = Work(
+    store: store, plan: plan, partitions: partitions, range: 0..<options.keys, checks: n, byValue: options.byValue)
 precondition(warmUp.run() == n && warmUp.run() == n, "a warm-up check was denied")
 
 // `shuffled`: the timed threads visit the keys in a fixed random order instead of the order they were
@@ -235,7 +248,7 @@ let runners = (0..<options.threads).map { t in
     } else {
         range = 0..<options.keys
     }
-    return Runner(Work(store: store, plan: plan, partitions: timed, range: range, checks: n))
+    return Runner(Work(store: store, plan: plan, partitions: timed, range: range, checks: n, byValue: options.byValue))
 }
 let t0 = monotonicNanoseconds()
 for runner in runners { runner.start() }
@@ -244,7 +257,7 @@ let dt = Double(monotonicNanoseconds() - t0)
 precondition(runners.allSatisfy { $0.allowed == n }, "a check was denied")
 
 let layout = (options.threads > 1 && options.keys > 1 ? (options.split ? " split" : " shared") : "")
-    + (options.shuffled ? " shuffled" : "")
+    + (options.shuffled ? " shuffled" : "") + (options.byValue ? " byvalue" : "")
 let perThread = format1(dt / Double(n))
 let total = format1(Double(options.threads * n) / (dt / 1e9) / 1e6)
 print(

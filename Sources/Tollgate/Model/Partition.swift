@@ -1,7 +1,8 @@
 /// Who a request is counted against: the API key and the organization that owns it.
 ///
-/// Build one per request (or keep one per key): the hashes used to find its counters are computed once,
-/// here, so a check never hashes a string. `apiKey` is an identifier of the key, such as its SHA-256
+/// Build one per request or keep one per key: the hashes used to find its counters are computed once,
+/// here, so a check never hashes a string. A kept partition passed `inout` to `MemoryStore.checkNow`
+/// also remembers where its counters are. `apiKey` is an identifier of the key, such as its SHA-256
 /// hex digest or a prefix of it — never the secret itself.
 public struct Partition: Sendable, Hashable {
     /// The organization that owns the key; also the Redis hash tag.
@@ -17,6 +18,9 @@ public struct Partition: Sendable, Hashable {
         organizationHash = StableHash.of(organization)
         apiKeyHash = StableHash.of(apiKey)
     }
+
+    /// Where `MemoryStore` last found this partition's entries; never part of equality.
+    @usableFromInline var hints = EntryHints()
 
     func subject(for scope: LimitScope) -> String {
         switch scope {
@@ -39,6 +43,35 @@ public struct Partition: Sendable, Hashable {
     public func hash(into hasher: inout Hasher) {
         hasher.combine(organization)
         hasher.combine(apiKey)
+    }
+}
+
+/// The positions at which a partition's entries were last found in their shard tables, per scope
+/// (position + 1; 0 for none). Only a hint: the store checks the entry there before trusting it, so a
+/// stale hint, or one from another store, costs one comparison and the ordinary lookup.
+@usableFromInline
+struct EntryHints: Sendable {
+    var apiKey: Int32 = 0
+    var organization: Int32 = 0
+
+    @usableFromInline init() {}
+
+    /// The hinted position for `scope`, or -1.
+    @inline(__always)
+    func position(for scope: LimitScope) -> Int {
+        switch scope {
+        case .apiKey: Int(apiKey) &- 1
+        case .organization: Int(organization) &- 1
+        }
+    }
+
+    @inline(__always)
+    mutating func remember(_ position: Int, for scope: LimitScope) {
+        // Positions stay below 2^24 (a shard's bound).
+        switch scope {
+        case .apiKey: apiKey = Int32(truncatingIfNeeded: position &+ 1)
+        case .organization: organization = Int32(truncatingIfNeeded: position &+ 1)
+        }
     }
 }
 

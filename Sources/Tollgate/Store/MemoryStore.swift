@@ -84,9 +84,30 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         return decision
     }
 
+    /// `checkNow` for a partition the caller keeps (one per key): it remembers where its counters were
+    /// found, so that its next check usually reads them without searching the store's index (a hint,
+    /// checked before it is trusted). The decision is the same as the other `checkNow`'s.
+    @inlinable
+    public func checkNow(_ plan: Plan, partition: inout Partition, cost: Int = 1) throws(LimiterError) -> Decision {
+        var decision = Decision(instant: 0)
+        var hints = partition.hints
+        defer { partition.hints = hints }
+        try check(plan, partition: partition, hints: &hints, cost: cost, into: &decision)
+        return decision
+    }
+
     /// `checkNow`, filling `decision` in place: its instant, its per-limit results and its verdict.
     @usableFromInline
     func check(_ plan: Plan, partition: Partition, cost: Int, into decision: inout Decision) throws(LimiterError) {
+        try check(plan, partition: partition, hints: nil, cost: cost, into: &decision)
+    }
+
+    /// `check`, reading and updating the partition's entry `hints` when the caller keeps them.
+    @usableFromInline
+    func check(
+        _ plan: Plan, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?, cost: Int,
+        into decision: inout Decision
+    ) throws(LimiterError) {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
         let hot = plan.compiled.hot
         let now = systemClock?.now() ?? clock.now()
@@ -98,7 +119,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
                     Self.decideOneBucket(
-                        hot, partition: partition, hash: hash0, cost: Int64(cost), now: now, table: pointer,
+                        hot, partition: partition, hints: hints, hash: hash0, cost: Int64(cost), now: now, table: pointer,
                         into: &decision)
                 }
             }
@@ -108,7 +129,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
                     Self.decide(
-                        hot, partition: partition, hashes: (hash0, 0), cost: Int64(cost), now: now,
+                        hot, partition: partition, hints: hints, hashes: (hash0, 0), cost: Int64(cost), now: now,
                         tables: (pointer, pointer), into: &decision)
                 }
             }
@@ -121,7 +142,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
                     Self.decide(
-                        hot, partition: partition, hashes: (hash0, hash1), cost: Int64(cost), now: now,
+                        hot, partition: partition, hints: hints, hashes: (hash0, hash1), cost: Int64(cost), now: now,
                         tables: (pointer, pointer), into: &decision)
                 }
             }
@@ -134,7 +155,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                 withUnsafeMutablePointer(to: &lowTable) { lowPointer in
                     withUnsafeMutablePointer(to: &highTable) { highPointer in
                         Self.decide(
-                            hot, partition: partition, hashes: (hash0, hash1), cost: Int64(cost), now: now,
+                            hot, partition: partition, hints: hints, hashes: (hash0, hash1), cost: Int64(cost), now: now,
                             tables: index0 < index1 ? (lowPointer, highPointer) : (highPointer, lowPointer),
                             into: &decision)
                     }
@@ -156,15 +177,15 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     /// Evaluates every limit, then commits all of them or none. Runs with the shard lock(s) held;
     /// `tables.1` (the second group's) may be the same table as `tables.0`.
     static func decide(
-        _ hot: UnsafeMutablePointer<HotPlan>, partition: Partition, hashes: (UInt64, UInt64), cost: Int64, now: Int64,
+        _ hot: UnsafeMutablePointer<HotPlan>, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?, hashes: (UInt64, UInt64), cost: Int64, now: Int64,
         tables: (UnsafeMutablePointer<ShardTable>, UnsafeMutablePointer<ShardTable>), into decision: inout Decision
     ) {
         let specs = hot.pointee.specs
         let groupCount = hot.pointee.groupCount
         // The entries of the groups (nil: none yet); pointers into the tables, valid until an insertion.
         var entries: (UnsafeMutablePointer<StoreEntry>?, UnsafeMutablePointer<StoreEntry>?) = (
-            find(hot, 0, partition: partition, hashes: hashes, tables: tables),
-            groupCount > 1 ? find(hot, 1, partition: partition, hashes: hashes, tables: tables) : nil
+            find(hot, 0, partition: partition, hints: hints, hashes: hashes, tables: tables),
+            groupCount > 1 ? find(hot, 1, partition: partition, hints: hints, hashes: hashes, tables: tables) : nil
         )
 
         // The states to commit, by limit index; only those of evaluated limits are ever read.
@@ -183,7 +204,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                         let state = entry?.pointee.state(spec.pointee.slot) ?? LimitState()
                         evaluation = TokenBucket.evaluate(spec.pointee, state, now: max(now, state.b), cost: cost)
                     } else {
-                        evaluation = evaluate(
+                        evaluation = Evaluation.of(
                             spec.pointee, calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: cost)
                     }
                     next[index] = evaluation.next
@@ -205,7 +226,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                     let entry = g == 0 ? entries.0 : entries.1
                     for m in 0..<group.pointee.memberCount where decision.storage[group.pointee.members[m]].admits {
                         let index = group.pointee.members[m]
-                        let unchanged = evaluate(specs[index], calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: 0)
+                        let unchanged = Evaluation.of(specs[index], calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: 0)
                         decision.storage[index].remaining = unchanged.remaining
                         decision.storage[index].resetAfterMicroseconds = unchanged.resetAfter
                     }
@@ -224,12 +245,13 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                         specs: specs, now: now)
                     // Inserting may grow the table: its entries are reached only after.
                     let position = table.pointee.insert(entry, now: now)
+                    hints?.pointee.remember(position, for: group.pointee.scope)
                     let inserted = table.pointee.entries + position
                     if g == 0 {
                         entries.0 = inserted
                         if entries.1 != nil && tables.0 == tables.1 {
                             // Inserting may have moved (or evicted) the other group's entry in this shared table.
-                            entries.1 = find(hot, 1, partition: partition, hashes: hashes, tables: tables)
+                            entries.1 = find(hot, 1, partition: partition, hints: hints, hashes: hashes, tables: tables)
                         }
                     } else {
                         entries.1 = inserted
@@ -252,15 +274,12 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     /// `decide` for a plan of one token bucket: the same answers, without the general loops.
     @inline(__always)
     static func decideOneBucket(
-        _ hot: UnsafeMutablePointer<HotPlan>, partition: Partition, hash: UInt64, cost: Int64, now: Int64,
-        table: UnsafeMutablePointer<ShardTable>, into decision: inout Decision
+        _ hot: UnsafeMutablePointer<HotPlan>, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?,
+        hash: UInt64, cost: Int64, now: Int64, table: UnsafeMutablePointer<ShardTable>, into decision: inout Decision
     ) {
         let group = hot.pointee.groups
         let spec = hot.pointee.specs
-        let position = switch group.pointee.scope {
-        case .apiKey: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.apiKey)
-        case .organization: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.organization)
-        }
+        let position = find(group, partition: partition, hints: hints, hash: hash, table: table)
         let state = position.map { table.pointee.entries[$0].first } ?? LimitState()
         let evaluation = TokenBucket.evaluate(spec.pointee, state, now: max(now, state.b), cost: cost)
         decision.storage[0] = LimitResult(
@@ -285,6 +304,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                 group.pointee, hash: hash, subject: partition.subject(for: group.pointee.scope), specs: spec, now: now)
             // Inserting may grow the table: its entries are reached only after.
             let inserted = table.pointee.insert(new, now: now)
+            hints?.pointee.remember(inserted, for: group.pointee.scope)
             entry = table.pointee.entries + inserted
         }
         entry.pointee.expiresAt = max(now, evaluation.expiresAt)
@@ -295,46 +315,31 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     /// strings are never copied to look an entry up.
     @inline(__always)
     static func find(
-        _ hot: UnsafeMutablePointer<HotPlan>, _ g: Int, partition: Partition, hashes: (UInt64, UInt64),
-        tables: (UnsafeMutablePointer<ShardTable>, UnsafeMutablePointer<ShardTable>)
+        _ hot: UnsafeMutablePointer<HotPlan>, _ g: Int, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?,
+        hashes: (UInt64, UInt64), tables: (UnsafeMutablePointer<ShardTable>, UnsafeMutablePointer<ShardTable>)
     ) -> UnsafeMutablePointer<StoreEntry>? {
-        let group = hot.pointee.groups + g
         let table = g == 0 ? tables.0 : tables.1
-        let hash = g == 0 ? hashes.0 : hashes.1
-        let position = switch group.pointee.scope {
-        case .apiKey: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.apiKey)
-        case .organization: table.pointee.find(hash: hash, group: group.pointee.id, subject: partition.organization)
-        }
+        let position = find(
+            hot.pointee.groups + g, partition: partition, hints: hints, hash: g == 0 ? hashes.0 : hashes.1, table: table)
         return position.map { table.pointee.entries + $0 }
     }
 
-    /// What one limit says about a request, from the state in `entry` (nil: no state yet, an untouched
-    /// limit). Each limit treats a clock reading earlier than its own last change as that instant: a
-    /// clock that goes backwards is no time passing.
+    /// The position of `group`'s entry for `partition` in `table`: where the caller's hint says if the
+    /// entry is there, else looked up in the index (and the hint updated).
     @inline(__always)
-    static func evaluate(
-        _ spec: LimitSpec, calendar: Unmanaged<CalendarWindows>?, entry: UnsafeMutablePointer<StoreEntry>?,
-        now: Int64, cost: Int64
-    ) -> Evaluation {
-        let state = entry?.pointee.state(spec.slot) ?? LimitState()
-        switch spec.kind {
-        case .tokenBucket:
-            return TokenBucket.evaluate(spec, state, now: max(now, state.b), cost: cost)
-        case .slidingCounter:
-            return SlidingCounter.evaluate(spec, state, now: max(now, state.a), cost: cost)
-        case .fixedWindow:
-            let t = max(now, state.a)
-            return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
-        case .calendar:
-            let t = max(now, state.a)
-            let window = t < state.c ? (state.a, state.c) : calendar!.takeUnretainedValue().window(containing: t)
-            return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
-        case .slidingLog:
-            let log = entry?.pointee.log(spec.slot)
-            let t = max(now, log?.newest ?? now)
-            log?.prune(now: t, window: spec.window)
-            return SlidingLog.evaluate(spec, log, now: t, cost: cost)
+    static func find(
+        _ group: UnsafeMutablePointer<LimitGroup>, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?,
+        hash: UInt64, table: UnsafeMutablePointer<ShardTable>
+    ) -> Int? {
+        let scope = group.pointee.scope
+        let subject = partition.subject(for: scope)
+        if let hints {
+            let hint = hints.pointee.position(for: scope)
+            if table.pointee.holds(hash: hash, group: group.pointee.id, subject: subject, at: hint) { return hint }
         }
+        let position = table.pointee.find(hash: hash, group: group.pointee.id, subject: subject)
+        if let position { hints?.pointee.remember(position, for: scope) }
+        return position
     }
 
     /// A new entry for `group`: untouched states, and an empty log for each sliding log.
@@ -374,5 +379,36 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             freed += shard(i).pointee.withLock { $0.removeExpired(now: now) }
         }
         return freed
+    }
+}
+
+extension Evaluation {
+    /// What one limit says about a request, from the state in `entry` (nil: no state yet, an untouched
+    /// limit). Each limit treats a clock reading earlier than its own last change as that instant: a
+    /// clock that goes backwards is no time passing.
+    @_transparent
+    static func of(
+        _ spec: LimitSpec, calendar: Unmanaged<CalendarWindows>?, entry: UnsafeMutablePointer<StoreEntry>?,
+        now: Int64, cost: Int64
+    ) -> Evaluation {
+        let state = entry?.pointee.state(spec.slot) ?? LimitState()
+        switch spec.kind {
+        case .tokenBucket:
+            return TokenBucket.evaluate(spec, state, now: max(now, state.b), cost: cost)
+        case .slidingCounter:
+            return SlidingCounter.evaluate(spec, state, now: max(now, state.a), cost: cost)
+        case .fixedWindow:
+            let t = max(now, state.a)
+            return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
+        case .calendar:
+            let t = max(now, state.a)
+            let window = t < state.c ? (state.a, state.c) : calendar!.takeUnretainedValue().window(containing: t)
+            return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
+        case .slidingLog:
+            let log = entry?.pointee.log(spec.slot)
+            let t = max(now, log?.newest ?? now)
+            log?.prune(now: t, window: spec.window)
+            return SlidingLog.evaluate(spec, log, now: t, cost: cost)
+        }
     }
 }

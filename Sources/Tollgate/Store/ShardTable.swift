@@ -141,6 +141,15 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         }
     }
 
+    /// Whether the entry at `position` (any integer) is the one for `hash`, `group` and `subject`.
+    @inline(__always)
+    func holds(hash: UInt64, group: UInt32, subject: String, at position: Int) -> Bool {
+        guard position >= 0 && position < count else { return false }
+        let entry = entries + position
+        return entry.pointee.hash == UInt32(truncatingIfNeeded: hash) && entry.pointee.group == group
+            && entry.pointee.subject == subject
+    }
+
     /// Inserts a new entry (its key must be absent) and returns its position, making room first if needed.
     mutating func insert(_ entry: StoreEntry, now: Int64) -> Int {
         if count >= maximumCount { makeRoom(now: now) }
