@@ -47,8 +47,9 @@ enum Plans {
 final class Fixture {
     let store: MemoryStore
     let plan: Plan
-    /// Built once: a `Partition` hashes its strings at creation, as a gateway that caches keys would.
-    let partitions: ContiguousArray<Partition>
+    /// Built once: a `Partition` hashes its strings at creation, as a gateway that caches keys would, and
+    /// checked `inout`, so that each remembers where its counters are (as `compare-core` does).
+    var partitions: ContiguousArray<Partition>
     /// The next key to check; carried across iterations so the spread cases keep walking the key set.
     var cursor = 0
 
@@ -73,7 +74,7 @@ final class Fixture {
         let keys = partitions.count
         var allowed = 0
         for _ in 0..<count {
-            let decision = try store.checkNow(plan, partition: partitions[k], cost: 1)
+            let decision = try store.checkNow(plan, partition: &partitions[k], cost: 1)
             if decision.isAllowed { allowed &+= 1 }
             k &+= 1
             if k == keys { k = 0 }
