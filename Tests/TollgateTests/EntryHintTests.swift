@@ -71,3 +71,37 @@ import Testing
         #expect(b.hints.position(for: .apiKey) == 0)
     }
 }
+
+/// The path for plans of one token bucket against the general one, on the same random checks.
+@Suite struct OneBucketPathTests {
+    @Test func oneBucketPlansDecideAsTheGeneralPathDoes() throws {
+        let clock = ManualClock()
+        let configuration = MemoryStore.Configuration(maximumEntries: 12, shards: 2)
+        let general = MemoryStore(configuration: configuration, clock: clock)
+        general.usesOneBucketPath = false
+        let fast = MemoryStore(configuration: configuration, clock: clock)
+        let plans = [
+            try Plan(name: "enforced", limits: [bucket(capacity: 3, per: second, tokens: 1)]),
+            try Plan(name: "shadow", limits: [bucket(capacity: 2, per: second, tokens: 1, shadow: true)]),
+            try Plan(name: "org", limits: [bucket(capacity: 5, per: second, tokens: 2, scope: .organization)]),
+        ]
+        var random = SeededGenerator(seed: 11)
+        for step in 0..<20_000 {
+            let k = Int.random(in: 0..<30, using: &random)
+            let partition = Partition(organization: "org_\(k % 4)", apiKey: "key_\(k)")
+            let plan = plans[Int.random(in: 0..<plans.count, using: &random)]
+            let cost = Int.random(in: 0...4, using: &random)  // 0 peeks; above a capacity is refused as such
+            let expected = try general.checkNow(plan, partition: partition, cost: cost)
+            let actual = try fast.checkNow(plan, partition: partition, cost: cost)
+            #expect(actual.denial == expected.denial, "step \(step)")
+            #expect(actual.retryAfterMicroseconds == expected.retryAfterMicroseconds, "step \(step)")
+            #expect(Array(actual.results) == Array(expected.results), "step \(step)")
+            #expect(actual.instant == expected.instant)
+            if actual.denial != expected.denial || Array(actual.results) != Array(expected.results) { return }
+            clock.advance(microseconds: Int64.random(in: 0...(second / 3), using: &random))
+            if step % 400 == 399 { #expect(general.removeExpired() == fast.removeExpired(), "step \(step)") }
+        }
+        #expect(general.statistics == fast.statistics)
+        #expect(fast.statistics.evictions > 0, "the run should have evicted entries")
+    }
+}

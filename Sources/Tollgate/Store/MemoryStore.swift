@@ -41,6 +41,8 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     let clock: any LimiterClock
     /// `clock` when it is a `SystemClock`: then read directly, without dynamic dispatch.
     let systemClock: SystemClock?
+    /// Whether plans of one token bucket take `decideOneBucket`; tests turn it off to compare it with `decide`.
+    var usesOneBucketPath = true
 
     public init(configuration: Configuration = .init(), clock: any LimiterClock = SystemClock()) {
         var count = 1
@@ -115,7 +117,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         let first = hot.pointee.groups[0]
         let hash0 = Self.entryHash(partition.hash(for: first.scope), group: first.id)
         let index0 = shardIndex(hash0)
-        if hot.pointee.isOneBucket {
+        if hot.pointee.isOneBucket && usesOneBucketPath {
             shard(index0).pointee.withLock { table in
                 withUnsafeMutablePointer(to: &table) { pointer in
                     Self.decideOneBucket(
@@ -239,6 +241,10 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             for g in 0..<groupCount {
                 let group = hot.pointee.groups + g
                 let table = g == 0 ? tables.0 : tables.1
+                // A group whose limits all refused (shadow ones: the request passed) has nothing to count,
+                // and no entry is created for it (which could evict another key's counters).
+                guard (0..<group.pointee.memberCount).contains(where: { decision.storage[group.pointee.members[$0]].admits })
+                else { continue }
                 if (g == 0 ? entries.0 : entries.1) == nil {
                     let entry = newEntry(
                         group.pointee, hash: g == 0 ? hashes.0 : hashes.1, subject: partition.subject(for: group.pointee.scope),
@@ -288,6 +294,8 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
             retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
         decision.storedCount = 1
+        decision.denial = nil
+        decision.retryAfterMicroseconds = nil
         guard evaluation.admits else {
             if !spec.pointee.shadow {
                 decision.denial = evaluation.exceedsCapacity ? .costExceedsCapacity : .limited
