@@ -12,8 +12,9 @@ import Synchronization
 /// Microseconds are the resolution of Redis' `TIME` and keep every quantity the limiters compute below
 /// 2^53, so the Redis scripts (Lua numbers are doubles) give exactly the answers the in-process store gives.
 ///
-/// Limiters only ever compare and subtract instants, so any monotonic source works; calendar quotas need
-/// the instant to be anchored to real time so that "the start of the month" means something.
+/// Limiters only ever compare and subtract instants, and treat an instant earlier than one they have seen
+/// as that one; calendar quotas need the instant to be anchored to real time so that "the start of the
+/// month" means something.
 public protocol LimiterClock: Sendable {
     /// The current instant in microseconds since 1970-01-01T00:00:00Z.
     func now() -> Int64
@@ -23,11 +24,12 @@ public protocol LimiterClock: Sendable {
 ///
 /// Stepping the system clock (NTP, an operator) therefore never moves limits backwards or forwards.
 /// The monotonic clock is read from the CPU's time-stamp counter where the kernel keeps time with it
-/// (x86-64 Linux with the `tsc` clock source; `TOLLGATE_CLOCK=system` turns that off), calibrated against
-/// and re-anchored to `CLOCK_MONOTONIC` every 50 ms, and with `clock_gettime` elsewhere.
+/// (x86-64 Linux with the `tsc` clock source; `TOLLGATE_TIME_SOURCE=system` turns that off), calibrated
+/// against and re-anchored to `CLOCK_MONOTONIC` every 50 ms, and with `clock_gettime` elsewhere. Readings
+/// may step back by microseconds at a re-anchoring (see `CycleConverter`).
 public struct SystemClock: LimiterClock {
     private let anchor: Int64
-    private let source: MonotonicSource
+    private let source: CycleConverter<HardwareReadings>
 
     /// Anchors the monotonic clock to the current wall time.
     public init() {

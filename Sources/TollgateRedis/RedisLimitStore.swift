@@ -148,7 +148,7 @@ public final class RedisLimitStore: LimitStore {
                     breakerClean.store(true, ordering: .releasing)
                 }
             }
-            metrics.latency.recordNanoseconds((clock.now() - sentAt) * 1_000)
+            metrics.latency.recordNanoseconds(max(0, clock.now() - sentAt) * 1_000)
             if let denyCache, decision.denial == .limited {
                 denyCache.record(cacheKey, cost: cost, sentAt: sentAt, decision: decision)
             }
