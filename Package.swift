@@ -71,9 +71,19 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // What the live tests share: a redis-server launcher, free ports.
+        .target(
+            name: "TollgateTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/TollgateTestSupport"
+        ),
         .testTarget(
             name: "TollgateRedisTests",
             dependencies: [
+                "TollgateTestSupport",
                 "TollgateRedis",
                 "Tollgate",
                 "tollgate",
@@ -135,6 +145,7 @@ let package = Package(
         .testTarget(
             name: "TollgateSidecarTests",
             dependencies: [
+                "TollgateTestSupport",
                 "TollgateSidecar",
                 "TollgateHTTP",
                 "TollgateRedis",

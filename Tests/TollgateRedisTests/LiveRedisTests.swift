@@ -1,6 +1,7 @@
 import NIOCore
 import Synchronization
 import Testing
+import TollgateTestSupport
 
 @testable import TollgateRedis
 
@@ -255,7 +256,7 @@ import Testing
             try await withClient(configuration) { client in
                 let connections = try client.slots.map { slot -> RedisConnection in
                     guard case .connected(let connection) = slot.state.withLock({ $0 }) else {
-                        throw RedisTestServerError(description: "a connection is not up")
+                        throw TestSetupError(description: "a connection is not up")
                     }
                     return connection
                 }
@@ -333,7 +334,7 @@ import Testing
     }
 
     @Test func aRefusedConnectionFailsFast() async throws {
-        let port = try await RedisTestServer.freePort()
+        let port = try await freePort()
         let started = ContinuousClock.now
         let result = await outcome { () async throws(RedisClientError) in
             _ = try await RedisConnection.connect(configuration: RedisConfiguration(port: port), logger: quietLogger)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TollgateTestSupport
 
 @testable import TollgateRedis
 
@@ -16,7 +17,7 @@ import Testing
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             directory = directory.deletingLastPathComponent()
         }
-        throw RedisTestServerError(description: "the tollgate executable was not found near \(testBinary.path); build it with `swift build`")
+        throw TestSetupError(description: "the tollgate executable was not found near \(testBinary.path); build it with `swift build`")
     }
 
     @Test func twoProcessesAdmitExactlyTheLimit() async throws {

@@ -3,6 +3,7 @@ import Logging
 import Testing
 import Tollgate
 import TollgateRedis
+import TollgateTestSupport
 
 /// The Redis example in README.md is this code: the test checks that the README shows it verbatim,
 /// and runs it against a real redis-server.

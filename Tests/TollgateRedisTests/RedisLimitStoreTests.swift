@@ -4,6 +4,7 @@ import MetricsTestKit
 import Synchronization
 import Testing
 import Tollgate
+import TollgateTestSupport
 
 @testable import TollgateRedis
 

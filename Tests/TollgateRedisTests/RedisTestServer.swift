@@ -2,146 +2,17 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+import TollgateTestSupport
 
 @testable import TollgateRedis
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// Why a live test could not get a Redis server.
-struct RedisTestServerError: Error, CustomStringConvertible {
-    var description: String
-}
-
-/// A `redis-server` that a test starts on a free loopback port and kills when it is done.
-///
-/// Stopped with SIGKILL, never `Process.terminate()` (a process started from a Swift Testing worker can
-/// ignore SIGTERM and hang the suite).
-final class RedisTestServer {
-    let port: Int
-    let unixSocketPath: String?
-    private let process: Process
-    private let logPath: String
-
-    private init(port: Int, unixSocketPath: String?, process: Process, logPath: String) {
-        self.port = port
-        self.unixSocketPath = unixSocketPath
-        self.process = process
-        self.logPath = logPath
-    }
-
+extension RedisTestServer {
     /// A client configuration for this server over TCP (or its unix socket when it has one).
     var configuration: RedisConfiguration {
         var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
         configuration.unixSocketPath = unixSocketPath
         return configuration
     }
-
-    /// Starts `redis-server --port <port> --save '' --appendonly no` plus `arguments`, and waits until it
-    /// accepts connections. Fails (loudly) when `redis-server` is not installed.
-    static func start(port: Int? = nil, unixSocket: Bool = false, arguments: [String] = []) async throws -> RedisTestServer {
-        guard let executable = locate("redis-server") else {
-            throw RedisTestServerError(
-                description: "redis-server was not found on PATH nor in /usr/bin, /usr/sbin, /usr/local/bin. "
-                    + "Install it (Debian: apt-get install redis-server redis-tools); the live tests of TollgateRedis need it."
-            )
-        }
-        let port = if let port { port } else { try await freePort() }
-        let logPath = "/tmp/tollgate-redis-test-\(port).log"
-        let socketPath = unixSocket ? "/tmp/tollgate-redis-test-\(port).sock" : nil
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        var serverArguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--dir", "/tmp", "--logfile", logPath,
-        ]
-        if let socketPath {
-            serverArguments += ["--unixsocket", socketPath, "--unixsocketperm", "700"]
-        }
-        process.arguments = serverArguments + arguments
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let server = RedisTestServer(port: port, unixSocketPath: socketPath, process: process, logPath: logPath)
-
-        // Generous: the whole suite starts servers side by side on two shared cores.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while true {
-            if !process.isRunning {
-                let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "(no log)"
-                throw RedisTestServerError(
-                    description: "redis-server on port \(port) exited with status \(process.terminationStatus); its log:\n\(log)"
-                )
-            }
-            if await acceptsConnections(port: port) {
-                return server
-            }
-            if ContinuousClock.now > deadline {
-                let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "(no log)"
-                await server.kill()
-                throw RedisTestServerError(
-                    description: "redis-server on port \(port) did not accept connections within 30 s; its log:\n\(log)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
-
-    /// Kills the server with SIGKILL and waits until it is gone.
-    func kill() async {
-        guard process.isRunning else { return }
-        _ = Glibc.kill(process.processIdentifier, SIGKILL)
-        let deadline = ContinuousClock.now + .seconds(5)
-        while process.isRunning, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        try? FileManager.default.removeItem(atPath: logPath)
-        if let unixSocketPath { try? FileManager.default.removeItem(atPath: unixSocketPath) }
-    }
-
-    private static func locate(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
-        return directories.lazy.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    /// A loopback port that was free a moment ago (bound to port 0, read back, closed).
-    static func freePort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = try #require(channel.localAddress?.port)
-        try await channel.close()
-        return port
-    }
-
-    private static func acceptsConnections(port: Int) async -> Bool {
-        do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.milliseconds(200))
-                .connect(host: "127.0.0.1", port: port).get()
-            try? await channel.close()
-            return true
-        } catch {
-            return false
-        }
-    }
-}
-
-/// Runs `body` with a fresh server, killing it afterwards whatever happens.
-func withRedisServer(
-    unixSocket: Bool = false,
-    arguments: [String] = [],
-    _ body: (RedisTestServer) async throws -> Void
-) async throws {
-    let server = try await RedisTestServer.start(unixSocket: unixSocket, arguments: arguments)
-    do {
-        try await body(server)
-    } catch {
-        await server.kill()
-        throw error
-    }
-    await server.kill()
 }
 
 /// Runs `body` against the Redis named by `TOLLGATE_REDIS_URL` or, when it is unset, a fresh server.

@@ -1,5 +1,6 @@
 import Testing
 import TollgateSidecar
+import TollgateTestSupport
 
 extension EndToEnd {
     /// The listener's event-loop data path (`FastPath`) where it meets the middleware chain: half-closed

@@ -4,6 +4,7 @@ import NIOCore
 import Synchronization
 import Testing
 import TollgateSidecar
+import TollgateTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -83,7 +84,7 @@ extension EndToEnd {
 
         /// Two sidecar processes on one Redis, 32 concurrent clients: exactly the limit is admitted.
         @Test func twoProcessesAdmitExactlyTheLimit() async throws {
-            try await withRedis { redis in
+            try await withRedisServer { redis in
                 let folder = try TestDirectory()
                 defer { folder.remove() }
                 _ = try folder.write("keys.yaml", keyFile([.sender, .reader]))

@@ -8,6 +8,7 @@ import RawStructuredFieldValues
 import Testing
 import Tollgate
 import TollgateSidecar
+import TollgateTestSupport
 
 extension EndToEnd {
     /// End to end, in process: a real upstream (Hummingbird on a free port), the sidecar, a real client.

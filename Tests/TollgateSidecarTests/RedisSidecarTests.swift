@@ -5,6 +5,7 @@ import Testing
 import Tollgate
 import TollgateRedis
 import TollgateSidecar
+import TollgateTestSupport
 
 extension EndToEnd {
     /// The sidecar on a real `redis-server`: counters, failure policies, and keys from Redis hashes.
@@ -27,7 +28,7 @@ extension EndToEnd {
 
         @Test(arguments: ["deny", "allow", "local"])
         func redisStoppedMidRun(policy: String) async throws {
-            try await withRedis { redis in
+            try await withRedisServer { redis in
                 let store = "store: { backend: redis, url: \"\(redis.url)\", failure_policy: \(policy), timeout: 200ms, unavailable_retry_after: 2s }"
                 try await withSidecar(configuration(upstream: nil, store: store)) { sidecar in
                     try await withHTTPClient { client in
@@ -71,7 +72,7 @@ extension EndToEnd {
         }
 
         @Test func countersLiveInRedis() async throws {
-            try await withRedis { redis in
+            try await withRedisServer { redis in
                 let store = "store: { backend: redis, url: \"\(redis.url)\" }"
                 // Two sidecars on one Redis share one view of each key's usage.
                 try await withSidecar(configuration(upstream: nil, store: store)) { first in
@@ -98,7 +99,7 @@ extension EndToEnd {
 
         /// Old and new key both work until the old one is revoked; a revoked key stops within the cache TTL.
         @Test func keyRotationAndCacheExpiry() async throws {
-            try await withRedis { redis in
+            try await withRedisServer { redis in
                 let old = TestKey(text: "wz_live_rotation_old_0001", plan: "roomy")
                 let new = TestKey(text: "wz_live_rotation_new_0001", plan: "roomy")
                 try await withRedisClient(redis.url) { redisClient in
@@ -140,7 +141,7 @@ extension EndToEnd {
 
         /// A registry outage: keys seen recently still work (stale-if-error), unknown ones get 503.
         @Test func registryOutage() async throws {
-            try await withRedis { redis in
+            try await withRedisServer { redis in
                 try await withRedisClient(redis.url) { redisClient in
                     try await store(TestKey.roomy, in: redisClient)
                 }

@@ -8,6 +8,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import TollgateSidecar
+import TollgateTestSupport
 
 // MARK: Keys and configuration
 

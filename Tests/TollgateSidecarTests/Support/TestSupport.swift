@@ -9,6 +9,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import TollgateSidecar
+import TollgateTestSupport
 
 /// How long a server in a test may take to start. Generous: the whole package's tests share two cores
 /// and the cooperative thread pool, and CPU-bound suites can hold both threads for many seconds.
