@@ -133,27 +133,23 @@ package struct LimitSpec: Sendable {
             unitsPerMicrosecond = rate.unitsPerMicrosecond
             fullLevel = capacity * rate.unitsPerToken
             window = (fullLevel + rate.unitsPerMicrosecond - 1) / rate.unitsPerMicrosecond
-            (tick, tickCount) = (1, 1)
         case .slidingLog(_, let window):
             kind = .slidingLog
             self.window = window
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
-            (tick, tickCount) = (1, 1)
         case .slidingCounter(_, let window):
             kind = .slidingCounter
             self.window = window
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
-            (tick, tickCount) = SlidingCounter.ticks(window)
         case .fixedWindow(_, let window):
             kind = .fixedWindow
             self.window = window
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
-            (tick, tickCount) = (1, 1)
         case .calendar:
             kind = .calendar
             window = 0
             (unitsPerToken, unitsPerMicrosecond, fullLevel) = (0, 0, 0)
-            (tick, tickCount) = (1, 1)
         }
+        (tick, tickCount) = kind == .slidingCounter ? SlidingCounter.ticks(window) : (1, 1)
     }
 }

@@ -50,6 +50,18 @@ public struct LimitResult: Sendable, Equatable {
     }
 }
 
+extension LimitResult {
+    /// The result of limit `index` as `evaluation` says it.
+    @inline(__always)
+    init(index: Int, spec: LimitSpec, evaluation: Evaluation) {
+        self.init(
+            index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity, shadow: spec.shadow,
+            quota: spec.capacity, windowMicroseconds: evaluation.window, remaining: evaluation.remaining,
+            resetAfterMicroseconds: evaluation.resetAfter,
+            retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
+    }
+}
+
 /// Whether a request may pass, and what every limit of its plan said about it.
 ///
 /// All or nothing: `isAllowed` is true only when every enforced limit admits; a denied request has
@@ -128,6 +140,7 @@ public struct Decision: Sendable {
     }
 
     /// Derives the verdict and retry-after from the per-limit results.
+    @inline(__always)
     mutating func settle() {
         var denial: Denial?
         var retry: Int64 = 0

@@ -82,7 +82,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         // Inlined, so that the decision (large: inline per-limit results) is filled where the caller
         // keeps it rather than copied out of this call.
         var decision = Decision(instant: 0)
-        try check(plan, partition: partition, cost: cost, into: &decision)
+        try check(plan, partition: partition, hints: nil, cost: cost, into: &decision)
         return decision
     }
 
@@ -98,13 +98,8 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         return decision
     }
 
-    /// `checkNow`, filling `decision` in place: its instant, its per-limit results and its verdict.
-    @usableFromInline
-    func check(_ plan: Plan, partition: Partition, cost: Int, into decision: inout Decision) throws(LimiterError) {
-        try check(plan, partition: partition, hints: nil, cost: cost, into: &decision)
-    }
-
-    /// `check`, reading and updating the partition's entry `hints` when the caller keeps them.
+    /// `checkNow`, filling `decision` in place: its instant, its per-limit results and its verdict; reading
+    /// and updating the partition's entry `hints` when the caller keeps them.
     @usableFromInline
     func check(
         _ plan: Plan, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?, cost: Int,
@@ -200,22 +195,11 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                 for m in 0..<group.pointee.memberCount {
                     let index = group.pointee.members[m]
                     let spec = specs + index
-                    let evaluation: Evaluation
-                    if spec.pointee.kind == .tokenBucket {
-                        // The common limit, evaluated here rather than through the general dispatch.
-                        let state = entry?.pointee.state(spec.pointee.slot) ?? LimitState()
-                        evaluation = TokenBucket.evaluate(spec.pointee, state, now: max(now, state.b), cost: cost)
-                    } else {
-                        evaluation = Evaluation.of(
-                            spec.pointee, calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: cost)
-                    }
+                    let evaluation = Evaluation.of(
+                        spec.pointee, calendar: hot.pointee.calendars[index], entry: entry, now: now, cost: cost)
                     next[index] = evaluation.next
                     expires = max(expires, evaluation.expiresAt)
-                    decision.storage[index] = LimitResult(
-                        index: index, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
-                        shadow: spec.pointee.shadow, quota: spec.pointee.capacity, windowMicroseconds: evaluation.window,
-                        remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
-                        retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
+                    decision.storage[index] = LimitResult(index: index, spec: spec.pointee, evaluation: evaluation)
                 }
                 if g == 0 { expiresAt.0 = expires } else { expiresAt.1 = expires }
             }
@@ -288,22 +272,10 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         let position = find(group, partition: partition, hints: hints, hash: hash, table: table)
         let state = position.map { table.pointee.entries[$0].first } ?? LimitState()
         let evaluation = TokenBucket.evaluate(spec.pointee, state, now: max(now, state.b), cost: cost)
-        decision.storage[0] = LimitResult(
-            index: 0, admits: evaluation.admits, exceedsCapacity: evaluation.exceedsCapacity,
-            shadow: spec.pointee.shadow, quota: spec.pointee.capacity, windowMicroseconds: evaluation.window,
-            remaining: evaluation.remaining, resetAfterMicroseconds: evaluation.resetAfter,
-            retryAfterMicroseconds: evaluation.retryAfter < 0 ? nil : evaluation.retryAfter)
+        decision.storage[0] = LimitResult(index: 0, spec: spec.pointee, evaluation: evaluation)
         decision.storedCount = 1
-        decision.denial = nil
-        decision.retryAfterMicroseconds = nil
-        guard evaluation.admits else {
-            if !spec.pointee.shadow {
-                decision.denial = evaluation.exceedsCapacity ? .costExceedsCapacity : .limited
-                decision.retryAfterMicroseconds = evaluation.exceedsCapacity ? nil : evaluation.retryAfter
-            }
-            return
-        }
-        guard cost > 0 else { return }
+        decision.settle()
+        guard evaluation.admits && cost > 0 else { return }
         let entry: UnsafeMutablePointer<StoreEntry>
         if let position {
             entry = table.pointee.entries + position

@@ -132,10 +132,7 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
             let slot = slots[i]
             if slot.isEmpty { return nil }
             if slot.mayHold(hash) {
-                let entry = entries + slot.position
-                if entry.pointee.hash == hash && entry.pointee.group == group && entry.pointee.subject == subject {
-                    return slot.position
-                }
+                if matches(entries + slot.position, hash: hash, group: group, subject: subject) { return slot.position }
             }
             i = (i &+ 1) & mask
         }
@@ -145,9 +142,12 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
     @inline(__always)
     func holds(hash: UInt64, group: UInt32, subject: String, at position: Int) -> Bool {
         guard position >= 0 && position < count else { return false }
-        let entry = entries + position
-        return entry.pointee.hash == UInt32(truncatingIfNeeded: hash) && entry.pointee.group == group
-            && entry.pointee.subject == subject
+        return matches(entries + position, hash: UInt32(truncatingIfNeeded: hash), group: group, subject: subject)
+    }
+
+    @inline(__always)
+    private func matches(_ entry: UnsafeMutablePointer<StoreEntry>, hash: UInt32, group: UInt32, subject: String) -> Bool {
+        entry.pointee.hash == hash && entry.pointee.group == group && entry.pointee.subject == subject
     }
 
     /// Inserts a new entry (its key must be absent) and returns its position, making room first if needed.
