@@ -33,11 +33,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
-        // The CPU's cycle counter, read inline by the core's clock.
-        .target(name: "CTollgateCycles", path: "Sources/CTollgateCycles"),
+        // The CPU's cycle counter (read by the core's clock) and the atomic word that locks a store entry.
+        .target(name: "CTollgateCPU", path: "Sources/CTollgateCPU"),
         .target(
             name: "Tollgate",
-            dependencies: ["CTollgateCycles", .product(name: "Yams", package: "Yams")]
+            dependencies: ["CTollgateCPU", .product(name: "Yams", package: "Yams")]
         ),
         .executableTarget(
             name: "tollgate",

@@ -5,7 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CTollgateCycles
+import CTollgateCPU
 import Synchronization
 
 /// The two clocks a `CycleConverter` reads: the CPU's cycle counter and the system's monotonic clock.

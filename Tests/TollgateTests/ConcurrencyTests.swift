@@ -50,4 +50,56 @@ import Testing
         done.wait()
         #expect(total.load(ordering: .relaxed) == 5_000)
     }
+
+    @Test(arguments: [false, true])
+    func keptPartitionsAdmitExactlyWhileTheirEntriesMove(withOrganizationLimit: Bool) throws {
+        // Four threads check 2,000 keys through kept partitions (the lock-free, hinted path), while a fifth
+        // keeps creating short-lived entries in the same (single) shard and sweeping them away: a removal
+        // moves the last entry into the gap, so the keys' entries move under their hints, and hints go
+        // stale while other threads use them. Each key must admit exactly its capacity.
+        let clock = ManualClock()
+        let store = MemoryStore(configuration: .init(maximumEntries: 100_000, shards: 1), clock: clock)
+        let capacity = 3
+        var limits = [bucket(capacity: Int64(capacity), per: 3_600 * second, tokens: 1)]
+        if withOrganizationLimit {
+            limits.append(Limit(name: "day", algorithm: .fixedWindow(limit: 1_000_000, window: 24 * 3_600 * second)))
+            limits.append(Limit(name: "org", algorithm: .fixedWindow(limit: 1_000_000, window: 3_600 * second), scope: .organization))
+        }
+        let plan = try Plan(name: "hot", limits: limits)
+        let churn = try Plan(name: "churn", limits: [bucket(capacity: 1, per: 1, tokens: 1)])
+        let keys = 2_000
+        let admitted = Mutex([Int](repeating: 0, count: keys))
+        let running = Atomic<Int>(4)
+        let done = DispatchGroup()
+        for t in 0..<4 {
+            done.enter()
+            Thread.detachNewThread {
+                var partitions = (0..<keys).map { Partition(organization: "org", apiKey: "hot_\($0)") }
+                var mine = [Int](repeating: 0, count: keys)
+                for step in 0..<(2 * keys) {
+                    let k = (step &* (2 * t + 1) &+ 97 * t) % keys  // each thread its own order
+                    if (try? store.checkNow(plan, partition: &partitions[k]).isAllowed) == true { mine[k] += 1 }
+                }
+                admitted.withLock { total in for k in 0..<keys { total[k] += mine[k] } }
+                running.wrappingSubtract(1, ordering: .releasing)
+                done.leave()
+            }
+        }
+        var rounds = 0
+        while running.load(ordering: .acquiring) > 0 {
+            clock.advance(microseconds: 10)  // the churn entries expire; the keys' buckets gain no token
+            store.removeExpired()
+            for k in 0..<20 { _ = try store.checkNow(churn, partition: Partition(organization: "c", apiKey: "c\(rounds)_\(k)")) }
+            rounds += 1
+        }
+        done.wait()
+        #expect(admitted.withLock { $0 } == [Int](repeating: capacity, count: keys))
+        let stats = store.statistics
+        #expect(stats.evictions == 0)
+        #expect(rounds > 10 && stats.reclaimed > 0, "the sweeps ran alongside the checks (\(rounds) rounds)")
+        if withOrganizationLimit {
+            let peek = try store.checkNow(plan, partition: Partition(organization: "org", apiKey: "hot_0"), cost: 0)
+            #expect(peek.results[2].remaining == 1_000_000 - Int64(keys * capacity))
+        }
+    }
 }

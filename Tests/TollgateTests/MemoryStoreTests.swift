@@ -58,7 +58,8 @@ import Testing
                     present[name] = nil
                 }
             } else {
-                _ = table.insert(StoreEntry(hash: hash, group: 1, subject: name, now: 0, more: nil), now: 0)
+                let position = table.insert(StoreEntry(hash: hash, subject: name, now: 0, more: nil), group: 1)
+                EntrySlot.unlock(table.entries + position, group: 1)  // published locked
                 present[name] = hash
             }
         }

@@ -94,6 +94,8 @@ enum GroupRegistry {
     static func id(for signature: String) -> UInt32 {
         ids.withLock { table in
             if let id = table[signature] { return id }
+            // The store keeps ids in 31 bits (`EntrySlot`); a process would need 2^31 distinct groups.
+            precondition(table.count < 0x7fff_ffff, "too many distinct limit groups")
             let id = UInt32(table.count + 1)
             table[signature] = id
             return id

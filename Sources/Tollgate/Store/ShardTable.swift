@@ -1,9 +1,18 @@
-/// The counters of one group of limits for one subject, in 64 bytes, so that a lookup of a group of one
-/// limit (the common plan) reads one cache line of entries.
+import CTollgateCPU
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The counters of one group of limits for one subject: 60 bytes, so that with the slot's word (its
+/// group and lock, see `EntrySlot`) an entry is one cache line, and a lookup of a group of one limit
+/// (the common plan) reads one line of entries.
+///
+/// The fields that say whose entry it is (`subject`, `hash`, the slot's group) change only with both the
+/// shard's lock and the entry's lock held; the counters only with the entry's lock held.
 struct StoreEntry {
-    /// The low 32 bits of the entry's hash: odd, so never 0.
-    let hash: UInt32
-    let group: UInt32
     let subject: String
     /// When every counter is back to its untouched state, so the entry may be reclaimed.
     var expiresAt: Int64
@@ -12,10 +21,11 @@ struct StoreEntry {
     /// The states of the other limits and the group's sliding logs; nil when the group has one limit
     /// and it is not a sliding log.
     let more: MoreStates?
+    /// The low 32 bits of the entry's hash: odd, so never 0.
+    let hash: UInt32
 
-    init(hash: UInt64, group: UInt32, subject: String, now: Int64, more: MoreStates?) {
+    init(hash: UInt64, subject: String, now: Int64, more: MoreStates?) {
         self.hash = UInt32(truncatingIfNeeded: hash)
-        self.group = group
         self.subject = subject
         expiresAt = now
         first = LimitState()
@@ -41,6 +51,102 @@ struct StoreEntry {
     func log(_ slot: Int) -> SlidingLogEntries { more!.header[slot]! }
 }
 
+/// The word in the last 4 bytes of every 64-byte entry slot: the group id of the entry there (0 when
+/// the slot holds none) and, in its top bit, the entry's lock — a spin lock, held for one evaluation.
+///
+/// A check that remembers where its entry was (`EntryHints`) locks that slot alone, without the shard's
+/// lock: its try-lock succeeds only if the slot holds an entry of the expected group, and it then
+/// compares the hash and subject. Everything that changes whose entry a slot holds (insertion, removal,
+/// moving an entry) holds the shard's lock and the slots' locks; everything that changes counters holds
+/// the entry's lock. Slots never move or go away while the store lives (`EntryRegion`).
+///
+/// Lock order: shard locks (in index order) before entry locks; several entry locks in address order,
+/// except a try-lock, which never waits (the lock-free path gives up and takes the shard path).
+enum EntrySlot {
+    static let locked: UInt32 = TOLLGATE_ENTRY_LOCKED
+
+    /// The group id of the entry in `slot` (0: none). Callers hold the shard's lock, so it cannot change.
+    @inline(__always)
+    static func group(_ slot: UnsafeMutablePointer<StoreEntry>) -> UInt32 {
+        tollgate_entry_load(slot) & ~locked
+    }
+
+    /// Locks `slot` if it holds an entry of `group`, waiting a little while another check holds it.
+    @inline(__always)
+    static func tryLock(_ slot: UnsafeMutablePointer<StoreEntry>, group: UInt32) -> Bool {
+        if tollgate_entry_try_lock(slot, group) { return true }
+        return tryLockContended(slot, group: group)
+    }
+
+    @inline(never)
+    static func tryLockContended(_ slot: UnsafeMutablePointer<StoreEntry>, group: UInt32) -> Bool {
+        for _ in 0..<256 {
+            let word = tollgate_entry_load(slot)
+            if word == group && tollgate_entry_try_lock(slot, group) { return true }
+            if word != group | locked { return false }
+            tollgate_spin_pause()
+        }
+        return false
+    }
+
+    /// Locks `slot`, which holds an entry, waiting for whoever holds it; returns the word unlocked.
+    @inline(__always)
+    @discardableResult
+    static func lock(_ slot: UnsafeMutablePointer<StoreEntry>) -> UInt32 {
+        let word = tollgate_entry_load(slot)
+        if word & locked == 0 && tollgate_entry_try_lock(slot, word) { return word }
+        return lockContended(slot)
+    }
+
+    @inline(never)
+    static func lockContended(_ slot: UnsafeMutablePointer<StoreEntry>) -> UInt32 {
+        var spins = 0
+        while true {
+            let word = tollgate_entry_load(slot)
+            if word & locked == 0 && tollgate_entry_try_lock(slot, word) { return word }
+            spins &+= 1
+            // Holders keep it for one evaluation; one that was descheduled gets the core back.
+            if spins & 127 == 0 { sched_yield() } else { tollgate_spin_pause() }
+        }
+    }
+
+    /// Unlocks `slot`, leaving `group` (0: no entry) in its word.
+    @inline(__always)
+    static func unlock(_ slot: UnsafeMutablePointer<StoreEntry>, group: UInt32) {
+        tollgate_entry_store(slot, group)
+    }
+
+    /// Publishes a new entry of `group` in `slot`, locked by the caller.
+    @inline(__always)
+    static func publishLocked(_ slot: UnsafeMutablePointer<StoreEntry>, group: UInt32) {
+        tollgate_entry_store(slot, group | locked)
+    }
+}
+
+/// Zero-filled memory for entry slots, reserved once at full size (untouched pages cost nothing), so that
+/// an entry's slot stays where it is for the life of the store.
+enum EntryRegion {
+    static func reserve(slots: Int) -> UnsafeMutablePointer<StoreEntry> {
+        precondition(
+            MemoryLayout<StoreEntry>.size <= Int(TOLLGATE_ENTRY_WORD_OFFSET) && MemoryLayout<StoreEntry>.stride == 64,
+            "a store entry must leave the last 4 bytes of its 64-byte slot to the slot's word")
+        let bytes = max(1, slots) * 64
+        #if canImport(Glibc)
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+        #else
+        let flags = MAP_PRIVATE | MAP_ANON
+        #endif
+        guard let region = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0), region != MAP_FAILED else {
+            fatalError("MemoryStore: cannot reserve \(bytes) bytes for \(slots) entries (errno \(errno))")
+        }
+        return region.bindMemory(to: StoreEntry.self, capacity: max(1, slots))
+    }
+
+    static func release(_ region: UnsafeMutablePointer<StoreEntry>, slots: Int) {
+        munmap(UnsafeMutableRawPointer(region), max(1, slots) * 64)
+    }
+}
+
 /// The states of a group's limits after the first, allocated with the group's sliding logs (the header:
 /// one per limit, nil for limits of other kinds, empty when the group has no sliding log).
 final class MoreStates: ManagedBuffer<ContiguousArray<SlidingLogEntries?>, LimitState> {
@@ -53,15 +159,17 @@ final class MoreStates: ManagedBuffer<ContiguousArray<SlidingLogEntries?>, Limit
 }
 
 /// A hash table keyed by group and subject, with the caller's precomputed hash: an open-addressing index
-/// (linear probing, backward-shift deletion) over entries kept dense, in insertion order. Bounded: at
-/// `maximumCount` it reclaims expired entries, then evicts the sampled entry that expires soonest.
+/// (linear probing, backward-shift deletion) over entries kept dense, in insertion order, in slots that
+/// never move (`EntryRegion`). Bounded: `makeRoom` reclaims expired entries, then evicts the sampled
+/// entry that expires soonest.
 ///
 /// The index is small (4 bytes a slot) and entries are whole cache lines: a lookup reads the index, then
 /// one line of entries. Entries created together sit together (a removal moves the last entry into the
 /// gap), so sweeps over keys in the order they arrived read memory in order.
 ///
-/// `@unchecked Sendable`: the table is noncopyable and owns its allocations (and the entries' logs) alone,
-/// so whoever holds it has exclusive access; the store only reaches it through its shard's `Mutex`.
+/// `@unchecked Sendable`: the table is noncopyable and owns its index and its entries' contents; the store
+/// reaches it only through its shard's `Mutex`, and reaches entries without that lock only through their
+/// slots' locks (`EntrySlot`).
 struct ShardTable: ~Copyable, @unchecked Sendable {
     /// An index slot: 0 when empty, else the entry's position + 1 in the low 24 bits under the top 8 bits
     /// of the entry's hash, which rule out almost every other entry met while probing without reading it.
@@ -84,9 +192,10 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
     }
 
     private var slots: UnsafeMutablePointer<Slot>
-    /// `count` initialized entries, then room for more up to the load factor of the index; aligned to
-    /// cache lines.
-    private(set) var entries: UnsafeMutablePointer<StoreEntry>
+    /// `count` entries, then `maximumCount - count` slots holding none; fixed for the table's life.
+    let entries: UnsafeMutablePointer<StoreEntry>
+    /// Whether `entries` was reserved by this table (else by the store, which releases it).
+    private let ownsEntries: Bool
     private(set) var count = 0
     private var mask: Int
     /// At most 2^24 − 1, so that positions fit their 24 bits of a slot.
@@ -95,29 +204,32 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
     private(set) var evictions = 0
     private(set) var reclaimed = 0
 
-    init(maximumCount: Int, seed: UInt64) {
-        self.maximumCount = min(max(1, maximumCount), (1 << 24) - 1)
+    /// A table over `entries` (zero-filled room for `maximumCount` slots), or over its own when nil.
+    init(maximumCount: Int, seed: UInt64, entries: UnsafeMutablePointer<StoreEntry>? = nil) {
+        self.maximumCount = Self.bound(maximumCount)
         mask = 15
-        (slots, entries) = Self.allocate(16)
+        slots = Self.allocateIndex(16)
+        ownsEntries = entries == nil
+        self.entries = entries ?? EntryRegion.reserve(slots: self.maximumCount)
         random = seed | 1
     }
 
     deinit {
         entries.deinitialize(count: count)
-        entries.deallocate()
+        if ownsEntries { EntryRegion.release(entries, slots: maximumCount) }
         slots.deallocate()
     }
 
+    /// The number of entries a table of `maximumCount` holds: at least 2 (a plan's two groups), at most
+    /// 2^24 − 1.
+    static func bound(_ maximumCount: Int) -> Int { min(max(2, maximumCount), (1 << 24) - 1) }
+
     var capacity: Int { mask &+ 1 }
 
-    /// An empty index of `size` slots and room for the entries it may index (three quarters of `size`).
-    private static func allocate(_ size: Int) -> (UnsafeMutablePointer<Slot>, UnsafeMutablePointer<StoreEntry>) {
+    private static func allocateIndex(_ size: Int) -> UnsafeMutablePointer<Slot> {
         let slots = UnsafeMutablePointer<Slot>.allocate(capacity: size)
         slots.initialize(repeating: .empty, count: size)
-        let room = size / 4 * 3
-        let entries = UnsafeMutableRawPointer.allocate(byteCount: room * MemoryLayout<StoreEntry>.stride, alignment: 64)
-            .bindMemory(to: StoreEntry.self, capacity: room)
-        return (slots, entries)
+        return slots
     }
 
     @inline(__always)
@@ -145,17 +257,30 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         return matches(entries + position, hash: UInt32(truncatingIfNeeded: hash), group: group, subject: subject)
     }
 
+    /// Whether `entry` is the one for `hash`, `group` and `subject`. The caller holds the shard's lock or
+    /// the entry's, so that its identity cannot change meanwhile.
     @inline(__always)
-    private func matches(_ entry: UnsafeMutablePointer<StoreEntry>, hash: UInt32, group: UInt32, subject: String) -> Bool {
-        entry.pointee.hash == hash && entry.pointee.group == group && entry.pointee.subject == subject
+    static func matches(_ entry: UnsafeMutablePointer<StoreEntry>, hash: UInt32, subject: String) -> Bool {
+        entry.pointee.hash == hash && entry.pointee.subject == subject
     }
 
-    /// Inserts a new entry (its key must be absent) and returns its position, making room first if needed.
-    mutating func insert(_ entry: StoreEntry, now: Int64) -> Int {
-        if count >= maximumCount { makeRoom(now: now) }
+    @inline(__always)
+    private func matches(_ entry: UnsafeMutablePointer<StoreEntry>, hash: UInt32, group: UInt32, subject: String) -> Bool {
+        entry.pointee.hash == hash && EntrySlot.group(entry) == group && entry.pointee.subject == subject
+    }
+
+    /// Whether `additional` entries can be inserted without making room first.
+    func hasRoom(for additional: Int) -> Bool { count &+ additional <= maximumCount }
+
+    /// Inserts a new entry of `group` (its key must be absent; there must be room) and returns its
+    /// position. The entry is published locked: the caller unlocks it (`EntrySlot.unlock`).
+    mutating func insert(_ entry: StoreEntry, group: UInt32) -> Int {
+        precondition(count < maximumCount, "ShardTable.insert without room")
         if (count &+ 1) * 4 > capacity * 3 { grow() }
         let position = count
+        // The slot holds no entry (word 0): a lock-free check cannot lock it before it is published.
         (entries + position).initialize(to: entry)
+        EntrySlot.publishLocked(entries + position, group: group)
         slots[emptySlot(for: entry.hash)] = Slot(hash: entry.hash, position: position)
         count &+= 1
         return position
@@ -174,64 +299,91 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         return i
     }
 
+    /// Doubles the index; entries stay where they are.
     private mutating func grow() {
-        let (oldSlots, oldEntries) = (slots, entries)
+        let old = slots
+        let oldCapacity = capacity
         mask = capacity * 2 - 1
-        (slots, entries) = Self.allocate(capacity)
-        entries.moveInitialize(from: oldEntries, count: count)
+        slots = Self.allocateIndex(capacity)
         for position in 0..<count {
             slots[emptySlot(for: entries[position].hash)] = Slot(hash: entries[position].hash, position: position)
         }
-        oldSlots.deallocate()
-        oldEntries.deallocate()
+        old.deinitialize(count: oldCapacity)
+        old.deallocate()
     }
 
-    /// Removes expired entries; when none had expired, evicts the soonest-expiring of a few sampled ones.
-    private mutating func makeRoom(now: Int64) {
-        let freed = removeExpired(now: now)
-        if freed > 0 { return }
-        var victim = 0
-        var soonest = Int64.max
-        for _ in 0..<8 {
-            random ^= random << 13
-            random ^= random >> 7
-            random ^= random << 17
-            let position = Int(random % UInt64(count))
-            if entries[position].expiresAt < soonest {
-                soonest = entries[position].expiresAt
-                victim = position
+    /// Makes room for `additional` entries: removes expired entries; while that is not enough, evicts the
+    /// soonest-expiring of a few sampled ones. The caller holds no entry locks.
+    mutating func makeRoom(for additional: Int, now: Int64) {
+        guard !hasRoom(for: additional) else { return }
+        if removeExpired(now: now) > 0 && hasRoom(for: additional) { return }
+        while !hasRoom(for: additional) && count > 0 {
+            var victim = 0
+            var soonest = Int64.max
+            for _ in 0..<8 {
+                random ^= random << 13
+                random ^= random >> 7
+                random ^= random << 17
+                let position = Int(random % UInt64(count))
+                let entry = entries + position
+                let word = EntrySlot.lock(entry)
+                if entry.pointee.expiresAt < soonest {
+                    soonest = entry.pointee.expiresAt
+                    victim = position
+                }
+                EntrySlot.unlock(entry, group: word)
             }
+            EntrySlot.lock(entries + victim)
+            removeLocked(at: victim)
+            evictions &+= 1
         }
-        remove(at: victim)
-        evictions &+= 1
     }
 
-    /// Removes every entry whose counters are all back to untouched; returns how many.
+    /// Removes every entry whose counters are all back to untouched; returns how many. The caller holds
+    /// no entry locks.
     @discardableResult
     mutating func removeExpired(now: Int64) -> Int {
         var freed = 0
         var position = 0
         while position < count {
-            if entries[position].expiresAt <= now {
-                remove(at: position)
+            let entry = entries + position
+            let word = EntrySlot.lock(entry)
+            if entry.pointee.expiresAt <= now {
+                removeLocked(at: position)
                 freed &+= 1
                 continue  // the position now holds what was the last entry
             }
+            EntrySlot.unlock(entry, group: word)
             position &+= 1
         }
         reclaimed &+= freed
         return freed
     }
 
-    /// Removes the entry at `position`; the last entry takes its place.
+    /// Removes the entry at `position`; the last entry takes its place. The caller holds no entry locks.
     mutating func remove(at position: Int) {
+        EntrySlot.lock(entries + position)
+        removeLocked(at: position)
+    }
+
+    /// Removes the entry at `position`, whose lock the caller holds (and gives up): the last entry, locked
+    /// meanwhile, moves into its place.
+    private mutating func removeLocked(at position: Int) {
         removeSlot(slot(of: position))
         let last = count &- 1
-        (entries + position).deinitialize(count: 1)
+        let entry = entries + position
+        entry.deinitialize(count: 1)
         if position != last {
-            let hash = entries[last].hash
-            slots[slot(of: last)] = Slot(hash: hash, position: position)
-            (entries + position).moveInitialize(from: entries + last, count: 1)
+            let moved = entries + last
+            let group = EntrySlot.lock(moved)
+            slots[slot(of: last)] = Slot(hash: moved.pointee.hash, position: position)
+            // One value moved (not `moveInitialize(from:count:)`, which may copy whole strides): the
+            // slots' words are left to `EntrySlot`.
+            entry.initialize(to: moved.move())
+            EntrySlot.unlock(moved, group: 0)
+            EntrySlot.unlock(entry, group: group)
+        } else {
+            EntrySlot.unlock(entry, group: 0)
         }
         count = last
     }
