@@ -104,4 +104,35 @@ import Testing
         #expect(general.statistics == fast.statistics)
         #expect(fast.statistics.evictions > 0, "the run should have evicted entries")
     }
+
+    @Test func keysWhoseHashesCollideKeepTheirOwnCounters() throws {
+        // An entry is matched on the low 32 bits of its hash, its group and its subject: two keys whose
+        // 32 bits collide (found by search) share nothing, whether found through the index or through a
+        // hint to the other's entry.
+        let store = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 1), clock: ManualClock())
+        let plan = try Plan(name: "collide", limits: [bucket(capacity: 3, per: 3_600 * second, tokens: 1)])
+        let group = plan.compiled.hot.pointee.groups[0].id
+        var seen: [UInt32: String] = [:]
+        var pair: (String, String)?
+        for i in 0..<2_000_000 {
+            let key = "k\(i)"
+            let low = UInt32(truncatingIfNeeded: MemoryStore.entryHash(StableHash.of(key), group: group))
+            if let other = seen[low] {
+                pair = (other, key)
+                break
+            }
+            seen[low] = key
+        }
+        let (a, b) = try #require(pair)
+        var first = Partition(organization: "o", apiKey: a)
+        for _ in 0..<3 { #expect(try store.checkNow(plan, partition: &first).isAllowed) }
+        #expect(try !store.checkNow(plan, partition: &first).isAllowed)
+        // The other key, by value (the index), then kept with a hint to the first key's entry.
+        #expect(try store.checkNow(plan, partition: Partition(organization: "o", apiKey: b), cost: 0).results[0].remaining == 3)
+        var second = Partition(organization: "o", apiKey: b)
+        second.hints = first.hints
+        for _ in 0..<3 { #expect(try store.checkNow(plan, partition: &second).isAllowed) }
+        #expect(try !store.checkNow(plan, partition: &second).isAllowed)
+        #expect(store.statistics.entries == 2)
+    }
 }

@@ -16,8 +16,9 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     /// Sizing of the store.
     public struct Configuration: Sendable {
         /// The most entries (one per subject and plan scope) kept at once. Default 1,000,000. One shard
-        /// holds at most 16,777,215 (2^24 − 1): beyond that many per shard, raise `shards`. Memory for
-        /// this many entries (64 bytes each) is reserved up front and used as entries are created.
+        /// holds at least 2 and at most 16,777,215 (2^24 − 1): beyond that many per shard, raise `shards`.
+        /// Address space for this many entries (64 bytes each) is reserved up front; memory is used as
+        /// entries are created, and kept for the entries that come next.
         public var maximumEntries: Int
         /// The number of independently locked shards, rounded up to a power of two. Default 64.
         public var shards: Int
@@ -271,6 +272,23 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                     find(hot, 0, partition: partition, hints: hints, hashes: hashes, tables: tables),
                     groupCount > 1 ? find(hot, 1, partition: partition, hints: hints, hashes: hashes, tables: tables) : nil
                 )
+                // The entries a request may create are made, and room in the index for them, before any
+                // entry is locked: nothing allocates while holding a lock that hinted checks wait for (an
+                // organization's entry, say).
+                func fresh(_ g: Int) -> StoreEntry? {
+                    guard cost > 0, g < groupCount, (g == 0 ? entries.0 : entries.1) == nil else { return nil }
+                    let group = hot.pointee.groups + g
+                    return newEntry(
+                        group.pointee, hash: g == 0 ? hashes.0 : hashes.1,
+                        subject: partition.subject(for: group.pointee.scope), specs: hot.pointee.specs, now: now)
+                }
+                let made = (fresh(0), fresh(1))
+                if tables.0 == tables.1 {
+                    tables.0.pointee.reserveIndex(for: (made.0 == nil ? 0 : 1) + (made.1 == nil ? 0 : 1))
+                } else {
+                    tables.0.pointee.reserveIndex(for: made.0 == nil ? 0 : 1)
+                    tables.1.pointee.reserveIndex(for: made.1 == nil ? 0 : 1)
+                }
                 lockInAddressOrder(entries)
                 var expiresAt: (Int64, Int64) = (now, now)
                 let counts = evaluate(
@@ -294,11 +312,8 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                     for g in 0..<groupCount where g == 0 ? missing.0 : missing.1 {
                         let group = hot.pointee.groups + g
                         let table = g == 0 ? tables.0 : tables.1
-                        let entry = newEntry(
-                            group.pointee, hash: g == 0 ? hashes.0 : hashes.1,
-                            subject: partition.subject(for: group.pointee.scope), specs: hot.pointee.specs, now: now)
                         // Published locked; the table's entries never move, so `entries.0` stays valid.
-                        let position = table.pointee.insert(entry, group: group.pointee.id)
+                        let position = table.pointee.insert((g == 0 ? made.0 : made.1).unsafelyUnwrapped, group: group.pointee.id)
                         hints?.pointee.remember(position, for: group.pointee.scope)
                         if g == 0 { entries.0 = table.pointee.entries + position } else { entries.1 = table.pointee.entries + position }
                     }

@@ -82,7 +82,10 @@ enum EntrySlot {
     static func tryLockContended(_ slot: UnsafeMutablePointer<StoreEntry>, group: UInt32) -> Bool {
         for _ in 0..<256 {
             let word = tollgate_entry_load(slot)
-            if word == group && tollgate_entry_try_lock(slot, group) { return true }
+            if word == group {
+                if tollgate_entry_try_lock(slot, group) { return true }
+                continue  // another check took it first: wait for it as for any holder
+            }
             if word != group | locked { return false }
             tollgate_spin_pause()
         }
@@ -124,7 +127,8 @@ enum EntrySlot {
 }
 
 /// Zero-filled memory for entry slots, reserved once at full size (untouched pages cost nothing), so that
-/// an entry's slot stays where it is for the life of the store.
+/// an entry's slot stays where it is for the life of the store. Pages that entries have touched stay with
+/// the store, for the entries that come next, until the store goes.
 enum EntryRegion {
     static func reserve(slots: Int) -> UnsafeMutablePointer<StoreEntry> {
         precondition(
@@ -137,7 +141,9 @@ enum EntryRegion {
         let flags = MAP_PRIVATE | MAP_ANON
         #endif
         guard let region = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0), region != MAP_FAILED else {
-            fatalError("MemoryStore: cannot reserve \(bytes) bytes for \(slots) entries (errno \(errno))")
+            fatalError(
+                "MemoryStore: cannot reserve \(bytes) bytes of address space for \(slots) entries of 64 bytes "
+                    + "(errno \(errno)); lower MemoryStore.Configuration.maximumEntries")
         }
         return region.bindMemory(to: StoreEntry.self, capacity: max(1, slots))
     }
@@ -272,11 +278,17 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
     /// Whether `additional` entries can be inserted without making room first.
     func hasRoom(for additional: Int) -> Bool { count &+ additional <= maximumCount }
 
+    /// Grows the index now if inserting `additional` entries would, so that inserting them later (with
+    /// entry locks held) does not.
+    mutating func reserveIndex(for additional: Int) {
+        while (count &+ additional) * 4 > capacity * 3 { grow() }
+    }
+
     /// Inserts a new entry of `group` (its key must be absent; there must be room) and returns its
     /// position. The entry is published locked: the caller unlocks it (`EntrySlot.unlock`).
     mutating func insert(_ entry: StoreEntry, group: UInt32) -> Int {
         precondition(count < maximumCount, "ShardTable.insert without room")
-        if (count &+ 1) * 4 > capacity * 3 { grow() }
+        reserveIndex(for: 1)
         let position = count
         // The slot holds no entry (word 0): a lock-free check cannot lock it before it is published.
         (entries + position).initialize(to: entry)
