@@ -59,7 +59,8 @@ import Testing
         // ones), so the keys' entries keep moving under their hints while other threads use them. Each
         // key must admit exactly its capacity.
         let clock = ManualClock()
-        let store = MemoryStore(configuration: .init(maximumEntries: 100_000, shards: shards), clock: clock)
+        // Room for 10,000: the index about half full, so that searches meet long runs of slots.
+        let store = MemoryStore(configuration: .init(maximumEntries: 10_000, shards: shards), clock: clock)
         let capacity = 4
         var limits = [bucket(capacity: Int64(capacity), per: 3_600 * second, tokens: 1)]
         if withOrganizationLimit {
@@ -67,26 +68,33 @@ import Testing
             limits.append(Limit(name: "org", algorithm: .fixedWindow(limit: 1_000_000, window: 3_600 * second), scope: .organization))
         }
         let plan = try Plan(name: "hot", limits: limits)
-        // Short-lived entries, one expiring every microsecond for 6,000 µs.
+        // Short-lived entries, made 1 µs apart and each expiring 1 µs after it was made; then the clock is
+        // set back, so that they expire one per microsecond from now on, five per sweep below.
         let churn = try Plan(name: "churn", limits: [bucket(capacity: 1, per: 1, tokens: 1)])
+        let start = clock.now()
         for k in 0..<6_000 {
             _ = try store.checkNow(churn, partition: Partition(organization: "c", apiKey: "c\(k)"))
             clock.advance(microseconds: 1)
         }
+        clock.set(microseconds: start)
         let keys = 2_000
         // Every key's entries exist before the threads start (one token each), after the short-lived ones.
         for k in 0..<keys { #expect(try store.checkNow(plan, partition: Partition(organization: "org", apiKey: "hot_\(k)")).isAllowed) }
         let admitted = Mutex([Int](repeating: 0, count: keys))
         let running = Atomic<Int>(4)
+        let sweepsDone = Atomic<Int>(0)
         let done = DispatchGroup()
         for (t, stride) in [1, 3, 7, 9].enumerated() {  // strides prime to 2,000: every thread visits every key
             done.enter()
             Thread.detachNewThread {
                 var partitions = (0..<keys).map { Partition(organization: "org", apiKey: "hot_\($0)") }
                 var mine = [Int](repeating: 0, count: keys)
-                for step in 0..<(3 * keys) {
+                var step = 0
+                // Three rounds of every key, and on while the first 40 sweeps (200 moves) run.
+                while step < 3 * keys || sweepsDone.load(ordering: .relaxed) < 40 {
                     let k = (step &* stride &+ 101 * t) % keys
                     if (try? store.checkNow(plan, partition: &partitions[k]).isAllowed) == true { mine[k] += 1 }
+                    step += 1
                 }
                 admitted.withLock { total in for k in 0..<keys { total[k] += mine[k] } }
                 running.wrappingSubtract(1, ordering: .releasing)
@@ -98,12 +106,14 @@ import Testing
             clock.advance(microseconds: 5)  // five more short-lived entries expire; no key gains a token
             store.removeExpired()
             sweeps += 1
+            sweepsDone.store(sweeps, ordering: .relaxed)
         }
         done.wait()
         #expect(admitted.withLock { $0 } == [Int](repeating: capacity - 1, count: keys))
         let stats = store.statistics
         #expect(stats.evictions == 0)
-        #expect(sweeps > 10 && stats.reclaimed > 0, "the sweeps ran alongside the checks (\(sweeps) sweeps)")
+        #expect(sweeps >= 40 && stats.reclaimed >= 200, "the sweeps ran alongside the checks (\(sweeps) sweeps)")
+        #expect(stats.reclaimed <= 5 * sweeps + 5, "a sweep removed at most the five entries that had expired")
         if withOrganizationLimit {
             let peek = try store.checkNow(plan, partition: Partition(organization: "org", apiKey: "hot_0"), cost: 0)
             #expect(peek.results[2].remaining == 1_000_000 - Int64(keys * capacity))
@@ -112,8 +122,8 @@ import Testing
 
     @Test(arguments: [false, true])
     func keptAndPlainChecksOnOneKeyAdmitExactlyTheQuota(threeLimits: Bool) throws {
-        // Two threads check one key through kept partitions (its entry's lock alone), two through the plain
-        // form (the shard's lock, then the entry's): both kinds of check meet on the one entry.
+        // Two threads check one key without the shard's lock (one through a kept partition, one by value),
+        // two through the shard's lock and then the entry's: both kinds of check meet on the one entry.
         let clock = ManualClock()
         let store = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
         let quota = 10_000
@@ -131,7 +141,12 @@ import Testing
                 var partition = Partition(organization: "org", apiKey: "the_key")
                 var mine = 0
                 for _ in 0..<(quota / 2) {
-                    let decision = t < 2 ? try? store.checkNow(plan, partition: &partition) : try? store.checkNow(plan, partition: partition)
+                    let decision =
+                        switch t {
+                        case 0: try? store.checkNow(plan, partition: &partition)
+                        case 1: try? store.checkNow(plan, partition: partition)
+                        default: try? store.checkThroughShard(plan, partition: partition)
+                        }
                     if decision?.isAllowed == true { mine += 1 }
                 }
                 admitted.wrappingAdd(mine, ordering: .relaxed)
