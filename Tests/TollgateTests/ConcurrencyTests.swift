@@ -122,8 +122,8 @@ import Testing
 
     @Test(arguments: [false, true])
     func keptAndPlainChecksOnOneKeyAdmitExactlyTheQuota(threeLimits: Bool) throws {
-        // Two threads check one key without the shard's lock (one through a kept partition, one by value),
-        // two through the shard's lock and then the entry's: both kinds of check meet on the one entry.
+        // Two threads check one key through kept partitions (its entry's lock alone), two through the plain
+        // form (the shard's lock, then the entry's): both kinds of check meet on the one entry.
         let clock = ManualClock()
         let store = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
         let quota = 10_000
@@ -141,12 +141,7 @@ import Testing
                 var partition = Partition(organization: "org", apiKey: "the_key")
                 var mine = 0
                 for _ in 0..<(quota / 2) {
-                    let decision =
-                        switch t {
-                        case 0: try? store.checkNow(plan, partition: &partition)
-                        case 1: try? store.checkNow(plan, partition: partition)
-                        default: try? store.checkThroughShard(plan, partition: partition)
-                        }
+                    let decision = t < 2 ? try? store.checkNow(plan, partition: &partition) : try? store.checkNow(plan, partition: partition)
                     if decision?.isAllowed == true { mine += 1 }
                 }
                 admitted.wrappingAdd(mine, ordering: .relaxed)

@@ -135,23 +135,4 @@ import Testing
         #expect(try !store.checkNow(plan, partition: &second).isAllowed)
         #expect(store.statistics.entries == 2)
     }
-
-    @Test func entriesAreFoundWithoutTheShardLockAfterTheIndexGrows() throws {
-        // The search without the shard's lock reads the index block the table published last: after the
-        // index has doubled nine times (16 to 8,192 slots), every key is still found there.
-        let store = MemoryStore(configuration: .init(maximumEntries: 10_000, shards: 1), clock: ManualClock())
-        let plan = try Plan(name: "grown", limits: [bucket(capacity: 3, per: 3_600 * second, tokens: 1)])
-        let group = plan.compiled.hot.pointee.groups[0].id
-        let partitions = (0..<5_000).map { Partition(organization: "o", apiKey: "key_\($0)") }
-        for partition in partitions { _ = try store.checkNow(plan, partition: partition) }
-        var found = 0
-        for partition in partitions {
-            let hash = MemoryStore.entryHash(partition.apiKeyHash, group: group)
-            if let hit = store.search(shard: store.shardIndex(hash), group: group, hash: hash, subject: partition.apiKey) {
-                found += 1
-                EntrySlot.unlock(hit.entry, group: group)
-            }
-        }
-        #expect(found == partitions.count)
-    }
 }

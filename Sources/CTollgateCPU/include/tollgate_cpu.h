@@ -55,26 +55,4 @@ static inline void tollgate_entry_store(void *slot, uint32_t word) {
     __atomic_store_n(tollgate_entry_word(slot), word, __ATOMIC_RELEASE);
 }
 
-// The memory store's index: its slots are written under the shard's lock and read also without it, by
-// checks that only learn from a slot which entry to try (and lock and compare it before trusting it).
-// A shard's current index is published through a pointer, so that a larger one can replace it.
-
-static inline uint32_t tollgate_index_load(const uint32_t *slots, long i) {
-    return __atomic_load_n(slots + i, __ATOMIC_RELAXED);
-}
-
-static inline void tollgate_index_store(uint32_t *slots, long i, uint32_t value) {
-    __atomic_store_n(slots + i, value, __ATOMIC_RELAXED);
-}
-
-/// The index published at `cell`, with everything written to it before it was published.
-static inline void *tollgate_index_current(void *const *cell) {
-    return __atomic_load_n(cell, __ATOMIC_ACQUIRE);
-}
-
-/// Publishes `index` (fully written) at `cell`.
-static inline void tollgate_index_publish(void **cell, void *index) {
-    __atomic_store_n(cell, index, __ATOMIC_RELEASE);
-}
-
 #endif

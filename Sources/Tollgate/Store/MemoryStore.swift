@@ -3,12 +3,10 @@ import Synchronization
 /// The embedded, in-process limiter: counters in sharded hash tables, each behind its own lock, so
 /// checks on different keys rarely contend; bounded in the number of entries it keeps.
 ///
-/// Each entry also has its own lock (`EntrySlot`). A check of a key that has its entries already locks
-/// those entries alone, without the shard's lock: found where the caller's kept `Partition` (passed
-/// `inout`) remembers them, or else through the shard's index, read without its lock and checked on the
-/// entry. Checks on distinct keys then share no cache line that either writes, so they scale across
-/// cores. The shard's lock is taken to create, remove or move entries, and when the lock-free search
-/// misses (while the index changes).
+/// Each entry also has its own lock (`EntrySlot`). A caller that keeps one `Partition` per key and passes
+/// it `inout` is remembered where its entries are, and its next check locks those entries alone, without
+/// the shard's lock: checks on distinct keys then share no cache line that either writes, so they scale
+/// across cores.
 ///
 /// When full, a shard first reclaims entries whose counters are all back to untouched (nothing is
 /// lost), then evicts the sampled entry that would expire soonest (the one carrying the least state);
@@ -48,11 +46,9 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     let shardCount: Int
     let shardMask: Int
     /// The entry slots of every shard, `perShard` each, shard after shard; reserved in `init`, released
-    /// in `deinit`. Slots never move: a check reaches its entry here without the shard's lock.
+    /// in `deinit`. Slots never move: a hinted check reaches its entry here without the shard's lock.
     nonisolated(unsafe) let entryRegion: UnsafeMutablePointer<StoreEntry>
     let perShard: Int
-    /// Where each shard publishes its current index (`IndexBlock`), for checks without the shard's lock.
-    nonisolated(unsafe) let indexCells: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     let clock: any LimiterClock
     /// `clock` when it is a `SystemClock`: then read directly, without dynamic dispatch.
     let systemClock: SystemClock?
@@ -63,17 +59,14 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         var count = 1
         while count < max(1, configuration.shards) { count <<= 1 }
         perShard = ShardTable.bound((max(1, configuration.maximumEntries) + count - 1) / count)
-        entryRegion = StoreMemory.entries(perShard * count)
-        indexCells = .allocate(capacity: count)
-        indexCells.initialize(repeating: nil, count: count)
+        entryRegion = EntryRegion.reserve(slots: perShard * count)
         let size = MemoryLayout<Mutex<ShardTable>>.stride
         shardStride = (size + 127) / 128 * 128
         shardCount = count
         shardBase = UnsafeMutableRawPointer.allocate(byteCount: shardStride * count, alignment: 128)
         for i in 0..<count {
             let table = ShardTable(
-                maximumCount: perShard, seed: UInt64(i) &* 0x9e37_79b9_7f4a_7c15,
-                memory: (entryRegion + i * perShard, indexCells + i))
+                maximumCount: perShard, seed: UInt64(i) &* 0x9e37_79b9_7f4a_7c15, entries: entryRegion + i * perShard)
             (shardBase + i * shardStride).bindMemory(to: Mutex<ShardTable>.self, capacity: 1)
                 .initialize(to: Mutex(table))
         }
@@ -85,8 +78,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     deinit {
         for i in 0..<shardCount { shard(i).deinitialize(count: 1) }
         shardBase.deallocate()
-        StoreMemory.release(UnsafeMutableRawPointer(entryRegion), bytes: perShard * shardCount * 64)
-        indexCells.deallocate()
+        EntryRegion.release(entryRegion, slots: perShard * shardCount)
     }
 
     @inline(__always)
@@ -124,12 +116,10 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
 
     /// `checkNow`, filling `decision` in place: its instant, its per-limit results and its verdict; reading
     /// and updating the partition's entry `hints` when the caller keeps them.
-    ///
-    /// `lockFree: false` skips the search without the shard's lock (tests compare the two paths with it).
     @usableFromInline
     func check(
         _ plan: Plan, partition: Partition, hints: UnsafeMutablePointer<EntryHints>?, cost: Int,
-        lockFree: Bool = true, into decision: inout Decision
+        into decision: inout Decision
     ) throws(LimiterError) {
         guard cost >= 0 else { throw LimiterError(.invalidCost, "cost must be 0 or more, got \(cost)") }
         let hot = plan.compiled.hot
@@ -140,9 +130,10 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         let index0 = shardIndex(hash0)
         let oneBucket = hot.pointee.isOneBucket && usesOneBucketPath
         if hot.pointee.groupCount == 1 {
-            if lockFree, let entry = lockWithoutShard(
-                hints, scope: first.scope, shard: index0, group: first.id, hash: hash0,
-                subject: partition.subject(for: first.scope))
+            if let hints,
+                let entry = lockHinted(
+                    hints.pointee.position(for: first.scope), shard: index0, group: first.id, hash: hash0,
+                    subject: partition.subject(for: first.scope))
             {
                 if oneBucket {
                     Self.decideOneBucket(hot.pointee.specs, entry: entry, cost: Int64(cost), now: now, into: &decision)
@@ -170,21 +161,16 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         let second = hot.pointee.groups[1]
         let hash1 = Self.entryHash(partition.hash(for: second.scope), group: second.id)
         let index1 = shardIndex(hash1)
-        // The key's group, then the organization's: every plan orders its groups so, and a try-lock never
-        // waits for long, so two checks cannot hold each other up.
-        if lockFree, let entry0 = lockWithoutShard(
-            hints, scope: first.scope, shard: index0, group: first.id, hash: hash0, subject: partition.subject(for: first.scope))
+        if let hints,
+            let entries = lockHinted(
+                (hints.pointee.position(for: first.scope), hints.pointee.position(for: second.scope)),
+                shards: (index0, index1), groups: (first.id, second.id), hashes: (hash0, hash1),
+                subjects: (partition.subject(for: first.scope), partition.subject(for: second.scope)))
         {
-            if let entry1 = lockWithoutShard(
-                hints, scope: second.scope, shard: index1, group: second.id, hash: hash1,
-                subject: partition.subject(for: second.scope))
-            {
-                Self.decideLocked(hot, entries: (entry0, entry1), cost: Int64(cost), now: now, into: &decision)
-                EntrySlot.unlock(entry0, group: first.id)
-                EntrySlot.unlock(entry1, group: second.id)
-                return
-            }
-            EntrySlot.unlock(entry0, group: first.id)
+            Self.decideLocked(hot, entries: (entries.0, entries.1), cost: Int64(cost), now: now, into: &decision)
+            EntrySlot.unlock(entries.0, group: first.id)
+            EntrySlot.unlock(entries.1, group: second.id)
+            return
         }
         if index0 == index1 {
             shard(index0).pointee.withLock { table in
@@ -212,14 +198,6 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         }
     }
 
-    /// `checkNow` through the shard's lock only, as a check of a key whose entries are not found without
-    /// it; for tests.
-    func checkThroughShard(_ plan: Plan, partition: Partition, cost: Int = 1) throws(LimiterError) -> Decision {
-        var decision = Decision(instant: 0)
-        try check(plan, partition: partition, hints: nil, cost: cost, lockFree: false, into: &decision)
-        return decision
-    }
-
     @inline(__always)
     func shardIndex(_ entryHash: UInt64) -> Int {
         Int(truncatingIfNeeded: entryHash >> 58) & shardMask
@@ -230,39 +208,51 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         StableHash.mix(subjectHash ^ (UInt64(group) &* 0xff51_afd7_ed55_8ccd)) | 1
     }
 
-    /// The entry of `group` for `partition`'s `scope` in shard `shard`, locked: at the position the caller's
-    /// `hints` remember if it is there, else found through the shard's index (and remembered); nil, with
-    /// nothing locked, when neither finds it. Takes no shard lock: a slot's lock, taken only if the slot
-    /// holds an entry of `group`, keeps its identity and counters from changing while compared and used.
+    /// The entry at the hinted `position` of shard `shard`, locked, if it is the one for `group`, `hash`
+    /// and `subject`; nil (nothing locked) otherwise. Takes no shard lock: the slot's lock, taken only if
+    /// the slot holds an entry of `group`, keeps its identity and counters from changing while compared
+    /// and used.
     @inline(__always)
-    func lockWithoutShard(
-        _ hints: UnsafeMutablePointer<EntryHints>?, scope: LimitScope, shard: Int, group: UInt32, hash: UInt64,
-        subject: String
+    func lockHinted(
+        _ position: Int, shard: Int, group: UInt32, hash: UInt64, subject: String
     ) -> UnsafeMutablePointer<StoreEntry>? {
-        let entries = entryRegion + shard &* perShard
-        if let hints {
-            let position = hints.pointee.position(for: scope)
-            if UInt(bitPattern: position) < UInt(bitPattern: perShard) {
-                let entry = entries + position
-                if EntrySlot.tryLock(entry, group: group) {
-                    if ShardTable.matches(entry, hash: UInt32(truncatingIfNeeded: hash), subject: subject) { return entry }
-                    EntrySlot.unlock(entry, group: group)
-                }
-            }
-        }
-        guard let found = search(shard: shard, group: group, hash: hash, subject: subject) else { return nil }
-        hints?.pointee.remember(found.position, for: scope)
-        return found.entry
+        guard UInt(bitPattern: position) < UInt(bitPattern: perShard) else { return nil }
+        let entry = entryRegion + (shard &* perShard &+ position)
+        guard EntrySlot.tryLock(entry, group: group) else { return nil }
+        if ShardTable.matches(entry, hash: UInt32(truncatingIfNeeded: hash), subject: subject) { return entry }
+        EntrySlot.unlock(entry, group: group)
+        return nil
     }
 
-    /// `ShardTable.lockWithoutShard` on shard `shard`.
+    /// `lockHinted` for a plan's two groups, locked in address order; both or neither.
     @inline(__always)
-    func search(
-        shard: Int, group: UInt32, hash: UInt64, subject: String
-    ) -> (entry: UnsafeMutablePointer<StoreEntry>, position: Int)? {
-        ShardTable.lockWithoutShard(
-            cell: indexCells + shard, entries: entryRegion + shard &* perShard,
-            bound: perShard, hash: hash, group: group, subject: subject)
+    func lockHinted(
+        _ positions: (Int, Int), shards: (Int, Int), groups: (UInt32, UInt32), hashes: (UInt64, UInt64),
+        subjects: (String, String)
+    ) -> (UnsafeMutablePointer<StoreEntry>, UnsafeMutablePointer<StoreEntry>)? {
+        guard UInt(bitPattern: positions.0) < UInt(bitPattern: perShard),
+            UInt(bitPattern: positions.1) < UInt(bitPattern: perShard)
+        else { return nil }
+        // The two groups' entries are distinct slots: the groups have distinct ids.
+        let firstIsLower = shards.0 &* perShard &+ positions.0 < shards.1 &* perShard &+ positions.1
+        if firstIsLower {
+            guard let a = lockHinted(positions.0, shard: shards.0, group: groups.0, hash: hashes.0, subject: subjects.0)
+            else { return nil }
+            guard let b = lockHinted(positions.1, shard: shards.1, group: groups.1, hash: hashes.1, subject: subjects.1)
+            else {
+                EntrySlot.unlock(a, group: groups.0)
+                return nil
+            }
+            return (a, b)
+        }
+        guard let b = lockHinted(positions.1, shard: shards.1, group: groups.1, hash: hashes.1, subject: subjects.1)
+        else { return nil }
+        guard let a = lockHinted(positions.0, shard: shards.0, group: groups.0, hash: hashes.0, subject: subjects.0)
+        else {
+            EntrySlot.unlock(b, group: groups.1)
+            return nil
+        }
+        return (a, b)
     }
 
     /// The decision with the shard lock(s) held: finds the groups' entries, locks them, evaluates every
@@ -283,7 +273,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                     groupCount > 1 ? find(hot, 1, partition: partition, hints: hints, hashes: hashes, tables: tables) : nil
                 )
                 // The entries a request may create are made, and room in the index for them, before any
-                // entry is locked: nothing allocates while holding a lock that other checks wait for (an
+                // entry is locked: nothing allocates while holding a lock that hinted checks wait for (an
                 // organization's entry, say).
                 func fresh(_ g: Int) -> StoreEntry? {
                     guard cost > 0, g < groupCount, (g == 0 ? entries.0 : entries.1) == nil else { return nil }

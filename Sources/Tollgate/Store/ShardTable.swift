@@ -58,7 +58,7 @@ struct StoreEntry {
 /// lock: its try-lock succeeds only if the slot holds an entry of the expected group, and it then
 /// compares the hash and subject. Everything that changes whose entry a slot holds (insertion, removal,
 /// moving an entry) holds the shard's lock and the slots' locks; everything that changes counters holds
-/// the entry's lock. Slots never move or go away while the store lives (`StoreMemory`).
+/// the entry's lock. Slots never move or go away while the store lives (`EntryRegion`).
 ///
 /// Lock order: shard locks (in index order) before entry locks; several entry locks in address order,
 /// except a try-lock, which never waits (the lock-free path gives up and takes the shard path).
@@ -126,34 +126,15 @@ enum EntrySlot {
     }
 }
 
-/// Zero-filled memory mapped for the store: entry slots, reserved once at full size (untouched pages cost
-/// nothing) so that an entry's slot stays where it is for the life of the store, and index blocks. Pages
-/// that entries have touched stay with the store, for the entries that come next, until the store goes.
-enum StoreMemory {
-    /// Room for `count` entries of 64 bytes.
-    static func entries(_ count: Int) -> UnsafeMutablePointer<StoreEntry> {
+/// Zero-filled memory for entry slots, reserved once at full size (untouched pages cost nothing), so that
+/// an entry's slot stays where it is for the life of the store. Pages that entries have touched stay with
+/// the store, for the entries that come next, until the store goes.
+enum EntryRegion {
+    static func reserve(slots: Int) -> UnsafeMutablePointer<StoreEntry> {
         precondition(
             MemoryLayout<StoreEntry>.size <= Int(TOLLGATE_ENTRY_WORD_OFFSET) && MemoryLayout<StoreEntry>.stride == 64,
             "a store entry must leave the last 4 bytes of its 64-byte slot to the slot's word")
-        return reserve(bytes: max(1, count) * 64, for: "\(count) entries of 64 bytes")
-            .bindMemory(to: StoreEntry.self, capacity: max(1, count))
-    }
-
-    static func release(_ memory: UnsafeMutableRawPointer, bytes: Int) {
-        munmap(memory, max(4, bytes))
-    }
-
-    /// Gives the pages of `bytes` at `memory` back to the system while keeping the range mapped: a reader
-    /// still there reads zeros (or, on some systems, what was there).
-    static func discard(_ memory: UnsafeMutableRawPointer, bytes: Int) {
-        #if canImport(Glibc)
-        _ = madvise(memory, bytes, MADV_DONTNEED)
-        #else
-        _ = madvise(memory, bytes, MADV_FREE)
-        #endif
-    }
-
-    static func reserve(bytes: Int, for what: String) -> UnsafeMutableRawPointer {
+        let bytes = max(1, slots) * 64
         #if canImport(Glibc)
         let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
         #else
@@ -161,10 +142,14 @@ enum StoreMemory {
         #endif
         guard let region = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0), region != MAP_FAILED else {
             fatalError(
-                "MemoryStore: cannot reserve \(bytes) bytes of address space for \(what) (errno \(errno)); "
-                    + "lower MemoryStore.Configuration.maximumEntries")
+                "MemoryStore: cannot reserve \(bytes) bytes of address space for \(slots) entries of 64 bytes "
+                    + "(errno \(errno)); lower MemoryStore.Configuration.maximumEntries")
         }
-        return region
+        return region.bindMemory(to: StoreEntry.self, capacity: max(1, slots))
+    }
+
+    static func release(_ region: UnsafeMutablePointer<StoreEntry>, slots: Int) {
+        munmap(UnsafeMutableRawPointer(region), max(1, slots) * 64)
     }
 }
 
@@ -179,44 +164,18 @@ final class MoreStates: ManagedBuffer<ContiguousArray<SlidingLogEntries?>, Limit
     // `LimitState` is trivial: the elements need no deinitialization.
 }
 
-/// One generation of a shard's index: its mask (8 bytes), then its slots, in one mapping. The table
-/// publishes its current block in the shard's index cell, where checks read it without the shard's lock;
-/// when the index grows, the old block is given back to the system but stays mapped (a check may still be
-/// reading it, and reads zeros or stale slots there: only ever a miss) until the store goes.
-struct IndexBlock {
-    let base: UnsafeMutableRawPointer
-
-    init(base: UnsafeMutableRawPointer) { self.base = base }
-
-    /// An empty block of `size` slots, a power of two.
-    init(size: Int) {
-        base = StoreMemory.reserve(bytes: Self.bytes(size), for: "an index of \(size) slots")
-        base.storeBytes(of: size - 1, as: Int.self)
-        _ = (base + 8).bindMemory(to: UInt32.self, capacity: size)
-    }
-
-    static func bytes(_ size: Int) -> Int { 8 + size * 4 }
-
-    @inline(__always)
-    var mask: Int { base.load(as: Int.self) }
-
-    @inline(__always)
-    var slots: UnsafeMutablePointer<UInt32> { (base + 8).assumingMemoryBound(to: UInt32.self) }
-}
-
 /// A hash table keyed by group and subject, with the caller's precomputed hash: an open-addressing index
-/// (linear probing, backward-shift deletion, at most three quarters full, doubled as needed and published
-/// in `IndexBlock`s) over entries kept dense, in insertion order, in slots reserved at full size that never
-/// move (`StoreMemory`). Bounded: `makeRoom` reclaims expired entries, then evicts the sampled entry that
-/// expires soonest.
+/// (linear probing, backward-shift deletion) over entries kept dense, in insertion order, in slots that
+/// never move (`EntryRegion`). Bounded: `makeRoom` reclaims expired entries, then evicts the sampled
+/// entry that expires soonest.
 ///
 /// The index is small (4 bytes a slot) and entries are whole cache lines: a lookup reads the index, then
 /// one line of entries. Entries created together sit together (a removal moves the last entry into the
 /// gap), so sweeps over keys in the order they arrived read memory in order.
 ///
-/// `@unchecked Sendable`: the table is noncopyable and owns its entries' contents; the store changes it
-/// only through its shard's `Mutex`. Without that lock, checks read index slots (atomically) only to learn
-/// which entry to try, and reach entries only through their slots' locks (`EntrySlot`).
+/// `@unchecked Sendable`: the table is noncopyable and owns its index and its entries' contents; the store
+/// reaches it only through its shard's `Mutex`, and reaches entries without that lock only through their
+/// slots' locks (`EntrySlot`).
 struct ShardTable: ~Copyable, @unchecked Sendable {
     /// An index slot: 0 when empty, else the entry's position + 1 in the low 24 bits under the top 8 bits
     /// of the entry's hash, which rule out almost every other entry met while probing without reading it.
@@ -238,56 +197,33 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         func mayHold(_ hash: UInt32) -> Bool { (bits ^ hash) & 0xff00_0000 == 0 }
     }
 
-    /// Where the current index block is published (`tollgate_index_publish`) for checks without the lock.
-    let cell: UnsafeMutablePointer<UnsafeMutableRawPointer?>
-    /// The current block's slots (`mask + 1`), read and written through `tollgate_index_load`/`store`.
-    private var slots: UnsafeMutablePointer<UInt32>
-    private var mask: Int
-    private var index: IndexBlock
-    /// Blocks replaced by larger ones; unmapped with the table.
-    private var retired: [IndexBlock] = []
+    private var slots: UnsafeMutablePointer<Slot>
     /// `count` entries, then `maximumCount - count` slots holding none; fixed for the table's life.
     let entries: UnsafeMutablePointer<StoreEntry>
-    /// Whether `entries` and `cell` were made by this table (else by the store, which releases them).
-    private let ownsMemory: Bool
+    /// Whether `entries` was reserved by this table (else by the store, which releases it).
+    private let ownsEntries: Bool
     private(set) var count = 0
+    private var mask: Int
     /// At most 2^24 − 1, so that positions fit their 24 bits of a slot.
     let maximumCount: Int
     private var random: UInt64
     private(set) var evictions = 0
     private(set) var reclaimed = 0
 
-    /// A table over `memory` (zero-filled room for `maximumCount` entries, and the cell where it publishes
-    /// its index), or over its own when nil.
-    init(
-        maximumCount: Int, seed: UInt64,
-        memory: (entries: UnsafeMutablePointer<StoreEntry>, cell: UnsafeMutablePointer<UnsafeMutableRawPointer?>)? = nil
-    ) {
+    /// A table over `entries` (zero-filled room for `maximumCount` slots), or over its own when nil.
+    init(maximumCount: Int, seed: UInt64, entries: UnsafeMutablePointer<StoreEntry>? = nil) {
         self.maximumCount = Self.bound(maximumCount)
-        ownsMemory = memory == nil
-        entries = memory?.entries ?? StoreMemory.entries(self.maximumCount)
-        if let memory {
-            cell = memory.cell
-        } else {
-            cell = .allocate(capacity: 1)
-            cell.initialize(to: nil)
-        }
-        index = IndexBlock(size: 16)
-        slots = index.slots
         mask = 15
-        tollgate_index_publish(cell, index.base)
+        slots = Self.allocateIndex(16)
+        ownsEntries = entries == nil
+        self.entries = entries ?? EntryRegion.reserve(slots: self.maximumCount)
         random = seed | 1
     }
 
     deinit {
         entries.deinitialize(count: count)
-        for block in retired + [index] {
-            StoreMemory.release(block.base, bytes: IndexBlock.bytes(block.mask + 1))
-        }
-        if ownsMemory {
-            StoreMemory.release(UnsafeMutableRawPointer(entries), bytes: maximumCount * 64)
-            cell.deallocate()
-        }
+        if ownsEntries { EntryRegion.release(entries, slots: maximumCount) }
+        slots.deallocate()
     }
 
     /// The number of entries a table of `maximumCount` holds: at least 2 (a plan's two groups), at most
@@ -296,11 +232,11 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
 
     var capacity: Int { mask &+ 1 }
 
-    @inline(__always)
-    private func slot(_ i: Int) -> Slot { Slot(bits: tollgate_index_load(slots, i)) }
-
-    @inline(__always)
-    private func setSlot(_ i: Int, _ slot: Slot) { tollgate_index_store(slots, i, slot.bits) }
+    private static func allocateIndex(_ size: Int) -> UnsafeMutablePointer<Slot> {
+        let slots = UnsafeMutablePointer<Slot>.allocate(capacity: size)
+        slots.initialize(repeating: .empty, count: size)
+        return slots
+    }
 
     @inline(__always)
     private func home(_ hash: UInt32) -> Int { Int(hash) & mask }
@@ -311,7 +247,7 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         let hash = UInt32(truncatingIfNeeded: hash)
         var i = home(hash)
         while true {
-            let slot = slot(i)
+            let slot = slots[i]
             if slot.isEmpty { return nil }
             if slot.mayHold(hash) {
                 if matches(entries + slot.position, hash: hash, group: group, subject: subject) { return slot.position }
@@ -325,36 +261,6 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
     func holds(hash: UInt64, group: UInt32, subject: String, at position: Int) -> Bool {
         guard position >= 0 && position < count else { return false }
         return matches(entries + position, hash: UInt32(truncatingIfNeeded: hash), group: group, subject: subject)
-    }
-
-    /// The entry of `group` for `hash` and `subject`, found through the index without the shard's lock, and
-    /// returned locked with its position; nil, with nothing locked, when not found that way. The index may
-    /// be changing meanwhile: a slot read in passing only names an entry to try, which counts only once it
-    /// is locked and compared. An entry moved or removed during the search is missed (the caller then takes
-    /// the shard's lock), never mistaken.
-    @inline(__always)
-    static func lockWithoutShard(
-        cell: UnsafeMutablePointer<UnsafeMutableRawPointer?>, entries: UnsafeMutablePointer<StoreEntry>, bound: Int,
-        hash: UInt64, group: UInt32, subject: String
-    ) -> (entry: UnsafeMutablePointer<StoreEntry>, position: Int)? {
-        guard let current = tollgate_index_current(cell) else { return nil }
-        let index = IndexBlock(base: current)
-        let (slots, mask) = (index.slots, index.mask)
-        let hash = UInt32(truncatingIfNeeded: hash)
-        var i = Int(hash) & mask
-        for _ in 0...mask {
-            let slot = Slot(bits: tollgate_index_load(slots, i))
-            if slot.isEmpty { return nil }
-            if slot.mayHold(hash) && UInt(bitPattern: slot.position) < UInt(bitPattern: bound) {
-                let entry = entries + slot.position
-                if EntrySlot.tryLock(entry, group: group) {
-                    if matches(entry, hash: hash, subject: subject) { return (entry, slot.position) }
-                    EntrySlot.unlock(entry, group: group)
-                }
-            }
-            i = (i &+ 1) & mask
-        }
-        return nil
     }
 
     /// Whether `entry` is the one for `hash`, `group` and `subject`. The caller holds the shard's lock or
@@ -387,36 +293,35 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         // The slot holds no entry (word 0): a lock-free check cannot lock it before it is published.
         (entries + position).initialize(to: entry)
         EntrySlot.publishLocked(entries + position, group: group)
-        setSlot(emptySlot(for: entry.hash), Slot(hash: entry.hash, position: position))
+        slots[emptySlot(for: entry.hash)] = Slot(hash: entry.hash, position: position)
         count &+= 1
         return position
     }
 
     private func emptySlot(for hash: UInt32) -> Int {
         var i = home(hash)
-        while !slot(i).isEmpty { i = (i &+ 1) & mask }
+        while !slots[i].isEmpty { i = (i &+ 1) & mask }
         return i
     }
 
     /// The index slot that holds `position`.
     private func slot(of position: Int) -> Int {
         var i = home(entries[position].hash)
-        while slot(i).position != position { i = (i &+ 1) & mask }
+        while slots[i].position != position { i = (i &+ 1) & mask }
         return i
     }
 
-    /// Doubles the index: a new block, filled, then published; the old one is retired (`IndexBlock`).
+    /// Doubles the index; entries stay where they are.
     private mutating func grow() {
-        let old = index
-        index = IndexBlock(size: capacity * 2)
-        slots = index.slots
-        mask = index.mask
+        let old = slots
+        let oldCapacity = capacity
+        mask = capacity * 2 - 1
+        slots = Self.allocateIndex(capacity)
         for position in 0..<count {
-            setSlot(emptySlot(for: entries[position].hash), Slot(hash: entries[position].hash, position: position))
+            slots[emptySlot(for: entries[position].hash)] = Slot(hash: entries[position].hash, position: position)
         }
-        tollgate_index_publish(cell, index.base)
-        StoreMemory.discard(old.base, bytes: IndexBlock.bytes(old.mask + 1))
-        retired.append(old)
+        old.deinitialize(count: oldCapacity)
+        old.deallocate()
     }
 
     /// Makes room for `additional` entries: removes expired entries; while that is not enough, evicts the
@@ -483,7 +388,7 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         if position != last {
             let moved = entries + last
             let group = EntrySlot.lock(moved)
-            setSlot(slot(of: last), Slot(hash: moved.pointee.hash, position: position))
+            slots[slot(of: last)] = Slot(hash: moved.pointee.hash, position: position)
             // One value moved (not `moveInitialize(from:count:)`, which may copy whole strides): the
             // slots' words are left to `EntrySlot`.
             entry.initialize(to: moved.move())
@@ -501,16 +406,15 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
         var j = i
         while true {
             j = (j &+ 1) & mask
-            let next = slot(j)
-            if next.isEmpty { break }
-            let home = home(entries[next.position].hash)
+            if slots[j].isEmpty { break }
+            let home = home(entries[slots[j].position].hash)
             // Move j into the hole unless its home lies cyclically in (hole, j].
             let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
             if !stays {
-                setSlot(hole, next)
+                slots[hole] = slots[j]
                 hole = j
             }
         }
-        setSlot(hole, .empty)
+        slots[hole] = .empty
     }
 }
