@@ -224,32 +224,18 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         return nil
     }
 
-    /// `lockHinted` for a plan's two groups, locked in address order; both or neither.
+    /// `lockHinted` for a plan's two groups, both or neither: the key's group, then the organization's (every
+    /// plan orders its groups so). A try-lock waits only a little, so two checks cannot hold each other up.
     @inline(__always)
     func lockHinted(
         _ positions: (Int, Int), shards: (Int, Int), groups: (UInt32, UInt32), hashes: (UInt64, UInt64),
         subjects: (String, String)
     ) -> (UnsafeMutablePointer<StoreEntry>, UnsafeMutablePointer<StoreEntry>)? {
-        guard UInt(bitPattern: positions.0) < UInt(bitPattern: perShard),
-            UInt(bitPattern: positions.1) < UInt(bitPattern: perShard)
-        else { return nil }
-        // The two groups' entries are distinct slots: the groups have distinct ids.
-        let firstIsLower = shards.0 &* perShard &+ positions.0 < shards.1 &* perShard &+ positions.1
-        if firstIsLower {
-            guard let a = lockHinted(positions.0, shard: shards.0, group: groups.0, hash: hashes.0, subject: subjects.0)
-            else { return nil }
-            guard let b = lockHinted(positions.1, shard: shards.1, group: groups.1, hash: hashes.1, subject: subjects.1)
-            else {
-                EntrySlot.unlock(a, group: groups.0)
-                return nil
-            }
-            return (a, b)
-        }
-        guard let b = lockHinted(positions.1, shard: shards.1, group: groups.1, hash: hashes.1, subject: subjects.1)
-        else { return nil }
         guard let a = lockHinted(positions.0, shard: shards.0, group: groups.0, hash: hashes.0, subject: subjects.0)
+        else { return nil }
+        guard let b = lockHinted(positions.1, shard: shards.1, group: groups.1, hash: hashes.1, subject: subjects.1)
         else {
-            EntrySlot.unlock(b, group: groups.1)
+            EntrySlot.unlock(a, group: groups.0)
             return nil
         }
         return (a, b)
