@@ -1,4 +1,4 @@
-// shared/peers/guava/Keyed.java with one change, the control for `TOLLGATE_SHUFFLE=1 core-compare`: the
+// shared/peers/guava/Keyed.java with one change, the control for `core-compare … shuffled`: the
 // timed threads visit the keys in the same fixed random order as core-compare's (the same generator),
 // instead of the order they were created in. The warm-up passes (in creation order), N, the timing and the
 // printed line are Keyed.java's. It shows how much of each side's figure over many keys comes from visiting

@@ -77,8 +77,7 @@ import Testing
     @Test func oneBucketPlansDecideAsTheGeneralPathDoes() throws {
         let clock = ManualClock()
         let configuration = MemoryStore.Configuration(maximumEntries: 12, shards: 2)
-        let general = MemoryStore(configuration: configuration, clock: clock)
-        general.usesOneBucketPath = false
+        let general = MemoryStore(configuration: configuration, clock: clock, usesOneBucketPath: false)
         let fast = MemoryStore(configuration: configuration, clock: clock)
         let plans = [
             try Plan(name: "enforced", limits: [bucket(capacity: 3, per: second, tokens: 1)]),

@@ -232,9 +232,9 @@ precondition(warmUp.run() == n && warmUp.run() == n, "a warm-up check was denied
 
 // `shuffled`: the timed threads visit the keys in a fixed random order instead of the order they were
 // created in (the order of their entries in memory), as guava/KeyedShuffled.java does for Guava: it tells
-// memory-layout effects from the check. `TOLLGATE_SHUFFLE=1` does the same.
+// memory-layout effects from the check.
 var timed = partitions
-if options.shuffled || ProcessInfo.processInfo.environment["TOLLGATE_SHUFFLE"] == "1" {
+if options.shuffled {
     var state: UInt64 = 0x9e37_79b9_7f4a_7c15
     for index in stride(from: timed.count - 1, to: 0, by: -1) {
         state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407

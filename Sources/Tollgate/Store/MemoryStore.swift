@@ -53,9 +53,14 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     /// `clock` when it is a `SystemClock`: then read directly, without dynamic dispatch.
     let systemClock: SystemClock?
     /// Whether plans of one token bucket take `decideOneBucket`; tests turn it off to compare it with `decide`.
-    var usesOneBucketPath = true
+    let usesOneBucketPath: Bool
 
-    public init(configuration: Configuration = .init(), clock: any LimiterClock = SystemClock()) {
+    public convenience init(configuration: Configuration = .init(), clock: any LimiterClock = SystemClock()) {
+        self.init(configuration: configuration, clock: clock, usesOneBucketPath: true)
+    }
+
+    init(configuration: Configuration, clock: any LimiterClock, usesOneBucketPath: Bool) {
+        self.usesOneBucketPath = usesOneBucketPath
         var count = 1
         while count < max(1, configuration.shards) { count <<= 1 }
         perShard = ShardTable.bound((max(1, configuration.maximumEntries) + count - 1) / count)
@@ -251,6 +256,11 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     ) {
         let groupCount = hot.pointee.groupCount
         let ids = (hot.pointee.groups[0].id, groupCount > 1 ? hot.pointee.groups[1].id : 0)
+        /// How many of the flagged groups' entries go to each table (`tables.1` may be `tables.0`).
+        func perTable(_ flags: (Bool, Bool)) -> (Int, Int) {
+            let (first, second) = (flags.0 ? 1 : 0, flags.1 ? 1 : 0)
+            return tables.0 == tables.1 ? (first + second, 0) : (first, second)
+        }
         withUnsafeTemporaryAllocation(of: LimitState.self, capacity: 8) { next in
             while true {
                 // Pointers into the tables, valid while the shard locks are held and nothing is removed.
@@ -269,12 +279,9 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                         subject: partition.subject(for: group.pointee.scope), specs: hot.pointee.specs, now: now)
                 }
                 let made = (fresh(0), fresh(1))
-                if tables.0 == tables.1 {
-                    tables.0.pointee.reserveIndex(for: (made.0 == nil ? 0 : 1) + (made.1 == nil ? 0 : 1))
-                } else {
-                    tables.0.pointee.reserveIndex(for: made.0 == nil ? 0 : 1)
-                    tables.1.pointee.reserveIndex(for: made.1 == nil ? 0 : 1)
-                }
+                let room = perTable((made.0 != nil, made.1 != nil))
+                tables.0.pointee.reserveIndex(for: room.0)
+                tables.1.pointee.reserveIndex(for: room.1)
                 lockInAddressOrder(entries)
                 var expiresAt: (Int64, Int64) = (now, now)
                 let counts = evaluate(
@@ -282,11 +289,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
                     into: &decision)
                 let missing = (counts.0 && entries.0 == nil, counts.1 && entries.1 == nil)
                 if missing.0 || missing.1 {
-                    let sameTable = tables.0 == tables.1
-                    let needed = (
-                        (missing.0 ? 1 : 0) + (sameTable && missing.1 ? 1 : 0),
-                        sameTable ? 0 : (missing.1 ? 1 : 0)
-                    )
+                    let needed = perTable(missing)
                     if !tables.0.pointee.hasRoom(for: needed.0) || !tables.1.pointee.hasRoom(for: needed.1) {
                         // Making room removes and moves entries, which takes their locks: give ours back,
                         // then decide again over what is left (nothing was committed).
@@ -324,8 +327,8 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
             let counts = evaluate(
                 hot, entries: entries, cost: cost, now: now, next: next.baseAddress!, expiresAt: &expiresAt, into: &decision)
             commit(
-                    hot, entries: entries, counts: counts, next: next.baseAddress!, expiresAt: expiresAt, cost: cost, now: now,
-                    decision: &decision)
+                hot, entries: entries, counts: counts, next: next.baseAddress!, expiresAt: expiresAt, cost: cost, now: now,
+                decision: &decision)
         }
     }
 
@@ -452,8 +455,7 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
         let position = table.pointee.insert(new, group: group.pointee.id)
         hints?.pointee.remember(position, for: group.pointee.scope)
         let entry = table.pointee.entries + position
-        entry.pointee.expiresAt = max(now, evaluation.expiresAt)
-        entry.pointee.first = evaluation.next
+        commitOneBucket(evaluation, to: entry, now: now)
         EntrySlot.unlock(entry, group: group.pointee.id)
     }
 
@@ -465,6 +467,12 @@ public final class MemoryStore: SynchronousLimitStore, @unchecked Sendable {
     ) {
         let evaluation = evaluateOneBucket(spec, entry.pointee.first, cost: cost, now: now, into: &decision)
         guard evaluation.admits && cost > 0 else { return }
+        commitOneBucket(evaluation, to: entry, now: now)
+    }
+
+    /// Writes an admitted one-bucket evaluation into its entry (locked by the caller).
+    @inline(__always)
+    static func commitOneBucket(_ evaluation: Evaluation, to entry: UnsafeMutablePointer<StoreEntry>, now: Int64) {
         entry.pointee.expiresAt = max(now, evaluation.expiresAt)
         entry.pointee.first = evaluation.next
     }

@@ -272,7 +272,7 @@ struct ShardTable: ~Copyable, @unchecked Sendable {
 
     @inline(__always)
     private func matches(_ entry: UnsafeMutablePointer<StoreEntry>, hash: UInt32, group: UInt32, subject: String) -> Bool {
-        entry.pointee.hash == hash && EntrySlot.group(entry) == group && entry.pointee.subject == subject
+        EntrySlot.group(entry) == group && Self.matches(entry, hash: hash, subject: subject)
     }
 
     /// Whether `additional` entries can be inserted without making room first.
