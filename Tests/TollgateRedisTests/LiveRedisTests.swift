@@ -202,11 +202,13 @@ import TollgateTestSupport
                 let connection = try client.pickConnection()
                 let key = uniqueKey("overload")
                 try await withThrowingTaskGroup(of: RedisReply.self) { group in
-                    // BLPOP holds the connection for 300 ms; what follows waits behind it.
-                    group.addTask { try await client.send(["BLPOP", key, "0.3"]) }
+                    // BLPOP holds the connection for 2 s; the GETs, sent once it is pending (tasks start in
+                    // no set order, and a GET sent first would be answered at once), wait behind it.
+                    group.addTask { try await client.send(["BLPOP", key, "2"]) }
+                    try await waitUntil("the BLPOP pending") { connection.pendingCommands >= 1 }
                     group.addTask { try await client.send(["GET", key]) }
                     group.addTask { try await client.send(["GET", key]) }
-                    while connection.pendingCommands < 3 { try await Task.sleep(for: .milliseconds(1)) }
+                    try await waitUntil("three commands pending") { connection.pendingCommands >= 3 }
 
                     let started = ContinuousClock.now
                     let refused = await outcome { () async throws(RedisClientError) in try await client.send(["PING"]) }
@@ -271,8 +273,8 @@ import TollgateTestSupport
                             return (result, ContinuousClock.now - started)
                         }
                     }
-                    while connections.reduce(0, { $0 + $1.pendingCommands }) < 20 {
-                        try await Task.sleep(for: .milliseconds(1))
+                    try await waitUntil("twenty commands pending") {
+                        connections.reduce(0, { $0 + $1.pendingCommands }) >= 20
                     }
                     try await Task.sleep(for: .milliseconds(100))
                     await server.kill()

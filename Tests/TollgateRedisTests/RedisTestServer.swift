@@ -44,3 +44,17 @@ func withClient(_ configuration: RedisConfiguration, _ body: (RedisClient) async
 func uniqueKey(_ name: String) -> String {
     "tollgate-test:\(UInt64.random(in: 0...UInt64.max)):\(name)"
 }
+
+/// Waits until `condition` holds, polling every millisecond; throws after `timeout` rather than waiting
+/// for ever (a test that set up a race it then lost must fail, not hang the suite).
+func waitUntil(
+    _ what: @autoclosure () -> String, timeout: Duration = .seconds(5), _ condition: () -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            throw TestSetupError(description: "\(what()) did not happen within \(timeout)")
+        }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}
