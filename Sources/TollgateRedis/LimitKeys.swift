@@ -1,26 +1,30 @@
 import Tollgate
 
-/// Where a plan's counters live in Redis.
+/// Where a plan's counters live in Redis: one key per scope of the plan, as the in-process store keeps
+/// one entry per scope.
 ///
 /// ```
-/// tg:{<organization>}:<limit>:k<api key id>    per-key limit            e.g. tg:{org_123}:5c0f2e:k9f86d081884c7d65
-/// tg:{<organization>}:<limit>:o                organization-wide limit  e.g. tg:{org_123}:a41b07:o
-/// … :sum                                       a sliding log's running total
+/// tg:{<organization>}:<scope id>:k<api key id>    the plan's per-key limits   e.g. tg:{org_123}:5c0f2e:k9f86d081884c7d65
+/// tg:{<organization>}:<scope id>:o                its organization-wide limits
+/// … :l<n>                                         the entries of limit n's sliding log (a list)
 /// ```
 ///
 /// Every key of one request carries the organization as its hash tag, so one script can touch all of
-/// them on a Redis Cluster. `<limit>` is six hex digits of a hash of the plan's name and time zone and the
-/// limit's name, numbers and scope (`limitID(plan:index:)`): new whenever a definition changes, so a
-/// changed limit starts afresh instead of misreading old state (old keys expire by their TTL).
+/// them on a Redis Cluster. `<scope id>` is six hex digits of a hash of the plan's name and time zone
+/// and the scope's limits, their names and numbers (`scopeID(plan:scope:)`): new whenever one of them
+/// changes, so a changed plan starts that scope's counters afresh instead of misreading old state (old
+/// keys expire by their TTL). The value is the binary layout of `ScopeLayout`.
 ///
-/// Names are at most 44 bytes (48 with `:sum`), because the name is most of a counter's memory and Redis
-/// rounds it up to 48 bytes up to that length: an organization is its own tag when it is plain
-/// `[A-Za-z0-9_.:@-]` of up to 14 bytes, otherwise `#` and 11 base-62 digits of a 64-bit hash of it (a `#`
-/// never appears in a plain tag, and a `{` or `}` can never split the tag); an API key id of up to 16 bytes
-/// is written as `k<id>`, a longer one as `h` and 11 base-62 digits of its hash. Values: one packed
-/// decimal integer (`PackedLayout`), or `a:b:c` decimal text when the numbers do not fit (see
-/// `LimitState` in the core); a sliding log is a list of `time:cost` entries, oldest first, plus its
-/// `:sum`. Every key has a TTL no shorter than its window.
+/// Names are at most 44 bytes, because the name is most of a counter's memory and Redis rounds it up to
+/// 48 bytes up to that length: an organization is its own tag when it is plain `[A-Za-z0-9_.:@-]` of up
+/// to 14 bytes, otherwise `#` and 11 base-62 digits of a 64-bit hash of it (a `#` never appears in a
+/// plain tag, and a `{` or `}` can never split the tag); an API key id of up to 16 bytes is written as
+/// `k<id>`, a longer one as `h` and 11 base-62 digits of its hash. Every key has a TTL no shorter than
+/// the windows it serves.
+///
+/// The previous layout kept one key per limit, `<limit id>` (`limitID(plan:index:)`) in place of the
+/// scope id, and a sliding log's total in `… :sum`; the limit script reads it once when a scope key is
+/// absent (`PlanScript`).
 public enum LimitKeys {
     /// The hash tag (without braces) for an organization.
     public static func hashTag(_ organization: String) -> String {
@@ -71,7 +75,15 @@ public enum LimitKeys {
         }
     }
 
-    /// The stable identity of one limit of a plan: six hex digits of its whole definition.
+    /// The stable identity of one scope of a plan: six hex digits of the definitions of its limits.
+    public static func scopeID(plan: Plan, scope: LimitScope) -> String {
+        let members = plan.limits.filter { $0.scope == scope }.map { "\($0.name)|\($0.algorithm)|\($0.shadow)" }
+        let definition = StableHash.of(
+            (["scope", plan.name, plan.timeZone.identifier, scope.rawValue] + members).joined(separator: "|"))
+        return hex(definition, digits: 6)
+    }
+
+    /// The stable identity of one limit of a plan in the previous layout: six hex digits of its whole definition.
     public static func limitID(plan: Plan, index: Int) -> String {
         let limit = plan.limits[index]
         let definition = StableHash.of(
@@ -79,9 +91,22 @@ public enum LimitKeys {
         return hex(definition, digits: 6)
     }
 
-    /// The state keys of every limit of `plan` for `partition`, in plan order (two for a sliding log),
-    /// and for each limit the 1-based index of its first key.
-    static func keys(plan: Plan, partition: Partition, limitIDs: [String]) -> (keys: [String], first: [Int]) {
+    /// The keys of one check of `plan` for `partition`, in the order of the plan's script: its scope keys,
+    /// then its sliding logs' lists.
+    static func keys(plan: Plan, partition: Partition) -> [String] {
+        let prefix = "tg:{\(hashTag(for: partition))}:"
+        let scopes = ScopeLayout.scopes(of: plan).map { layout in
+            prefix + scopeID(plan: plan, scope: layout.scope) + ":" + (layout.scope == .apiKey ? subject(for: partition) : "o")
+        }
+        let logs = plan.limits.indices.filter { plan.compiled.specs[$0].kind == .slidingLog }.map { index in
+            scopes[plan.limits[index].scope == .apiKey ? 0 : scopes.count - 1] + ":l\(index + 1)"
+        }
+        return scopes + logs
+    }
+
+    /// The state keys of every limit of `plan` for `partition` in the previous layout, in plan order (two
+    /// for a sliding log), and for each limit the 1-based index of its first key.
+    static func previousKeys(plan: Plan, partition: Partition, limitIDs: [String]) -> (keys: [String], first: [Int]) {
         let prefix = "tg:{\(hashTag(for: partition))}:"
         var keys: [String] = []
         var first: [Int] = []

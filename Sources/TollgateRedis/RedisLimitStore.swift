@@ -4,8 +4,9 @@ import NIOCore
 import Synchronization
 import Tollgate
 
-/// Limits kept in Redis, shared by every gateway and sidecar replica: each check is one `EVALSHA` that
-/// evaluates all limits of the request atomically against Redis' own clock.
+/// Limits kept in Redis, shared by every gateway and sidecar replica: each check is one `EVALSHA` of a
+/// script generated for its plan (`PlanScript`), which decides all limits of the request atomically
+/// against Redis' own clock, reading and writing at most one key per scope of the plan.
 ///
 /// When Redis fails or a check runs out of time (the client's `commandTimeout` is the budget), the
 /// `failurePolicy` answers: `deny` (the decision is refused with `.storeUnavailable` and a retry-after),
@@ -16,9 +17,9 @@ import Tollgate
 ///
 /// Run `client.run()` in a task for as long as the store is used (the client keeps its connections).
 ///
-/// **Cost of a check.** A plan's command is encoded once (`ScriptInvocation`); a check writes only its
-/// keys and cost into the connection's outbound buffer and reads the reply off hiredis' reader without
-/// intermediate allocations. `check` runs on its caller's executor (`nonisolated(nonsending)`): a caller
+/// **Cost of a check.** A plan's command is encoded once (`PlanCall`); a check writes only its keys and
+/// cost into the connection's outbound buffer. The script answers the state it read and its verdict;
+/// remaining quota, reset and retry-after are derived here with the in-process arithmetic. `check` runs on its caller's executor (`nonisolated(nonsending)`): a caller
 /// that runs on one of the client's event loops (`client.taskExecutor(for:)` as its task executor
 /// preference) makes the whole round trip without a thread hop; any other caller pays one hop to the
 /// connection's loop and one back.
@@ -52,17 +53,11 @@ public final class RedisLimitStore: LimitStore {
         public var denyCache: Bool
         public var denyCacheCapacity: Int
         public var localFallback: MemoryStore.Configuration
-        /// Write counter and bucket state as one packed integer (88 bytes a key instead of 120; see
-        /// `LimitKeys`). State is read in either form whatever this says; turn it off while replicas of a
-        /// version that only reads the text form still share the Redis.
-        public var packedState: Bool
-
         public init(
             failurePolicy: FailurePolicy = .deny, unavailableRetryAfter: Duration = .seconds(1),
             breakerFailureThreshold: Int = 3, breakerProbeInterval: Duration = .seconds(1), denyCache: Bool = true,
-            denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init(), packedState: Bool = true
+            denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init()
         ) {
-            self.packedState = packedState
             self.failurePolicy = failurePolicy
             self.unavailableRetryAfter = unavailableRetryAfter
             self.breakerFailureThreshold = breakerFailureThreshold
@@ -82,9 +77,8 @@ public final class RedisLimitStore: LimitStore {
     private let fallback: MemoryStore
     /// True while the breaker is closed with no failure counted: the common case skips its lock.
     private let breakerClean = Atomic<Bool>(true)
-    private let scriptSHA = Mutex<String?>(nil)
     /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused).
-    private let invocations = Mutex<[ObjectIdentifier: ScriptInvocation]>([:])
+    private let calls = Mutex<[ObjectIdentifier: PlanCall]>([:])
     private let metrics: StoreMetrics
 
     /// - Parameters:
@@ -107,17 +101,10 @@ public final class RedisLimitStore: LimitStore {
         metrics = StoreMetrics(factory: metricsFactory)
     }
 
-    /// Loads the limit script. Optional: the first check loads it when needed, and a server that forgot
-    /// it (restart, `SCRIPT FLUSH`) gets it again on `NOSCRIPT`.
-    public func prepare() async throws {
-        _ = try await sha()
-    }
-
-    private func sha() async throws(RedisClientError) -> String {
-        if let sha = scriptSHA.withLock({ $0 }) { return sha }
-        let sha = try await client.scriptLoad(LimitScript.source)
-        scriptSHA.withLock { $0 = sha }
-        return sha
+    /// Loads the scripts of `plans`. Optional: the first check of a plan loads its script, and a server
+    /// that forgot it (restart, `SCRIPT FLUSH`, failover) gets it again on `NOSCRIPT`.
+    public func prepare(_ plans: [Plan]) async throws {
+        for plan in plans { _ = try await call(for: plan) }
     }
 
     nonisolated(nonsending) public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
@@ -211,14 +198,14 @@ public final class RedisLimitStore: LimitStore {
         var clockRetries = 0
         while true {
             do {
-                let invocation = try await invocation(for: plan)
-                let reply = try await client.evalSHA(invocation.sha, source: LimitScript.source) { buffer in
-                    invocation.encode(
-                        partition: partition, hashTag: hashTag, cost: cost, now: instant, callerClock: callerClock,
-                        anchors: anchors, into: &buffer)
+                let call = try await call(for: plan)
+                let reply = try await client.evalSHA(call.sha, source: call.script.source) { buffer in
+                    call.encode(
+                        partition: partition, hashTag: hashTag, costs: CollectionOfOne(cost), now: instant,
+                        callerClock: callerClock, anchors: anchors, into: &buffer)
                 }
                 do {
-                    return try invocation.decision(from: reply, hashTag: hashTag)
+                    return try call.decision(from: reply, cost: cost, hashTag: hashTag)
                 } catch {
                     throw Failure(kind: .badReply, message: error.message)
                 }
@@ -236,11 +223,12 @@ public final class RedisLimitStore: LimitStore {
                     anchors = next
                     continue
                 }
-                if prefix == "TOLLGATE_BADSTATE" {
-                    let name = Self.limitName(error.message, plan: plan)
+                if prefix == "TOLLGATE_BADSTATE" || prefix == "WRONGTYPE" {
+                    let cached = calls.withLock { $0[ObjectIdentifier(plan.compiled)] }
+                    let what = prefix == "WRONGTYPE" ? "one of the keys" : cached?.describeKey(Self.keyIndex(error.message)) ?? "(unknown)"
                     throw Failure(
                         kind: .badReply,
-                        message: "a Redis key under hash tag {\(hashTag)} for limit \(name) of plan \(plan.name) holds something "
+                        message: "a Redis key under hash tag {\(hashTag)} for \(what) of plan \(plan.name) holds something "
                             + "that is not Tollgate state (another application's data, or a key of the wrong type)")
                 }
                 throw Failure(kind: Self.kind(of: error), message: "\(error)")
@@ -252,19 +240,18 @@ public final class RedisLimitStore: LimitStore {
         }
     }
 
-    /// The plan's prepared call, made on its first check. (The SHA1 never changes: it is the hash of
-    /// `LimitScript.source`.)
-    nonisolated(nonsending) private func invocation(for plan: Plan) async throws(RedisClientError) -> ScriptInvocation {
+    /// The plan's prepared call, made (and its script loaded) on its first check.
+    nonisolated(nonsending) private func call(for plan: Plan) async throws(RedisClientError) -> PlanCall {
         let id = ObjectIdentifier(plan.compiled)
-        if let cached = invocations.withLock({ $0[id] }) { return cached }
-        let sha = try await sha()
-        let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
-        let invocation = ScriptInvocation(plan: plan, limitIDs: ids, sha: sha, packed: configuration.packedState)
-        invocations.withLock { table in
+        if let cached = calls.withLock({ $0[id] }) { return cached }
+        let script = PlanScript(plan: plan)
+        let sha = try await client.scriptLoad(script.source)
+        let call = PlanCall(plan: plan, script: script, sha: sha)
+        calls.withLock { table in
             if table.count > 1_024 { table.removeAll() }
-            table[id] = invocation
+            table[id] = call
         }
-        return invocation
+        return call
     }
 
     private static func kind(of error: RedisClientError) -> Failure.Kind {
@@ -287,27 +274,38 @@ public final class RedisLimitStore: LimitStore {
         return (limit - 1, instant)
     }
 
-    private static func limitName(_ message: String, plan: Plan) -> String {
-        guard let range = message.range(of: "TOLLGATE_BADSTATE "),
-            let keyIndex = Int(message[range.upperBound...].prefix { $0.isNumber })
-        else { return "(unknown)" }
-        // Keys are laid out in plan order, a sliding log taking two.
-        var index = 0
-        for limit in plan.limits {
-            let width = if case .slidingLog = limit.algorithm { 2 } else { 1 }
-            if keyIndex <= index + width { return limit.name }
-            index += width
-        }
-        return "(unknown)"
+    /// The key index of a `TOLLGATE_BADSTATE <key index>` error.
+    private static func keyIndex(_ message: String) -> Int {
+        guard let range = message.range(of: "TOLLGATE_BADSTATE ") else { return 0 }
+        return Int(message[range.upperBound...].prefix { $0.isNumber }) ?? 0
     }
 
-    /// The Lua source of the limit script (for benchmarks that run it with other clients).
-    public static var scriptSource: String { LimitScript.source }
+    /// The Lua source of `plan`'s script (for benchmarks that run it with other clients).
+    public static func scriptSource(for plan: Plan) -> String {
+        PlanScript(plan: plan).source
+    }
 
-    /// The script's ARGV for one check of `plan` at Redis' own clock (for benchmarks that run it with
-    /// other clients; KEYS are `LimitKeys`' names).
-    public static func scriptArguments(for plan: Plan, cost: Int) -> [String] {
-        LimitScript.arguments(plan: plan, cost: cost, now: nil, callerClock: SystemClock().now())
+    /// The script's KEYS and ARGV for one check of `plan` for `partition` at Redis' own clock (for
+    /// benchmarks that run it with other clients).
+    public static func scriptKeysAndArguments(for plan: Plan, partition: Partition, cost: Int) -> (keys: [String], arguments: [String]) {
+        let script = PlanScript(plan: plan)
+        let callerClock = SystemClock().now()
+        var arguments = [""]
+        for index in script.calendars {
+            let around = plan.compiled.calendars[index]!.neighbourhood(of: callerClock)
+            arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
+        }
+        return (LimitKeys.keys(plan: plan, partition: partition), arguments + [String(cost)])
+    }
+
+    /// The previous version's script (one key per limit), for the benchmark's baseline.
+    public static var previousScriptSource: String { LegacyLimitScript.source }
+
+    /// The previous version's KEYS and ARGV for one check of `plan` for `partition` (the benchmark's baseline).
+    public static func previousScriptKeysAndArguments(for plan: Plan, partition: Partition, cost: Int) -> (keys: [String], arguments: [String]) {
+        let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
+        let keys = LimitKeys.previousKeys(plan: plan, partition: partition, limitIDs: ids).keys
+        return (keys, LegacyLimitScript.arguments(plan: plan, cost: cost, now: nil, callerClock: SystemClock().now()))
     }
 
     /// Entries in the deny cache (for tests and monitoring).

@@ -105,8 +105,7 @@ public final class Sidecar: Sendable {
             store = RedisLimitStore(
                 client: client,
                 configuration: .init(
-                    failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
-                    packedState: settings.store.packedState),
+                    failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter),
                 logger: logger, metricsFactory: factory)
         }
         self.store = store

@@ -13,8 +13,13 @@ struct RedisLoadCommand: AsyncParsableCommand {
         commandName: "redis-load",
         abstract: "Run concurrent limit checks against Redis and report checks/s, p50/p99 latency and admissions.",
         discussion: """
-            Every caller checks one plan of one limit (a fixed window of --limit per --window seconds) \
-            for its own key, or for one shared key with --shared-key. Prints one JSON object.
+            Every caller checks one plan for its own key, or for one shared key with --shared-key: the \
+            plan --plan of the configuration --config, or else one limit (--algorithm, --limit per \
+            --window seconds). Prints one JSON object: checks, checks_per_second, p50_us and p99_us, \
+            and from the server's INFO before and after the run redis_cpu_us_per_check (the server's \
+            own CPU time, user and system, over the checks made: on a server that serves only this \
+            load, its cost of a check) and commands_per_read (how many commands each read of the \
+            server's carried).
             """
     )
 
@@ -38,10 +43,20 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var sharedKey = false
     @Option(help: "Algorithm: fixed_window or token_bucket.")
     var algorithm = "fixed_window"
-    @Flag(help: "Print the limit script's Lua source and exit (for redis-benchmark runs of the same script).")
+    @Option(help: "A configuration file whose plan --plan is checked (instead of --algorithm, --limit and --window).")
+    var config: String?
+    @Option(help: "The plan of --config to check.")
+    var plan: String?
+    @Flag(help: "Print the plan's Lua script and exit (for redis-benchmark runs of the same script).")
     var printScript = false
-    @Flag(help: "Print the script's ARGV for one check of the load's limit, one per line, and exit (for redis-benchmark).")
+    @Flag(
+        help: """
+            Print the number of keys, the keys and the arguments of one check of the plan for API key \
+            __rand_int__, one per line, and exit (for redis-benchmark, which replaces __rand_int__).
+            """)
     var printArguments = false
+    @Flag(help: "With --print-script or --print-arguments: the previous version's script (one key per limit), the benchmark's baseline.")
+    var previousScript = false
     @Flag(help: "Run the callers on the cooperative thread pool instead of the connections' event loops.")
     var noAffinity = false
 
@@ -54,17 +69,18 @@ struct RedisLoadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let plan = try loadPlan()
         if printScript {
-            print(RedisLimitStore.scriptSource)
+            print(previousScript ? RedisLimitStore.previousScriptSource : RedisLimitStore.scriptSource(for: plan))
             return
         }
-        let limitAlgorithm: LimitAlgorithm =
-            algorithm == "token_bucket"
-            ? .tokenBucket(capacity: limit, refillTokens: limit, refillPeriod: window * 1_000_000)
-            : .fixedWindow(limit: limit, window: window * 1_000_000)
-        let plan = try Plan(name: "load", limits: [Limit(name: "limit", algorithm: limitAlgorithm)])
         if printArguments {
-            print(RedisLimitStore.scriptArguments(for: plan, cost: 1).joined(separator: "\n"))
+            let partition = Partition(organization: organization, apiKey: "__rand_int__")
+            let (keys, arguments) =
+                previousScript
+                ? RedisLimitStore.previousScriptKeysAndArguments(for: plan, partition: partition, cost: 1)
+                : RedisLimitStore.scriptKeysAndArguments(for: plan, partition: partition, cost: 1)
+            print(([String(keys.count)] + keys + arguments).joined(separator: "\n"))
             return
         }
         var redis = try RedisConfiguration(url: url)
@@ -76,7 +92,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
         defer { runner.cancel() }
         try await client.waitUntilConnected(timeout: .seconds(5))
         let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: logger)
-        try await store.prepare()
+        try await store.prepare([plan])
+        let before = try await ServerCounters.read(client)
 
         // Each caller runs on the event loop of one of the client's connections (a task executor
         // preference), as a gateway does that serves its requests on those loops: a check then never
@@ -112,20 +129,80 @@ struct RedisLoadCommand: AsyncParsableCommand {
             return try await group.reduce(into: [CallerResult]()) { $0.append($1) }
         }
         let elapsed = ContinuousClock.now - start
+        let after = try await ServerCounters.read(client)
         var latencies = results.flatMap(\.latencies).map { Double($0) / 1e3 }
         latencies.sort()
         func percentile(_ p: Double) -> Double {
             latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
         }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let report: [String: Any] = [
+        var report: [String: Any] = [
             "callers": callers, "connections": connections, "affinity": !noAffinity, "checks": latencies.count,
             "admitted": results.reduce(0) { $0 + $1.admitted }, "failures": results.reduce(0) { $0 + $1.failures },
             "seconds": (seconds * 1000).rounded() / 1000, "checks_per_second": (Double(latencies.count) / seconds).rounded(),
-            "p50_us": percentile(0.5).rounded(), "p99_us": percentile(0.99).rounded(),
+            "p50_us": percentile(0.5).rounded(), "p99_us": percentile(0.99).rounded(), "plan": plan.name,
         ]
+        if !latencies.isEmpty {
+            report["redis_cpu_us_per_check"] = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / Double(latencies.count) * 100).rounded() / 100
+        }
+        if after.reads > before.reads {
+            report["commands_per_read"] = (Double(after.commands - before.commands) / Double(after.reads - before.reads) * 100).rounded() / 100
+        }
         let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
+    }
+}
+
+extension RedisLoadCommand {
+    /// The plan --plan of --config, or the one-limit plan of --algorithm, --limit and --window.
+    func loadPlan() throws -> Plan {
+        if let config {
+            let configuration: TollgateConfiguration
+            do {
+                configuration = try TollgateConfiguration.load(contentsOfFile: config)
+            } catch {
+                throw ValidationError(error.description)
+            }
+            guard let name = plan else {
+                throw ValidationError("--config needs --plan, one of: \(configuration.plans.map(\.name).joined(separator: ", "))")
+            }
+            guard let found = configuration.plan(named: name) else {
+                throw ValidationError(
+                    "\(config) has no plan \"\(name)\"; its plans are \(configuration.plans.map(\.name).joined(separator: ", "))")
+            }
+            return found
+        }
+        if plan != nil { throw ValidationError("--plan names a plan of --config, which is missing") }
+        let limitAlgorithm: LimitAlgorithm =
+            switch algorithm {
+            case "token_bucket": .tokenBucket(capacity: limit, refillTokens: limit, refillPeriod: window * 1_000_000)
+            case "fixed_window": .fixedWindow(limit: limit, window: window * 1_000_000)
+            default: throw ValidationError("--algorithm: expected fixed_window or token_bucket, found \(algorithm)")
+            }
+        return try Plan(name: "load", limits: [Limit(name: "limit", algorithm: limitAlgorithm)])
+    }
+}
+
+/// The server's own CPU time and its command and read counts, from `INFO`.
+struct ServerCounters {
+    var cpuSeconds = 0.0
+    var commands = 0
+    var reads = 0
+
+    static func read(_ client: RedisClient) async throws -> ServerCounters {
+        let text = try await client.send(["INFO"]).string ?? ""
+        var counters = ServerCounters()
+        for line in text.split(whereSeparator: \.isNewline) {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "used_cpu_sys", "used_cpu_user": counters.cpuSeconds += Double(parts[1]) ?? 0
+            case "total_commands_processed": counters.commands = Int(parts[1]) ?? 0
+            case "total_reads_processed": counters.reads = Int(parts[1]) ?? 0
+            default: break
+            }
+        }
+        return counters
     }
 }
 

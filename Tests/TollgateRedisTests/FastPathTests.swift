@@ -91,9 +91,16 @@ import Tollgate
 
     // MARK: The pre-encoded check
 
-    /// KEYS and ARGV as the limit script documents them, built the plain way (the pre-encoding's reference).
-    static func referenceArguments(plan: Plan, partition: Partition, cost: Int, now: Int64?, callerClock: Int64) -> [String] {
-        stateKeys(plan, partition) + LimitScript.arguments(plan: plan, cost: cost, now: now, callerClock: callerClock)
+    /// KEYS and ARGV as the plan's script documents them, built the plain way (the pre-encoding's reference).
+    static func referenceArguments(plan: Plan, partition: Partition, costs: [Int], now: Int64?, callerClock: Int64) -> (keys: [String], arguments: [String]) {
+        var arguments = [now.map { String($0) } ?? ""]
+        for index in plan.limits.indices {
+            if let calendar = plan.compiled.calendars[index] {
+                let around = calendar.neighbourhood(of: callerClock)
+                arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
+            }
+        }
+        return (LimitKeys.keys(plan: plan, partition: partition), arguments + costs.map { String($0) })
     }
 
     @Test func aPreEncodedCheckIsTheEvalshaOfItsKeysAndArguments() throws {
@@ -106,6 +113,7 @@ import Tollgate
                 limits: [
                     Limit(name: "log", algorithm: .slidingLog(limit: 3, window: 5 * second)),
                     Limit(name: "month", algorithm: .calendar(limit: 100_000, unit: .month), shadow: true),
+                    Limit(name: "org-day", algorithm: .calendar(limit: 100_000, unit: .day), scope: .organization),
                 ]),
         ]
         let partitions = [
@@ -115,20 +123,18 @@ import Tollgate
         ]
         let callerClock: Int64 = 1_767_225_600 * second + 59 * second + 999_999
         for plan in plans {
-            let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
-            let invocation = ScriptInvocation(plan: plan, limitIDs: ids, sha: sha)
+            let call = PlanCall(plan: plan, script: PlanScript(plan: plan), sha: sha)
             for partition in partitions {
-                for (cost, now) in [(1, nil), (0, Int64(1_700_000_000_123_456)), (12_345, nil)] as [(Int, Int64?)] {
-                    let keysAndArguments = Self.referenceArguments(plan: plan, partition: partition, cost: cost, now: now, callerClock: callerClock)
-                    let keyCount = keysAndArguments.count - 3 - plan.limits.count * LimitScript.fieldsPerLimit
+                for (costs, now) in [([1], nil), ([0], Int64(1_700_000_000_123_456)), ([12_345, 0, 3], nil)] as [([Int], Int64?)] {
+                    let (keys, arguments) = Self.referenceArguments(plan: plan, partition: partition, costs: costs, now: now, callerClock: callerClock)
                     let reference = try RESPCommandEncoder.encode(
-                        ["EVALSHA", RedisArgument(sha), RedisArgument(keyCount)] + keysAndArguments.map { RedisArgument($0) })
+                        ["EVALSHA", RedisArgument(sha), RedisArgument(keys.count)] + (keys + arguments).map { RedisArgument($0) })
                     var encoded = ByteBuffer(string: "x")
-                    invocation.encode(
-                        partition: partition, hashTag: LimitKeys.hashTag(for: partition), cost: cost, now: now,
+                    call.encode(
+                        partition: partition, hashTag: LimitKeys.hashTag(for: partition), costs: costs, now: now,
                         callerClock: callerClock, into: &encoded)
                     #expect(encoded.readString(length: 1) == "x")
-                    #expect(encoded == reference, "plan \(plan.name), organization \(partition.organization), cost \(cost)")
+                    #expect(encoded == reference, "plan \(plan.name), organization \(partition.organization), costs \(costs)")
                 }
             }
         }

@@ -11,9 +11,16 @@ import Tollgate
 
     @Test func shortPlainIdentifiersAreWrittenAsTheyAre() throws {
         let keys = try names(Partition(organization: "org_123abcd", apiKey: "9f86d081884c7d65"))
-        let burst = LimitKeys.limitID(plan: try everyAlgorithmPlan(), index: 0)
-        #expect(keys[0] == "tg:{org_123abcd}:\(burst):k9f86d081884c7d65")
-        #expect(keys.contains { $0.hasSuffix(":o") && $0.hasPrefix("tg:{org_123abcd}:") })
+        let perKey = LimitKeys.scopeID(plan: try everyAlgorithmPlan(), scope: .apiKey)
+        let organization = LimitKeys.scopeID(plan: try everyAlgorithmPlan(), scope: .organization)
+        // The per-key scope, the organization's, and the organization's sliding log (limit 2).
+        #expect(
+            keys == [
+                "tg:{org_123abcd}:\(perKey):k9f86d081884c7d65", "tg:{org_123abcd}:\(organization):o",
+                "tg:{org_123abcd}:\(organization):o:l2",
+            ])
+        #expect(perKey != organization)
+        #expect(perKey != LimitKeys.scopeID(plan: try everyAlgorithmPlan(name: "other"), scope: .apiKey))
     }
 
     /// Redis rounds a name up to 48 bytes up to 44 of them: no identifier makes a name longer than that.
@@ -27,7 +34,8 @@ import Tollgate
     ])
     func namesAreAtMostFortyFourBytes(organization: String, apiKey: String) throws {
         for key in try names(Partition(organization: organization, apiKey: apiKey)) {
-            let name = key.hasSuffix(":sum") ? String(key.dropLast(4)) : key
+            // A sliding log's list is named after its scope's key.
+            let name = key.hasSuffix(":l2") ? String(key.dropLast(3)) : key
             #expect(name.utf8.count <= 44, "\(key)")
             #expect(key.filter { $0 == "{" }.count == 1 && key.filter { $0 == "}" }.count == 1, "\(key)")
         }

@@ -58,8 +58,14 @@ extension NIOAsyncTestingChannel {
     }
 }
 
-/// The state keys of `plan`'s limits for `partition`, as the store names them.
+/// The keys of one check of `plan` for `partition`, as the store names them: its scope keys, then its
+/// sliding logs' lists.
 func stateKeys(_ plan: Plan, _ partition: Partition) -> [String] {
+    LimitKeys.keys(plan: plan, partition: partition)
+}
+
+/// The keys of `plan`'s limits for `partition` in the previous layout (one per limit, two for a sliding log).
+func previousStateKeys(_ plan: Plan, _ partition: Partition) -> [String] {
     let ids = plan.limits.indices.map { LimitKeys.limitID(plan: plan, index: $0) }
-    return LimitKeys.keys(plan: plan, partition: partition, limitIDs: ids).keys
+    return LimitKeys.previousKeys(plan: plan, partition: partition, limitIDs: ids).keys
 }

@@ -77,7 +77,6 @@ struct SidecarConfigTests {
               timeout: 100ms
               connections: 2
               unavailable_retry_after: 3s
-              packed_state: false
             keys:
               source: redis
               cache_ttl: 200ms
@@ -95,7 +94,6 @@ struct SidecarConfigTests {
         #expect(!settings.upstream.forwardCredentials)
         #expect(settings.store.backend == .redis && settings.store.failurePolicy == .local && settings.store.timeout == .milliseconds(100))
         #expect(settings.store.unavailableRetryAfter == .seconds(3) && settings.store.connections == 2)
-        #expect(!settings.store.packedState)
         // Keys from Redis share the store's URL when they name none.
         #expect(settings.keys.source == .redis && settings.keys.url == settings.store.url)
         #expect(settings.keys.cacheTTL == .milliseconds(200) && settings.keys.cacheSize == 10)

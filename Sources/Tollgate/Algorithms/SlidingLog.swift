@@ -79,9 +79,27 @@ final class SlidingLogEntries: @unchecked Sendable {
     var newest: Int64? { count > 0 ? times[index(count &- 1)] : nil }
 }
 
+/// What the sliding log's evaluation reads of a log pruned to the instant it is evaluated at: the
+/// in-process ring, or the summary a store that keeps the log elsewhere reports (`SlidingLogSummary`).
+protocol SlidingLogReading {
+    /// The cost of every entry in the window.
+    var total: Int64 { get }
+    /// The oldest entry's instant, or nil when the log is empty.
+    var oldest: Int64? { get }
+    /// The newest entry's instant, or nil when the log is empty.
+    var newest: Int64? { get }
+    /// Microseconds from `now` until `free` units of cost have left the window.
+    func waitUntilFreed(_ free: Int64, now: Int64, window: Int64) -> Int64
+}
+
+extension SlidingLogEntries: SlidingLogReading {
+    var oldest: Int64? { count > 0 ? times[head] : nil }
+}
+
 enum SlidingLog {
     /// Evaluates against a log already pruned to `now`.
-    static func evaluate(_ spec: LimitSpec, _ log: SlidingLogEntries?, now: Int64, cost: Int64) -> Evaluation {
+    @inline(__always)
+    static func evaluate(_ spec: LimitSpec, _ log: (some SlidingLogReading)?, now: Int64, cost: Int64) -> Evaluation {
         let tooLarge = cost > spec.capacity
         let used = log?.total ?? 0
         let admits = !tooLarge && used &+ cost <= spec.capacity
@@ -102,7 +120,7 @@ enum SlidingLog {
         }
         if after > 0 {
             // More quota appears when the oldest entry leaves; if the log is empty, the new entry is the oldest.
-            evaluation.resetAfter = log.count > 0 ? log.times[log.head] &+ spec.window &- now : spec.window
+            evaluation.resetAfter = log.oldest.map { $0 &+ spec.window &- now } ?? spec.window
             evaluation.expiresAt = admits ? now &+ spec.window : (log.newest ?? now) &+ spec.window
         }
         return evaluation

@@ -13,7 +13,7 @@ extension ConfigReader {
     ]
     static let memoryStoreFields = ["backend", "max_entries"]
     static let redisStoreFields = [
-        "backend", "url", "failure_policy", "timeout", "connections", "unavailable_retry_after", "packed_state",
+        "backend", "url", "failure_policy", "timeout", "connections", "unavailable_retry_after",
     ]
     static let commonKeyFields = ["source", "cache_ttl", "negative_cache_ttl", "cache_size", "stale_if_error"]
     static let routeFields = ["method", "path", "scope", "cost", "limits"]
@@ -105,6 +105,12 @@ extension ConfigReader {
         }
         let allowed = store.backend == .memory ? Self.memoryStoreFields : Self.redisStoreFields
         for entry in fields.entries where !allowed.contains(entry.name) {
+            if entry.name == "packed_state" {
+                throw error(
+                    at: entry.key, path.appending(entry.name),
+                    "no longer a setting: counters are kept in one binary value per scope of a plan, and state "
+                        + "written by earlier versions is read and converted; remove the line")
+            }
             let other = store.backend == .memory ? Self.redisStoreFields : Self.memoryStoreFields
             if other.contains(entry.name) {
                 throw error(
@@ -126,7 +132,6 @@ extension ConfigReader {
             case "timeout": store.timeout = try timeAmount(value, at: at)
             case "connections": store.connections = try count(value, at: at)
             case "unavailable_retry_after": store.unavailableRetryAfter = try timeAmount(value, at: at)
-            case "packed_state": store.packedState = try bool(value, at: at)
             default: break
             }
         }

@@ -47,9 +47,6 @@ import Foundation
 ///   - `timeout` (duration, default 250ms, redis only): each check's time budget.
 ///   - `connections` (int, default 4, redis only): connections to Redis.
 ///   - `unavailable_retry_after` (duration, default 1s, redis only): the Retry-After of a 503.
-///   - `packed_state` (bool, default true, redis only): write counters and buckets as one packed integer
-///     (88 bytes a key) rather than `a:b:c` text (120); both are read. Set it to false while replicas of
-///     a version before packing share the Redis (they read only text), then remove it.
 ///
 /// - `keys` (mapping, optional): where API keys are looked up, by the SHA-256 of the key.
 ///   - `source` (string, default `file`): `file` or `redis`.
@@ -146,7 +143,6 @@ public struct StoreSettings: Sendable, Equatable {
     public var timeout: Duration = .milliseconds(250)
     public var connections = 4
     public var unavailableRetryAfter: Duration = .seconds(1)
-    public var packedState = true
 
     public init() {}
 }

@@ -120,8 +120,8 @@ package struct LimitSpec: Sendable {
     package let unitsPerMicrosecond: Int64
     package let fullLevel: Int64
     /// Sliding window counter: the tick length and the ticks in a window (`SlidingCounter.ticks`); else 1, 1.
-    let tick: Int64
-    let tickCount: Int64
+    package let tick: Int64
+    package let tickCount: Int64
 
     init(_ limit: Limit, slot: Int) {
         self.slot = slot

@@ -568,7 +568,20 @@ extension Evaluation {
         _ spec: LimitSpec, calendar: Unmanaged<CalendarWindows>?, entry: UnsafeMutablePointer<StoreEntry>?,
         now: Int64, cost: Int64
     ) -> Evaluation {
-        let state = entry?.pointee.state(spec.slot) ?? LimitState()
+        if spec.kind == .slidingLog {
+            let log = entry?.pointee.log(spec.slot)
+            let t = max(now, log?.newest ?? now)
+            log?.prune(now: t, window: spec.window)
+            return SlidingLog.evaluate(spec, log, now: t, cost: cost)
+        }
+        return of(spec, calendar: calendar, state: entry?.pointee.state(spec.slot) ?? LimitState(), now: now, cost: cost)
+    }
+
+    /// What one limit other than a sliding log says about a request, from its state.
+    @_transparent
+    static func of(
+        _ spec: LimitSpec, calendar: Unmanaged<CalendarWindows>?, state: LimitState, now: Int64, cost: Int64
+    ) -> Evaluation {
         switch spec.kind {
         case .tokenBucket:
             return TokenBucket.evaluate(spec, state, now: max(now, state.b), cost: cost)
@@ -577,15 +590,10 @@ extension Evaluation {
         case .fixedWindow:
             let t = max(now, state.a)
             return FixedWindow.evaluate(spec, state, window: FixedWindow.aligned(t, length: spec.window), now: t, cost: cost)
-        case .calendar:
+        case .calendar, .slidingLog:  // a sliding log is evaluated from its entries, never from a state
             let t = max(now, state.a)
             let window = t < state.c ? (state.a, state.c) : calendar!.takeUnretainedValue().window(containing: t)
             return FixedWindow.evaluate(spec, state, window: window, now: t, cost: cost)
-        case .slidingLog:
-            let log = entry?.pointee.log(spec.slot)
-            let t = max(now, log?.newest ?? now)
-            log?.prune(now: t, window: spec.window)
-            return SlidingLog.evaluate(spec, log, now: t, cost: cost)
         }
     }
 }

@@ -1,12 +1,13 @@
 import Tollgate
 
-/// The Lua script that evaluates every limit of one request atomically inside Redis — the same
-/// arithmetic as the in-process algorithms (`Sources/Tollgate/Algorithms`), so both stores give the same
-/// answers. All quantities stay below 2^53, where Lua's doubles are exact integers.
+/// The previous version's limit script: one generic script for every plan, one key per limit, the
+/// limits' definitions parsed on every call. Checks no longer use it (`PlanScript` replaced it at a
+/// quarter of its Redis CPU); it stays as the layout `PlanScript` upgrades from (its tests write state
+/// with it) and as the Redis benchmark's baseline.
 ///
 /// KEYS: the state keys of the request's limits (a sliding log uses two: entries and their sum).
 /// ARGV: `cost`, `now` (microseconds, or empty to read `TIME`), `n` (number of limits), then per limit
-/// `LimitScript.fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
+/// `fieldsPerLimit` fields: kind, shadow, capacity, window, unitsPerToken, unitsPerMicrosecond,
 /// fullLevel, first key index, the state's packed layout (`PackedLayout.argument`: the format pattern that
 /// writes it, whose widths the script reads back; empty for text; after an `r`, packed state is read but
 /// text is written), and for calendar quotas four boundaries p0 < c0 < c1 < n1 (the previous, current and
@@ -17,7 +18,7 @@ import Tollgate
 /// clock, or the start of its stored period when the clock went back past it — lies outside the periods
 /// the caller sent: the caller sends that quota's periods around that instant instead. Raised while the
 /// script reads, before it writes anything.
-enum LimitScript {
+enum LegacyLimitScript {
     static let fieldsPerLimit = 13
 
     /// The script's code for an algorithm (its `kind` field).
@@ -33,7 +34,9 @@ enum LimitScript {
 
     /// ARGV of one check of `plan`, built field by field (the reference for `ScriptInvocation`'s
     /// pre-encoded bytes, and what benchmarks pass to other clients running the script).
-    static func arguments(plan: Plan, cost: Int, now: Int64?, callerClock: Int64, anchors: [Int64?]? = nil) -> [String] {
+    static func arguments(
+        plan: Plan, cost: Int, now: Int64?, callerClock: Int64, anchors: [Int64?]? = nil, packed: Bool = true
+    ) -> [String] {
         let specs = plan.compiled.specs
         var first = 1
         var arguments = [String(cost), now.map { String($0) } ?? "", String(specs.count)]
@@ -42,7 +45,7 @@ enum LimitScript {
             if let calendar = plan.compiled.calendars[index] {
                 around = calendar.neighbourhood(of: anchors?[index] ?? callerClock)
             }
-            arguments += fields(of: spec, firstKey: first, writingPacked: true)
+            arguments += fields(of: spec, firstKey: first, writingPacked: packed)
             arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
             first += spec.kind == .slidingLog ? 2 : 1
         }
