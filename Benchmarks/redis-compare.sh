@@ -1,57 +1,194 @@
 #!/usr/bin/env bash
-# Redis-backed checks: Tollgate's client against redis-benchmark running the same script (the ceiling)
-# and the Python `limits` library (the reference many users know), all against one redis-server, in one run.
+# Redis-backed checks, all against one redis-server in one run:
 #
-#   bash Benchmarks/redis-compare.sh [SECONDS]     (default 8 seconds per case)
+#   bash Benchmarks/redis-compare.sh [SECONDS]     (default 8 seconds per client case)
+#   ROUNDS=3 CHECKS=200000                         (rounds of the CPU table, checks per case and round)
 #
-# Prints one table: checks/s, p50 and p99 per caller count, and Tollgate's share of redis-benchmark.
+# 1. Redis CPU per check: the server's own CPU time (user + system, from INFO) over the checks made, with
+#    the same redis-benchmark settings for every row (-c 4 -P 32, 512 keys): Tollgate's generated scripts
+#    for a one-bucket plan and the three-limit plan of the sidecar benchmark, the previous version's
+#    generic script for both (the baseline), Envoy's rate limit service (INCRBY + EXPIRE per limit,
+#    pipelined) for three limits, and a GCRA script after go-redis/redis_rate for one limit. Rounds are
+#    interleaved; the table shows the median and the range.
+# 2. Redis memory per key (MEMORY USAGE) of each layout.
+# 3. Tollgate's own client (`tollgate redis-load`, the three-limit plan) against redis-benchmark running
+#    the same script: checks/s, p50, p99, the server's CPU per check and the commands each server read
+#    carried, at 1 to 512 callers.
+# 4. The Python `limits` library (moving window), the reference many users know.
 #
 # Tollgate's callers run on the event loops of the client's connections (`tollgate redis-load`'s default,
 # a task executor preference per caller: no thread hop per check); the "pool" column runs the same
-# callers on Swift's cooperative thread pool (`--no-affinity`), as a caller that does not choose its
-# thread gets. With more than one caller Tollgate uses one connection per event loop (TOLLGATE_BENCH_CONNS,
-# default: the number of cores, which is the number of loops), and redis-benchmark the same number of
-# clients with the same number of commands in flight.
+# callers on Swift's cooperative thread pool (`--no-affinity`). With more than one caller Tollgate uses
+# one connection per event loop (TOLLGATE_BENCH_CONNS, default: the number of cores), and redis-benchmark
+# the same number of clients with the same number of commands in flight.
+#
+# TOLLGATE_SKIP_BUILD=1 uses the release build as it is (TOLLGATE_BIN=path: that binary instead);
+# TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
+ROUNDS=${ROUNDS:-3}
+CHECKS=${CHECKS:-200000}
 PORT=${TOLLGATE_BENCH_REDIS_PORT:-6399}
 WORK=$(mktemp -d /tmp/tollgate-redis-bench.XXXXXX)
+PLANS=Benchmarks/redis/plans.yaml
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need redis-server || ! need redis-benchmark; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-if [ ! -x "$WORK/venv/bin/python" ]; then
-  python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q limits redis >/dev/null
 fi
 
 if [ -z "${TOLLGATE_SKIP_BUILD:-}" ]; then
   echo "building tollgate (release)…" >&2
   swift build -c release --scratch-path .build-release --product tollgate >/dev/null
 fi
-TOLLGATE="$(swift build -c release --scratch-path .build-release --show-bin-path)/tollgate"
+TOLLGATE=${TOLLGATE_BIN:-"$(swift build -c release --scratch-path .build-release --show-bin-path)/tollgate"}
 
 redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --logfile "$WORK/redis.log" --dir "$WORK"
 trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+cli() { redis-cli -p "$PORT" "$@"; }
 
-"$TOLLGATE" redis-load --print-script > "$WORK/check.lua"
-SHA=$(redis-cli -p "$PORT" script load "$(cat "$WORK/check.lua")")
-# The same single fixed-window limit the load command checks (never denying), on one of 512 keys.
-mapfile -t ARGS < <("$TOLLGATE" redis-load --print-arguments)
+# ---- 1. Redis CPU per check -------------------------------------------------------------------------
+ORG=org-bench
+load_script() { cli script load "$(cat "$1")"; }
+# Each case is a command for redis-benchmark, kept NUL-separated (a script's first argument is empty).
+case_file() { local name=$1; shift; printf '%s\0' "$@" >"$WORK/case-$name"; }
+case_args() { mapfile -d '' -t ARGS <"$WORK/case-$1"; }
+# The EVALSHA of one check of a plan for API key __rand_int__ (--previous-script: the previous version's).
+evalsha_case() {  # name plan [--previous-script]
+  "$TOLLGATE" redis-load --config "$PLANS" --plan "$2" --organization "$ORG" --print-script ${3:-} >"$WORK/$1.lua"
+  local sha; sha=$(load_script "$WORK/$1.lua")
+  mapfile -t REST < <("$TOLLGATE" redis-load --config "$PLANS" --plan "$2" --organization "$ORG" --print-arguments ${3:-})
+  case_file "$1" evalsha "$sha" "${REST[@]}"
+  # The keys of API key 000000000001, one of the 512 that redis-benchmark visits.
+  printf '%s\n' "${REST[@]:1:${REST[0]}}" | sed 's/__rand_int__/000000000001/' >"$WORK/keys-$1"
+}
+case_file floor evalsha "$(cli script load "return 1")" 0
+evalsha_case one one
+evalsha_case one-previous one --previous-script
+evalsha_case three three
+evalsha_case three-previous three --previous-script
+case_file gcra evalsha "$(load_script Benchmarks/redis/gcra.lua)" 1 "gcra:{$ORG}:k__rand_int__" 1000000000 1000000000 1 1
+ENVOY_KEY=rl_messaging_api_key_k__rand_int___minute_1796656020
+case_file envoy-incrby incrby "$ENVOY_KEY" 1
+case_file envoy-expire expire "$ENVOY_KEY" 60
+ORDER="floor one one-previous gcra three three-previous envoy-incrby envoy-expire"
 
-rb() {  # redis-benchmark clients pipeline -> "rps p50_ms p99_ms"
-  redis-benchmark -p "$PORT" -c "$1" -P "$2" -n "$3" -r 512 --csv \
-    evalsha "$SHA" 1 "tg:{org-bench}:000000:k__rand_int__" "${ARGS[@]}" 2>/dev/null |
+server_cpu() { cli info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ { s += $2 } END { printf "%.6f", s }'; }
+cpu_case() {  # name -> µs of server CPU per command
+  local before after errors
+  case_args "$1"
+  cli config resetstat >/dev/null
+  before=$(server_cpu)
+  redis-benchmark -p "$PORT" -c 4 -P 32 -n "$CHECKS" -r 512 "${ARGS[@]}" >/dev/null 2>"$WORK/rb.err" || true
+  after=$(server_cpu)
+  errors=$(cli info errorstats | tr -d '\r' | grep -c '^errorstat_' || true)
+  if [ "$errors" != "0" ]; then
+    echo "case $1: the server answered errors: $(cli info errorstats | tr -d '\r' | tail -n +2 | head -3)" >&2
+    exit 1
+  fi
+  python3 -c "print(f'{($after - $before) * 1e6 / $CHECKS:.3f}')"
+}
+declare -A RESULTS
+for _ in $(seq "$ROUNDS"); do
+  for name in $ORDER; do RESULTS[$name]="${RESULTS[$name]:-} $(cpu_case "$name")"; done
+done
+for name in $ORDER; do echo "$name ${RESULTS[$name]}"; done >"$WORK/cpu.txt"
+
+# ---- 2. Memory per key ------------------------------------------------------------------------------
+usage() { cli memory usage "$1" | tr -d '\r'; }
+key() { sed -n "${2}p" "$WORK/keys-$1"; }
+{
+  echo "Tollgate, three-limit plan, per-key scope (bucket + sliding window, one key)|$(usage "$(key three 1)")"
+  echo "Tollgate, three-limit plan, organization scope (calendar month, one key)|$(usage "$(key three 2)")"
+  echo "Tollgate, one-bucket plan (one key)|$(usage "$(key one 1)")"
+  echo "previous version, three-limit plan, one key per limit (bucket, window, month)|$(usage "$(key three-previous 1)") $(usage "$(key three-previous 2)") $(usage "$(key three-previous 3)")"
+  echo "Envoy-style counter (one key per limit)|$(usage "${ENVOY_KEY/__rand_int__/000000000001}")"
+  echo "GCRA (one key per limit)|$(usage "gcra:{$ORG}:k000000000001")"
+} >"$WORK/memory.txt"
+
+python3 - "$WORK/cpu.txt" "$WORK/memory.txt" "$ROUNDS" "$CHECKS" <<'PY'
+import statistics, sys
+rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in open(sys.argv[1])}
+med = {k: statistics.median(v) for k, v in rows.items()}
+def show(label, values, note=""):
+    print(f"  {label:<68} {statistics.median(values):7.2f}  [{min(values):6.2f}-{max(values):6.2f}]  {note}")
+print(f"Redis CPU per check, µs: median [range] of {sys.argv[3]} interleaved rounds of {sys.argv[4]} checks "
+      "(redis-benchmark -c 4 -P 32, 512 keys)")
+show("EVALSHA of `return 1` (the floor of any script)", rows["floor"])
+show("Tollgate, one token bucket (generated script)", rows["one"])
+show("Tollgate, one token bucket, previous version's script", rows["one-previous"])
+show("GCRA script after go-redis/redis_rate, one limit", rows["gcra"])
+show("Tollgate, three limits (generated script, two keys)", rows["three"])
+show("Tollgate, three limits, previous version's script (three keys)", rows["three-previous"])
+envoy = [3 * (a + b) for a, b in zip(rows["envoy-incrby"], rows["envoy-expire"])]
+show("Envoy-style INCRBY + EXPIRE per limit, three limits, pipelined", envoy, "(not atomic; counts refused hits)")
+three, one, gcra, prev = med["three"], med["one"], med["gcra"], med["three-previous"]
+def goal(text, ok): print(f"  {text:<80} {'met' if ok else 'MISSED'}")
+print("Goals (from the medians):")
+goal(f"three-limit plan <= 10 µs of Redis CPU per check (aim 8): {three:.2f} µs", three <= 10)
+goal(f"one token bucket <= 0.8x the GCRA script: {one / gcra:.2f}x", one / gcra <= 0.8)
+goal(f"three-limit plan >= 3x cheaper than the previous script: {prev / three:.2f}x", prev / three >= 3)
+print()
+print("Redis memory per key (MEMORY USAGE, bytes)")
+budget = []
+for line in open(sys.argv[2]):
+    label, value = line.rstrip("\n").split("|")
+    print(f"  {label:<80} {value}")
+    if label.startswith("Tollgate, three-limit plan"): budget.append(int(value))
+goal(f"<= 140 bytes per scope of the three-limit plan: {', '.join(map(str, budget))}", all(b <= 140 for b in budget))
+PY
+echo
+[ -n "${TOLLGATE_CPU_ONLY:-}" ] && exit 0
+
+# ---- 3. Tollgate's own client ----------------------------------------------------------------------
+case_args three
+THREE=("${ARGS[@]}")
+rb() {  # redis-benchmark clients pipeline n -> "rps p50_ms p99_ms"
+  redis-benchmark -p "$PORT" -c "$1" -P "$2" -n "$3" -r 512 --csv "${THREE[@]}" 2>/dev/null |
     tail -n 1 | tr -d '"' | awk -F, '{ printf "%d %.3f %.3f", $2, $5, $7 }'
 }
-tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failures"
-  "$TOLLGATE" redis-load --url "redis://127.0.0.1:$PORT" --callers "$1" --connections "$2" --seconds "$SECS" --organization org-bench ${3:-} |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"])'
+tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failures cpu_us commands_per_read"
+  "$TOLLGATE" redis-load --url "redis://127.0.0.1:$PORT" --config "$PLANS" --plan three --callers "$1" --connections "$2" \
+    --seconds "$SECS" --organization "$ORG" ${3:-} |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("commands_per_read", 0))'
 }
-py_limits() {  # sequential hits with the limits library (moving window, Redis storage)
-  "$WORK/venv/bin/python" - "$PORT" "$SECS" <<'PY'
+CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
+echo "Tollgate's client, three-limit plan (Redis µs/check and commands per server read from INFO during the run)"
+printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check cmds/read" \
+  "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
+best=0
+for P in 1 8 32 64 128; do
+  read -r rps _ _ <<<"$(rb 4 "$P" 400000)"; [ "$rps" -gt "$best" ] && best=$rps
+done
+one_p50=""; one_rb_p50=""; high=""
+for C in 1 16 128 512; do
+  if [ "$C" -eq 1 ]; then K=1; else K=$CONNS; fi
+  P=$(( C / K ))
+  read -r trps tp50 tp99 tfail tcpu tcpr <<<"$(tg "$C" "$K")"
+  read -r prps pp50 pp99 pfail _ _ <<<"$(tg "$C" "$K" --no-affinity)"
+  n=$(( C == 1 ? 100000 : 400000 ))
+  read -r rrps rp50 rp99 <<<"$(rb "$K" "$P" "$n")"
+  ratio=$(python3 -c "print(f'{$trps/$rrps:.2f}x (same clients/pipeline), {$trps/$best:.2f}x of best')")
+  printf '%-8s %-6s | %8d %7.3fms %7.3fms %7.2f %6.2f | %8d %7.3fms %7.3fms | %8d %7.3fms %7.3fms | %s\n' \
+    "$C" "$K" "$trps" "$tp50" "$tp99" "$tcpu" "$tcpr" "$rrps" "$rp50" "$rp99" "$prps" "$pp50" "$pp99" "$ratio"
+  [ "$tfail" = "0" ] && [ "$pfail" = "0" ] || echo "  (Tollgate reported $tfail + $pfail failed checks)"
+  [ "$C" -eq 1 ] && one_p50=$tp50 && one_rb_p50=$rp50
+  [ "$C" -ge 128 ] && high="$high $trps"
+done
+echo "redis-benchmark best throughput for the script (4 clients, pipeline swept 1-128): $best checks/s"
+python3 - "$one_p50" "$one_rb_p50" "$best" $high <<'PY'
+import sys
+one, rb1, best, high = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), [float(x) for x in sys.argv[4:]]
+print(f"one caller: Tollgate p50 {one:.3f} ms vs redis-benchmark -c 1 -P 1 p50 {rb1:.3f} ms: {one / rb1:.2f}x (goal <= 1.2x)")
+print("128+ callers: Tollgate / redis-benchmark best: " + ", ".join(f"{h / best:.2f}x" for h in high) + " (goal >= 0.90x)")
+PY
+
+# ---- 4. Python limits ----------------------------------------------------------------------------
+[ -n "${TOLLGATE_SKIP_PYTHON:-}" ] && exit 0
+python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q limits redis >/dev/null
+"$WORK/venv/bin/python" - "$PORT" "$SECS" <<'PY'
 import sys, time
 from limits import storage, strategies, parse
 port, secs = int(sys.argv[1]), float(sys.argv[2])
@@ -67,38 +204,6 @@ while time.perf_counter() < end:
     lat.append(time.perf_counter() - t0)
     i += 1
 lat.sort()
-elapsed = secs
-print(int(len(lat) / elapsed), round(lat[len(lat) // 2] * 1000, 3), round(lat[int(len(lat) * 0.99)] * 1000, 3))
+print(f"Python limits (MovingWindowRateLimiter, Redis storage, 1 caller): {int(len(lat) / secs)} checks/s, "
+      f"p50 {lat[len(lat) // 2] * 1000:.3f}ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.3f}ms")
 PY
-}
-
-CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
-printf '%-8s %-6s | %-26s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99" "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
-best=0
-for P in 1 8 32 64 128; do
-  read -r rps _ _ <<<"$(rb 4 "$P" 400000)"; [ "$rps" -gt "$best" ] && best=$rps
-done
-one_p50=""; one_rb_p50=""; high=""
-for C in 1 16 128 512; do
-  if [ "$C" -eq 1 ]; then K=1; else K=$CONNS; fi
-  P=$(( C / K ))
-  read -r trps tp50 tp99 tfail <<<"$(tg "$C" "$K")"
-  read -r prps pp50 pp99 pfail <<<"$(tg "$C" "$K" --no-affinity)"
-  n=$(( C == 1 ? 100000 : 400000 ))
-  read -r rrps rp50 rp99 <<<"$(rb "$K" "$P" "$n")"
-  ratio=$(python3 -c "print(f'{$trps/$rrps:.2f}x (same clients/pipeline), {$trps/$best:.2f}x of best')")
-  printf '%-8s %-6s | %8d %7.3fms %7.3fms | %8d %7.3fms %7.3fms | %8d %7.3fms %7.3fms | %s\n' \
-    "$C" "$K" "$trps" "$tp50" "$tp99" "$rrps" "$rp50" "$rp99" "$prps" "$pp50" "$pp99" "$ratio"
-  [ "$tfail" = "0" ] && [ "$pfail" = "0" ] || echo "  (Tollgate reported $tfail + $pfail failed checks)"
-  [ "$C" -eq 1 ] && one_p50=$tp50 && one_rb_p50=$rp50
-  [ "$C" -ge 128 ] && high="$high $trps"
-done
-echo "redis-benchmark best throughput for the script (4 clients, pipeline swept 1-128): $best checks/s"
-python3 - "$one_p50" "$one_rb_p50" "$best" $high <<'PY'
-import sys
-one, rb1, best, high = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), [float(x) for x in sys.argv[4:]]
-print(f"one caller: Tollgate p50 {one:.3f} ms vs redis-benchmark -c 1 -P 1 p50 {rb1:.3f} ms: {one / rb1:.2f}x (goal <= 1.2x)")
-print("128+ callers: Tollgate / redis-benchmark best: " + ", ".join(f"{h / best:.2f}x" for h in high) + " (goal >= 0.90x)")
-PY
-read -r prps pp50 pp99 <<<"$(py_limits)"
-printf 'Python limits (MovingWindowRateLimiter, Redis storage, 1 caller): %d checks/s, p50 %.3fms, p99 %.3fms\n' "$prps" "$pp50" "$pp99"

@@ -64,19 +64,19 @@ final class PlanCall: Sendable {
         let tagBytes = hashTag.utf8.count
         let subject = LimitKeys.subject(for: partition)
         let subjectBytes = subject.utf8.count
-        let argc = 3 + keys.count + 1 + 4 * script.calendars.count + costs.count
+        let argc = 3 + keys.count + 1 + 2 * script.calendars.count + costs.count
         // Every byte is counted first, so that the command is written with one capacity check.
         var count = RESPWriter.arrayHeaderCount(argc) + head.count
         for key in keys {
             count += RESPWriter.bulkCount(key.constantCount + tagBytes + (key.perKey ? subjectBytes : 0))
         }
         count += now.map { RESPWriter.bulkIntegerCount($0) } ?? RESPWriter.bulkCount(0)
-        var periods = InlineArray<8, (p0: Int64, c0: Int64, c1: Int64, n1: Int64)>(repeating: (0, 0, 0, 0))
+        // The period that holds the caller's clock (or the instant the script asked for), in seconds.
+        var periods = InlineArray<8, (start: Int64, end: Int64)>(repeating: (0, 0))
         for (position, index) in script.calendars.enumerated() {
             let around = plan.compiled.calendars[index]!.neighbourhood(of: anchors?[index] ?? callerClock)
-            periods[position] = around
-            count += RESPWriter.bulkIntegerCount(around.p0) + RESPWriter.bulkIntegerCount(around.c0)
-            count += RESPWriter.bulkIntegerCount(around.c1) + RESPWriter.bulkIntegerCount(around.n1)
+            periods[position] = (around.c0 / 1_000_000, around.c1 / 1_000_000)
+            count += RESPWriter.bulkIntegerCount(periods[position].start) + RESPWriter.bulkIntegerCount(periods[position].end)
         }
         for cost in costs { count += RESPWriter.bulkIntegerCount(Int64(cost)) }
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
@@ -99,11 +99,8 @@ final class PlanCall: Sendable {
                 writer.crlf()
             }
             for position in script.calendars.indices {
-                let around = periods[position]
-                writer.bulkInteger(around.p0)
-                writer.bulkInteger(around.c0)
-                writer.bulkInteger(around.c1)
-                writer.bulkInteger(around.n1)
+                writer.bulkInteger(periods[position].start)
+                writer.bulkInteger(periods[position].end)
             }
             for cost in costs { writer.bulkInteger(Int64(cost)) }
             return writer.finish(raw, expected: count)

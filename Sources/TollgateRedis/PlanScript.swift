@@ -8,8 +8,8 @@ import Tollgate
 ///
 /// KEYS: the plan's scope keys (`LimitKeys`: per-key scope first), then one list per sliding log.
 /// ARGV: the instant in microseconds (empty: Redis' `TIME`, as in production), then for each calendar
-/// quota in plan order the four boundaries p0 < c0 < c1 < n1 of the periods around the caller's clock,
-/// then one cost per check.
+/// quota in plan order the start and end, in seconds, of the period that holds the caller's clock, then
+/// one cost per check.
 ///
 /// Reply: `now`, the value of each scope key as read (nil when absent; the converted state when the
 /// previous layout was read instead), for each sliding log (plan order) its newest entry, oldest entry
@@ -20,8 +20,14 @@ import Tollgate
 ///
 /// Errors, raised before anything is written: `TOLLGATE_BADSTATE <key index>` when a key holds
 /// something that is not Tollgate state; `TOLLGATE_CLOCK <limit> <instant>` (limit numbered from 1)
-/// when a calendar quota's instant lies outside the periods sent: the caller sends the periods around
-/// that instant instead.
+/// when a calendar quota's instant (Redis' clock, or its stored period when the clock went back past
+/// it) lies outside the period sent: the caller sends the period that holds that instant instead (near
+/// a period's end, when the caller's and Redis' clocks are on either side of it).
+///
+/// **TTLs.** Every write of a scope key makes sure its TTL lasts as long as the state may matter (the
+/// longest of its limits' windows, a calendar quota's period end, plus a second); the value holds the
+/// second the TTL ends, so most writes keep it (`KEEPTTL`) and one renews it (with up to a minute's
+/// headroom) only when it would end too soon.
 ///
 /// **The previous layout.** When a scope key is absent, the script looks for the state the previous
 /// version kept per limit (`tg:{tag}:<limit id>:<subject>`, see `LegacyLimitScript`), converts it, writes
@@ -38,7 +44,7 @@ struct PlanScript: Sendable {
     let source: String
 
     /// The 1-based ARGV index of the first cost.
-    var firstCostArgument: Int { 2 + 4 * calendars.count }
+    var firstCostArgument: Int { 2 + 2 * calendars.count }
 
     init(plan: Plan) {
         self.plan = plan
@@ -85,9 +91,9 @@ private struct LuaWriter {
         line("  now = tonumber(ARGV[1])")
         line("end")
         for (position, index) in calendars.enumerated() {
-            let o = 2 + 4 * position
+            let o = 2 + 2 * position
             let j = n(index)
-            line("local P\(j), C\(j), K\(j), N\(j) = tonumber(ARGV[\(o)]), tonumber(ARGV[\(o + 1)]), tonumber(ARGV[\(o + 2)]), tonumber(ARGV[\(o + 3)])")
+            line("local C\(j), K\(j) = ARGV[\(o)] * 1000000, ARGV[\(o + 1)] * 1000000")
         }
         read()
         for index in plan.limits.indices { prologue(index) }
@@ -98,7 +104,7 @@ private struct LuaWriter {
         }
         line("local out = {\(reply.joined(separator: ", "))}")
         line("local m = \(reply.count)")
-        line("for i = \(2 + 4 * calendars.count), #ARGV do")
+        line("for i = \(2 + 2 * calendars.count), #ARGV do")
         line("  local cost = tonumber(ARGV[i])")
         for index in plan.limits.indices { admission(index) }
         let enforced = plan.limits.indices.filter { !specs[$0].shadow }.map { "k\(n($0))" }
@@ -129,7 +135,7 @@ private struct LuaWriter {
         }
         for (position, scope) in scopes.enumerated() {
             let g = position + 1
-            let variables = scope.fields.map(\.variable)
+            let variables = scope.fields.map(\.variable) + ["ex\(g)"]
             line("local \(variables.joined(separator: ", ")) = \(variables.map { _ in "0" }.joined(separator: ", "))")
             line("local w\(g), o\(g) = false, nil")
             line("if r\(g) then")
@@ -212,7 +218,7 @@ private struct LuaWriter {
             line("  end")
             slot += 1
         }
-        line("  if w\(g) then r\(g) = struct.pack('<B\(scope.fieldFormat)', \(ScopeLayout.tag), \(scope.fields.map(\.variable).joined(separator: ", "))) else o\(g) = nil end")
+        line("  if w\(g) then r\(g) = struct.pack('<B\(scope.fieldFormat)', \(ScopeLayout.tag), \(scope.fields.map(\.variable).joined(separator: ", ")), 0) else o\(g) = nil end")
     }
 
     func power(_ digits: Int) -> String { "1" + String(repeating: "0", count: digits) }
@@ -253,13 +259,12 @@ private struct LuaWriter {
             line("local t\(j) = now")
             line("local z\(j) = s\(j) * 1000000")
             line("if z\(j) > now then t\(j) = z\(j) end")
+            // The stored period while it lasts, else the one that holds t; either must be the one sent.
             line("local a\(j), b\(j)")
-            line("if z\(j) == C\(j) then a\(j), b\(j) = C\(j), K\(j) elseif z\(j) == P\(j) then a\(j), b\(j) = P\(j), C\(j) elseif z\(j) == K\(j) then a\(j), b\(j) = K\(j), N\(j)")
-            line("elseif z\(j) > K\(j) then return redis.error_reply('TOLLGATE_CLOCK \(j) ' .. string.format('%d', z\(j))) end")
+            line("if z\(j) == C\(j) then a\(j), b\(j) = C\(j), K\(j)")
+            line("elseif z\(j) > C\(j) then return redis.error_reply('TOLLGATE_CLOCK \(j) ' .. string.format('%d', z\(j))) end")
             line("if not b\(j) or t\(j) >= b\(j) then")
             line("  if t\(j) >= C\(j) and t\(j) < K\(j) then a\(j), b\(j) = C\(j), K\(j)")
-            line("  elseif t\(j) >= K\(j) and t\(j) < N\(j) then a\(j), b\(j) = K\(j), N\(j)")
-            line("  elseif t\(j) >= P\(j) and t\(j) < C\(j) then a\(j), b\(j) = P\(j), C\(j)")
             line("  else return redis.error_reply('TOLLGATE_CLOCK \(j) ' .. string.format('%d', t\(j))) end")
             line("end")
             line("local un\(j) = 0")
@@ -379,34 +384,42 @@ private struct LuaWriter {
 
     mutating func write(_ scope: ScopeLayout, number g: Int) {
         let key = "KEYS[\(g)]"
-        let value = "struct.pack('<B\(scope.fieldFormat)', \(ScopeLayout.tag), \(scope.fields.map(\.variable).joined(separator: ", ")))"
-        let constant = scope.members.filter { specs[$0].kind != .calendar }.map { ttl(specs[$0]) }.max()
-        let quotas = scope.members.filter { specs[$0].kind == .calendar }
+        let fields = scope.fields.map(\.variable).joined(separator: ", ")
+        let value = "struct.pack('<B\(scope.fieldFormat)', \(ScopeLayout.tag), \(fields), ex\(g))"
+        // How long the state must outlive this write (µs): the longest window of the scope's limits but
+        // calendar quotas, which last until their period ends; and how much longer a renewed TTL lasts.
+        let lifetime = scope.members.map { self.lifetime(specs[$0]) }.max()! + 1_000_000
+        let headroom = min(lifetime, 60_000_000)
         line("if w\(g) then")
-        if quotas.isEmpty {
-            line("  redis.call('SET', \(key), \(value), 'PX', \(constant!))")
-        } else {
-            // A calendar quota's state lives until its period ends.
-            line("  local ttl = \(constant ?? 1_000)")
-            for index in quotas {
-                let j = n(index)
-                line("  if b\(j) - now > (ttl - 1000) * 1000 then ttl = math.floor((b\(j) - now) / 1000) + 1000 end")
-            }
-            line("  redis.call('SET', \(key), \(value), 'PX', ttl)")
+        line("  local need = now + \(lifetime)")
+        for index in scope.members where specs[index].kind == .calendar {
+            let j = n(index)
+            line("  if b\(j) + 1000000 > need then need = b\(j) + 1000000 end")
         }
+        line("  if ex\(g) * 1000000 >= need then")
+        line("    redis.call('SET', \(key), \(value), 'KEEPTTL')")
+        line("  else")
+        line("    ex\(g) = math.floor((need + \(headroom)) / 1000000) + 1")
+        // Relative (PX), not PXAT: an explicit instant (tests) need not be Redis' clock.
+        line("    redis.call('SET', \(key), \(value), 'PX', math.floor((ex\(g) * 1000000 - now) / 1000))")
+        line("  end")
         line("  if o\(g) then redis.call('DEL', unpack(o\(g))) end")
         line("end")
     }
 
-    /// Milliseconds a limit's state must outlive its last change, plus a second.
+    /// Microseconds a limit's state may matter after its last change (a calendar quota's: until its
+    /// period ends, which the script adds).
+    func lifetime(_ spec: LimitSpec) -> Int64 {
+        switch spec.kind {
+        case .tokenBucket, .fixedWindow, .slidingLog: spec.window
+        case .slidingCounter: 2 * spec.window
+        case .calendar: 0
+        }
+    }
+
+    /// Milliseconds a sliding log's list must outlive its last entry, plus a second.
     func ttl(_ spec: LimitSpec) -> Int64 {
-        let lifetime: Int64 =
-            switch spec.kind {
-            case .tokenBucket, .fixedWindow, .slidingLog: spec.window
-            case .slidingCounter: 2 * spec.window
-            case .calendar: 0
-            }
-        return (lifetime + 999) / 1_000 + 1_000
+        (lifetime(spec) + 999) / 1_000 + 1_000
     }
 
     func luaComment(_ text: String) -> String {

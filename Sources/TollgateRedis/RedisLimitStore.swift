@@ -293,7 +293,7 @@ public final class RedisLimitStore: LimitStore {
         var arguments = [""]
         for index in script.calendars {
             let around = plan.compiled.calendars[index]!.neighbourhood(of: callerClock)
-            arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
+            arguments += [around.c0 / 1_000_000, around.c1 / 1_000_000].map { String($0) }
         }
         return (LimitKeys.keys(plan: plan, partition: partition), arguments + [String(cost)])
     }

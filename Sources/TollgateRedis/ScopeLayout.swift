@@ -13,9 +13,11 @@ import Tollgate
 /// | calendar quota | period start (seconds), count |
 /// | sliding log | the cost in its list (the entries themselves are a list key of their own) |
 ///
-/// Instants take 8 bytes; a count takes 4 when every value it can hold is below 2^31, else 8. The
-/// value of the three-limit plan's per-key scope (a bucket and a sliding counter) is 29 bytes, short
-/// enough for Redis to keep it in one allocation with its object (`embstr`).
+/// Instants take 8 bytes; a count takes 4 when every value it can hold is below 2^31, else 8. The last
+/// 4 bytes are the second at which the key's TTL ends (`PXAT`), so that most writes keep the TTL set
+/// (`KEEPTTL`, about half the cost of a `SET … PX` in Redis) and renew it only when it would end too
+/// soon. The value of the three-limit plan's per-key scope (a bucket and a sliding counter) is 41
+/// bytes, short enough for Redis to keep it in one allocation with its object (`embstr`).
 struct ScopeLayout: Sendable, Equatable {
     /// One stored integer.
     struct Field: Sendable, Equatable {
@@ -55,11 +57,11 @@ struct ScopeLayout: Sendable, Equatable {
     let members: [Int]
     let fields: [Field]
 
-    /// Bytes of a value, the tag included.
-    var byteCount: Int { 1 + fields.reduce(0) { $0 + $1.width } }
+    /// Bytes of a value, the tag and the TTL's end included.
+    var byteCount: Int { 1 + fields.reduce(0) { $0 + $1.width } + 4 }
 
-    /// The `struct` format of the fields after the tag byte.
-    var fieldFormat: String { fields.map { $0.width == 4 ? "i4" : "i8" }.joined() }
+    /// The `struct` format of the fields after the tag byte, the TTL's end (unsigned seconds) last.
+    var fieldFormat: String { fields.map { $0.width == 4 ? "i4" : "i8" }.joined() + "I4" }
 
     init(plan: Plan, scope: LimitScope) {
         self.scope = scope
@@ -96,12 +98,12 @@ struct ScopeLayout: Sendable, Equatable {
         [LimitScope.apiKey, .organization].map { ScopeLayout(plan: plan, scope: $0) }.filter { !$0.members.isEmpty }
     }
 
-    /// Writes a value with these fields (tests, and the state a caller wants to plant).
-    func encode(_ values: [Int64]) -> [UInt8] {
+    /// Writes a value with these fields and the second its TTL ends (tests, and state a caller plants).
+    func encode(_ values: [Int64], expiry: UInt32 = 0) -> [UInt8] {
         precondition(values.count == fields.count, "one value per field")
         var bytes: [UInt8] = [Self.tag]
-        for (field, value) in zip(fields, values) {
-            for shift in stride(from: 0, to: field.width * 8, by: 8) {
+        for (width, value) in zip(fields.map(\.width) + [4], values + [Int64(expiry)]) {
+            for shift in stride(from: 0, to: width * 8, by: 8) {
                 bytes.append(UInt8(truncatingIfNeeded: value >> Int64(shift)))
             }
         }

@@ -97,7 +97,7 @@ import Tollgate
         for index in plan.limits.indices {
             if let calendar = plan.compiled.calendars[index] {
                 let around = calendar.neighbourhood(of: callerClock)
-                arguments += [around.p0, around.c0, around.c1, around.n1].map { String($0) }
+                arguments += [around.c0 / 1_000_000, around.c1 / 1_000_000].map { String($0) }
             }
         }
         return (LimitKeys.keys(plan: plan, partition: partition), arguments + costs.map { String($0) })

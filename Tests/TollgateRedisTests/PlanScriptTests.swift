@@ -124,6 +124,38 @@ import TollgateTestSupport
         }
     }
 
+    /// A write keeps the key's TTL while it lasts long enough for the state (the window and a second)
+    /// and renews it, with headroom, when it would not: the value holds the second the TTL ends.
+    @Test func writesKeepTheTTLUntilItWouldEndTooSoon() async throws {
+        let plan = try Plan(name: "ttl", limits: [Limit(name: "f", algorithm: .fixedWindow(limit: 100, window: 10 * second))])
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger)
+                let partition = Partition(organization: "ttl-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
+                let key = stateKeys(plan, partition)[0]
+                func expiry() async throws -> (second: Int64, ttl: Int64) {
+                    let value = try #require(try await client.send(["GET", key]).bytes)
+                    let end = try #require(value.getInteger(at: value.readerIndex + value.readableBytes - 4, endianness: .little, as: UInt32.self))
+                    return (Int64(end), try #require(try await client.send(["PTTL", key]).int64))
+                }
+                let start: Int64 = 1_767_225_600 * second
+                // Lifetime 11 s (the window and a second), renewed with 11 s of headroom.
+                #expect(try await store.check(plan, partition: partition, cost: 1, at: start).isAllowed)
+                let first = try await expiry()
+                #expect(first.second == 1_767_225_600 + 22 + 1)
+                #expect((22_000...23_000).contains(first.ttl), "\(first.ttl) ms")
+                #expect(try await store.check(plan, partition: partition, cost: 1, at: start + 5 * second).isAllowed)
+                let kept = try await expiry()
+                #expect(kept.second == first.second && kept.ttl <= first.ttl, "kept: \(kept), first: \(first)")
+                #expect(try await store.check(plan, partition: partition, cost: 1, at: start + 20 * second).isAllowed)
+                let renewed = try await expiry()
+                #expect(renewed.second == 1_767_225_600 + 20 + 22 + 1)
+                #expect((22_000...23_000).contains(renewed.ttl), "\(renewed.ttl) ms")
+                _ = try await client.send(["DEL", key])
+            }
+        }
+    }
+
     /// Every limit's stored numbers come back from the binary value as the in-process store keeps them.
     @Test func scopeValuesDecodeAsTheStatesTheyHold() throws {
         let plan = try everyAlgorithmPlan(name: "layout")
@@ -131,8 +163,8 @@ import TollgateTestSupport
         // burst (deficit, last update), counter (window index, previous, current), fixed (index, count),
         // shadow (deficit, last update), long-counter (index, previous, current)
         #expect(perKey.members == [0, 2, 3, 5, 6])
-        #expect(perKey.fieldFormat == "i4i8i8i4i4i8i4i4i8i8i4i4")
-        #expect(perKey.byteCount == 69)
+        #expect(perKey.fieldFormat == "i4i8i8i4i4i8i4i4i8i8i4i4I4")
+        #expect(perKey.byteCount == 73)
         let values: [Int64] = [1_500_000, 1_767_225_600_000_001, 353_445_120, 3, 5, 588_941_866, 7, 2, 1_767_225_600_000_002, 19_636_951, 4, 11]
         var buffer = ByteBuffer()
         buffer.writeBytes(perKey.encode(values))
@@ -144,7 +176,7 @@ import TollgateTestSupport
         #expect(states.state(5) == (2, 1_767_225_600_000_002, 0))
         #expect(states.state(6) == (19_636_951 * 90 * second, 4, 11))
         let organization = ScopeLayout(plan: plan, scope: .organization)
-        #expect(organization.fieldFormat == "i4i8i4")
+        #expect(organization.fieldFormat == "i4i8i4I4")
         buffer.clear()
         buffer.writeBytes(organization.encode([6, 29_453_760, 13]))
         #expect(organization.decode(buffer, plan: plan, into: &states))
@@ -202,8 +234,8 @@ import TollgateTestSupport
         let partition = Partition(organization: "org_1", apiKey: "k")
         let (keys, arguments) = RedisLimitStore.scriptKeysAndArguments(for: plan, partition: partition, cost: 1)
         #expect(keys == stateKeys(plan, partition) && keys.count == 2)
-        #expect(arguments.count == 1 + 4 + 1 && arguments.first == "" && arguments.last == "1")
-        #expect(script.firstCostArgument == 6)
+        #expect(arguments.count == 1 + 2 + 1 && arguments.first == "" && arguments.last == "1")
+        #expect(script.firstCostArgument == 4)
         // The bucket's 3 tokens a second and the counter's 40 a minute are written into the code.
         #expect(script.source.contains("cost <= 8 and q1 + cost * 1000000 <= 8000000"))
         #expect(script.source.contains("(t1 - l1) * 3"))

@@ -70,7 +70,7 @@ final class CapturedLogs: Sendable {
                 Limit(name: "minute", algorithm: .calendar(limit: 1_000_000_000, unit: .minute), scope: .organization),
                 Limit(name: "hourly", algorithm: .tokenBucket(capacity: 1_000, refillTokens: 1_000, refillPeriod: 3_600 * second)),
             ])
-        #expect(ScopeLayout(plan: plan, scope: .apiKey).fieldFormat == "i4i8i8i8i8i8i8i8i8", "the widths this test means to use")
+        #expect(ScopeLayout(plan: plan, scope: .apiKey).fieldFormat == "i4i8i8i8i8i8i8i8i8I4", "the widths this test means to use")
         try await replayAgainstTheMemoryStore(plan, from: 2_000_000_000 * second - 200 * second, seed: seed)
     }
 
