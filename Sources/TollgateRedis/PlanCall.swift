@@ -54,7 +54,8 @@ final class PlanCall: Sendable {
     ///
     /// - Parameters:
     ///   - hashTag: `LimitKeys.hashTag(for: partition)`.
-    ///   - now: an explicit instant in microseconds (tests only), or nil for Redis' `TIME`.
+    ///   - now: the explicit instant in microseconds, for a script generated with `explicitInstant`
+    ///     (tests); nil for Redis' `TIME`.
     ///   - callerClock: the instant whose calendar periods are sent: the caller's clock, or the explicit instant.
     ///   - anchors: per limit, an instant the script asked for instead (`TOLLGATE_CLOCK`); nil: none.
     func encode(
@@ -64,13 +65,14 @@ final class PlanCall: Sendable {
         let tagBytes = hashTag.utf8.count
         let subject = LimitKeys.subject(for: partition)
         let subjectBytes = subject.utf8.count
-        let argc = 3 + keys.count + 1 + 2 * script.calendars.count + costs.count
+        precondition((now != nil) == script.explicitInstant, "an explicit instant needs the script that takes one")
+        let argc = 3 + keys.count + (now == nil ? 0 : 1) + 2 * script.calendars.count + costs.count
         // Every byte is counted first, so that the command is written with one capacity check.
         var count = RESPWriter.arrayHeaderCount(argc) + head.count
         for key in keys {
             count += RESPWriter.bulkCount(key.constantCount + tagBytes + (key.perKey ? subjectBytes : 0))
         }
-        count += now.map { RESPWriter.bulkIntegerCount($0) } ?? RESPWriter.bulkCount(0)
+        count += now.map { RESPWriter.bulkIntegerCount($0) } ?? 0
         // The period that holds the caller's clock (or the instant the script asked for), in seconds.
         var periods = InlineArray<8, (start: Int64, end: Int64)>(repeating: (0, 0))
         for (position, index) in script.calendars.enumerated() {
@@ -92,12 +94,7 @@ final class PlanCall: Sendable {
                 writer.bytes(key.suffix)
                 writer.crlf()
             }
-            if let now {
-                writer.bulkInteger(now)
-            } else {
-                writer.bulkHeader(0)
-                writer.crlf()
-            }
+            if let now { writer.bulkInteger(now) }
             for position in script.calendars.indices {
                 writer.bulkInteger(periods[position].start)
                 writer.bulkInteger(periods[position].end)
@@ -124,59 +121,54 @@ final class PlanCall: Sendable {
         return decisions
     }
 
-    /// Reads the script's reply and replays its checks in order with the in-process arithmetic; anything
-    /// of the wrong shape, or a verdict that disagrees with the states the script read, is a `badReply`
-    /// naming the hash tag.
+    /// Reads the script's reply (one binary string, see `PlanScript`) and replays its checks in order
+    /// with the in-process arithmetic; anything of the wrong shape, or a verdict that disagrees with the
+    /// states the script read, is a `badReply` naming the hash tag.
     private func decide(
         _ reply: RedisReply, costs: some Collection<Int>, hashTag: String, _ body: (Int, Decision) -> Void
     ) throws(LimiterError) {
         let logs = script.logs
         let scopes = script.scopes
-        let expected = 1 + scopes.count + 3 * logs.count + costs.count * (1 + logs.count)
-        guard case .array(let elements) = reply, elements.count == expected else {
-            let found = reply.array.map { "\($0.count) values" } ?? "something else"
-            throw bad(hashTag, "answered \(found), expected \(expected); is another script loaded under the same SHA?")
+        guard case .bulkString(var bytes) = reply, let now = bytes.readInteger(endianness: .little, as: Int64.self),
+            let present = bytes.readInteger(as: UInt8.self)
+        else {
+            throw bad(hashTag, "answered \(reply), not the reply this version's script gives; is another script loaded under the same SHA?")
         }
-        func integer(_ position: Int, least: Int64) throws(LimiterError) -> Int64 {
-            guard case .integer(let value) = elements[position], value >= least else {
-                throw bad(hashTag, "answered \(elements[position]) where an integer of at least \(least) belongs")
-            }
-            return value
+        var expected = 24 * logs.count + costs.count * (1 + 8 * logs.count)
+        for (position, scope) in scopes.enumerated() where present & (1 << position) != 0 { expected += scope.byteCount }
+        guard now >= 0, present >> scopes.count == 0, bytes.readableBytes == expected else {
+            throw bad(hashTag, "answered \(bytes.readableBytes + 9) bytes that do not fit its keys and checks")
         }
-        let now = try integer(0, least: 0)
         var states = ExternalStates()
-        for (position, scope) in scopes.enumerated() {
-            switch elements[1 + position] {
-            case .null:
-                continue
-            case .bulkString(let value) where scope.decode(value, plan: plan, into: &states):
-                continue
-            default:
+        for (position, scope) in scopes.enumerated() where present & (1 << position) != 0 {
+            let value = bytes.readSlice(length: scope.byteCount)!
+            guard scope.decode(value, plan: plan, into: &states) else {
                 throw LimiterError(
                     .badReply,
                     "a Redis key under hash tag {\(hashTag)} for the \(scope.scope == .apiKey ? "per-key" : "organization") "
                         + "limits of plan \(plan.name) holds something that is not Tollgate state of this plan")
             }
         }
-        var position = 1 + scopes.count
+        func integer(least: Int64) throws(LimiterError) -> Int64 {
+            let value = bytes.readInteger(endianness: .little, as: Int64.self)!
+            guard value >= least else { throw bad(hashTag, "answered \(value) where an integer of at least \(least) belongs") }
+            return value
+        }
         for index in logs {
-            let newest = try integer(position, least: -1)
-            let oldest = try integer(position + 1, least: -1)
-            let total = try integer(position + 2, least: 0)
+            let newest = try integer(least: -1)
+            let oldest = try integer(least: -1)
+            let total = try integer(least: 0)
             guard total <= plan.compiled.specs[index].capacity, (total == 0) == (oldest < 0) else {
                 throw bad(hashTag, "answered a sliding log that disagrees with itself for limit \(plan.limits[index].name)")
             }
             states.logs[index] = SlidingLogSummary(
                 total: total, oldest: oldest < 0 ? nil : oldest, newest: newest < 0 ? nil : newest, freedAt: nil)
-            position += 3
         }
         for (check, cost) in costs.enumerated() {
-            let verdict = try integer(position, least: 0)
-            position += 1
+            let verdict = bytes.readInteger(as: UInt8.self)!
             for index in logs {
-                let freed = try integer(position, least: -1)
+                let freed = try integer(least: -1)
                 states.logs[index].freedAt = freed < 0 ? nil : freed
-                position += 1
             }
             let decision = plan.decide(&states, now: now, cost: Int64(cost))
             guard verdict <= 1, decision.isAllowed == (verdict == 1) else {

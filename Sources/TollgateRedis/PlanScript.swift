@@ -7,16 +7,19 @@ import Tollgate
 /// below 2^53 where they are exact integers.
 ///
 /// KEYS: the plan's scope keys (`LimitKeys`: per-key scope first), then one list per sliding log.
-/// ARGV: the instant in microseconds (empty: Redis' `TIME`, as in production), then for each calendar
-/// quota in plan order the start and end, in seconds, of the period that holds the caller's clock, then
-/// one cost per check.
+/// ARGV: for each calendar quota in plan order the start and end, in seconds, of the period that holds
+/// the caller's clock, then one cost per check. The clock is Redis' `TIME`; the script generated with
+/// `explicitInstant` (for tests that compare stores at the same instants) takes the instant in
+/// microseconds as its first argument instead, and differs in nothing else.
 ///
-/// Reply: `now`, the value of each scope key as read (nil when absent; the converted state when the
-/// previous layout was read instead), for each sliding log (plan order) its newest entry, oldest entry
-/// and total after pruning (-1 for none), then per check its verdict (1 admitted, 0 refused) and for
-/// each sliding log the instant of the entry with which enough cost leaves the window when the log
-/// refuses a check it could admit later (else -1). The caller derives every limit's remaining, reset
-/// and retry-after from these with `Plan.decide`, and checks that its verdicts agree.
+/// Reply: one binary string (a Lua table would cost Redis more to convert than the rest of a check's
+/// reply): `now` (8 bytes), a byte whose bit g is set when scope g+1's value was there, those values
+/// as read (the converted state when the previous layout was read instead), for each sliding log (plan
+/// order) its newest entry, oldest entry and total after pruning (-1 for none, 8 bytes each), then per
+/// check its verdict (a byte: 1 admitted, 0 refused) and for each sliding log the instant of the entry
+/// with which enough cost leaves the window when the log refuses a check it could admit later (else
+/// -1). Integers are little-endian. The caller derives every limit's remaining, reset and retry-after
+/// from these with `Plan.decide`, and checks that its verdicts agree.
 ///
 /// Errors, raised before anything is written: `TOLLGATE_BADSTATE <key index>` when a key holds
 /// something that is not Tollgate state; `TOLLGATE_CLOCK <limit> <instant>` (limit numbered from 1)
@@ -39,19 +42,22 @@ struct PlanScript: Sendable {
     let scopes: [ScopeLayout]
     /// Plan indices of the sliding logs, in plan order (their lists follow the scope keys in KEYS).
     let logs: [Int]
-    /// Plan indices of the calendar quotas, in plan order (their periods follow the instant in ARGV).
+    /// Plan indices of the calendar quotas, in plan order (their periods lead ARGV).
     let calendars: [Int]
+    /// The instant is the first argument, not Redis' `TIME`.
+    let explicitInstant: Bool
     let source: String
 
     /// The 1-based ARGV index of the first cost.
-    var firstCostArgument: Int { 2 + 2 * calendars.count }
+    var firstCostArgument: Int { (explicitInstant ? 2 : 1) + 2 * calendars.count }
 
-    init(plan: Plan) {
+    init(plan: Plan, explicitInstant: Bool = false) {
         self.plan = plan
+        self.explicitInstant = explicitInstant
         scopes = ScopeLayout.scopes(of: plan)
         logs = plan.limits.indices.filter { plan.compiled.specs[$0].kind == .slidingLog }
         calendars = plan.limits.indices.filter { plan.compiled.specs[$0].kind == .calendar }
-        var writer = LuaWriter(plan: plan, scopes: scopes, logs: logs, calendars: calendars)
+        var writer = LuaWriter(plan: plan, scopes: scopes, logs: logs, calendars: calendars, explicitInstant: explicitInstant)
         source = writer.script()
     }
 }
@@ -63,14 +69,16 @@ private struct LuaWriter {
     let scopes: [ScopeLayout]
     let logs: [Int]
     let calendars: [Int]
+    let explicitInstant: Bool
     var lines: [String] = []
 
-    init(plan: Plan, scopes: [ScopeLayout], logs: [Int], calendars: [Int]) {
+    init(plan: Plan, scopes: [ScopeLayout], logs: [Int], calendars: [Int], explicitInstant: Bool) {
         self.plan = plan
         specs = plan.compiled.specs
         self.scopes = scopes
         self.logs = logs
         self.calendars = calendars
+        self.explicitInstant = explicitInstant
     }
 
     mutating func line(_ text: String) { lines.append(text) }
@@ -83,44 +91,47 @@ private struct LuaWriter {
 
     mutating func script() -> String {
         line("-- Tollgate: the limits of plan \(luaComment(plan.name)), generated; see PlanScript.swift")
-        line("local now")
-        line("if ARGV[1] == '' then")
-        line("  local t = redis.call('TIME')")
-        line("  now = t[1] * 1000000 + t[2]")
-        line("else")
-        line("  now = tonumber(ARGV[1])")
-        line("end")
+        if explicitInstant {
+            line("local now = tonumber(ARGV[1])")
+        } else {
+            line("local t = redis.call('TIME')")
+            line("local now = t[1] * 1000000 + t[2]")
+        }
+        let first = explicitInstant ? 2 : 1
         for (position, index) in calendars.enumerated() {
-            let o = 2 + 2 * position
+            let o = first + 2 * position
             let j = n(index)
             line("local C\(j), K\(j) = ARGV[\(o)] * 1000000, ARGV[\(o + 1)] * 1000000")
         }
         read()
         for index in plan.limits.indices { prologue(index) }
-        var reply = ["now"] + scopes.indices.map { "r\($0 + 1) or false" }
-        for index in logs {
-            let j = n(index)
-            reply += ["nw\(j) or -1", "od\(j) or -1", "u\(j)"]
+        // The reply's head: now, which scope values are there, the values, each log's prologue.
+        var head = "struct.pack('<i8B', now, " + scopes.indices.map { "(r\($0 + 1) and \(1 << $0) or 0)" }.joined(separator: " + ")
+        head += ")" + scopes.indices.map { " .. (r\($0 + 1) or '')" }.joined()
+        if !logs.isEmpty {
+            let fields = logs.map { "nw\(n($0)) or -1, od\(n($0)) or -1, u\(n($0))" }.joined(separator: ", ")
+            head += " .. struct.pack('<\(String(repeating: "i8i8i8", count: logs.count))', \(fields))"
         }
-        line("local out = {\(reply.joined(separator: ", "))}")
-        line("local m = \(reply.count)")
-        line("for i = \(2 + 2 * calendars.count), #ARGV do")
+        // Before the checks change the logs' numbers.
+        line("local head = \(head)")
+        line("local out = ''")
+        line("for i = \(first + 2 * calendars.count), #ARGV do")
         line("  local cost = tonumber(ARGV[i])")
         for index in plan.limits.indices { admission(index) }
         let enforced = plan.limits.indices.filter { !specs[$0].shadow }.map { "k\(n($0))" }
         line("  if \(enforced.isEmpty ? "true" : enforced.joined(separator: " and ")) then")
-        line("    m = m + 1; out[m] = 1")
+        line("    out = out .. '\\1'")
         line("    if cost > 0 then")
         for index in plan.limits.indices { commit(index) }
         line("    end")
         line("  else")
-        line("    m = m + 1; out[m] = 0")
+        line("    out = out .. '\\0'")
         line("  end")
         for index in logs { freed(index) }
         line("end")
         for index in logs { writeLog(index) }
         for (position, scope) in scopes.enumerated() { write(scope, number: position + 1) }
-        line("return out")
+        line("return head .. out")
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -363,7 +374,7 @@ private struct LuaWriter {
         line("      at = at + 64")
         line("    end")
         line("  end")
-        line("  m = m + 1; out[m] = f\(j)")
+        line("  out = out .. struct.pack('<i8', f\(j))")
     }
 
     // MARK: Writing

@@ -77,8 +77,14 @@ public final class RedisLimitStore: LimitStore {
     private let fallback: MemoryStore
     /// True while the breaker is closed with no failure counted: the common case skips its lock.
     private let breakerClean = Atomic<Bool>(true)
-    /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused).
-    private let calls = Mutex<[ObjectIdentifier: PlanCall]>([:])
+    /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused)
+    /// and whether the instant is explicit (tests).
+    private let calls = Mutex<[CallKey: PlanCall]>([:])
+
+    private struct CallKey: Hashable {
+        let plan: ObjectIdentifier
+        let explicitInstant: Bool
+    }
     private let metrics: StoreMetrics
 
     /// - Parameters:
@@ -104,7 +110,7 @@ public final class RedisLimitStore: LimitStore {
     /// Loads the scripts of `plans`. Optional: the first check of a plan loads its script, and a server
     /// that forgot it (restart, `SCRIPT FLUSH`, failover) gets it again on `NOSCRIPT`.
     public func prepare(_ plans: [Plan]) async throws {
-        for plan in plans { _ = try await call(for: plan) }
+        for plan in plans { _ = try await call(for: plan, explicitInstant: false) }
     }
 
     nonisolated(nonsending) public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
@@ -198,7 +204,7 @@ public final class RedisLimitStore: LimitStore {
         var clockRetries = 0
         while true {
             do {
-                let call = try await call(for: plan)
+                let call = try await call(for: plan, explicitInstant: instant != nil)
                 let reply = try await client.evalSHA(call.sha, source: call.script.source) { buffer in
                     call.encode(
                         partition: partition, hashTag: hashTag, costs: CollectionOfOne(cost), now: instant,
@@ -224,7 +230,7 @@ public final class RedisLimitStore: LimitStore {
                     continue
                 }
                 if prefix == "TOLLGATE_BADSTATE" || prefix == "WRONGTYPE" {
-                    let cached = calls.withLock { $0[ObjectIdentifier(plan.compiled)] }
+                    let cached = calls.withLock { $0[CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: instant != nil)] }
                     let what = prefix == "WRONGTYPE" ? "one of the keys" : cached?.describeKey(Self.keyIndex(error.message)) ?? "(unknown)"
                     throw Failure(
                         kind: .badReply,
@@ -241,10 +247,10 @@ public final class RedisLimitStore: LimitStore {
     }
 
     /// The plan's prepared call, made (and its script loaded) on its first check.
-    nonisolated(nonsending) private func call(for plan: Plan) async throws(RedisClientError) -> PlanCall {
-        let id = ObjectIdentifier(plan.compiled)
+    nonisolated(nonsending) private func call(for plan: Plan, explicitInstant: Bool) async throws(RedisClientError) -> PlanCall {
+        let id = CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: explicitInstant)
         if let cached = calls.withLock({ $0[id] }) { return cached }
-        let script = PlanScript(plan: plan)
+        let script = PlanScript(plan: plan, explicitInstant: explicitInstant)
         let sha = try await client.scriptLoad(script.source)
         let call = PlanCall(plan: plan, script: script, sha: sha)
         calls.withLock { table in
@@ -290,7 +296,7 @@ public final class RedisLimitStore: LimitStore {
     public static func scriptKeysAndArguments(for plan: Plan, partition: Partition, cost: Int) -> (keys: [String], arguments: [String]) {
         let script = PlanScript(plan: plan)
         let callerClock = SystemClock().now()
-        var arguments = [""]
+        var arguments: [String] = []
         for index in script.calendars {
             let around = plan.compiled.calendars[index]!.neighbourhood(of: callerClock)
             arguments += [around.c0 / 1_000_000, around.c1 / 1_000_000].map { String($0) }

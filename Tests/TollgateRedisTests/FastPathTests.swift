@@ -93,7 +93,7 @@ import Tollgate
 
     /// KEYS and ARGV as the plan's script documents them, built the plain way (the pre-encoding's reference).
     static func referenceArguments(plan: Plan, partition: Partition, costs: [Int], now: Int64?, callerClock: Int64) -> (keys: [String], arguments: [String]) {
-        var arguments = [now.map { String($0) } ?? ""]
+        var arguments = now.map { [String($0)] } ?? []
         for index in plan.limits.indices {
             if let calendar = plan.compiled.calendars[index] {
                 let around = calendar.neighbourhood(of: callerClock)
@@ -123,13 +123,13 @@ import Tollgate
         ]
         let callerClock: Int64 = 1_767_225_600 * second + 59 * second + 999_999
         for plan in plans {
-            let call = PlanCall(plan: plan, script: PlanScript(plan: plan), sha: sha)
             for partition in partitions {
                 for (costs, now) in [([1], nil), ([0], Int64(1_700_000_000_123_456)), ([12_345, 0, 3], nil)] as [([Int], Int64?)] {
                     let (keys, arguments) = Self.referenceArguments(plan: plan, partition: partition, costs: costs, now: now, callerClock: callerClock)
                     let reference = try RESPCommandEncoder.encode(
                         ["EVALSHA", RedisArgument(sha), RedisArgument(keys.count)] + (keys + arguments).map { RedisArgument($0) })
                     var encoded = ByteBuffer(string: "x")
+                    let call = PlanCall(plan: plan, script: PlanScript(plan: plan, explicitInstant: now != nil), sha: sha)
                     call.encode(
                         partition: partition, hashTag: LimitKeys.hashTag(for: partition), costs: costs, now: now,
                         callerClock: callerClock, into: &encoded)

@@ -39,7 +39,7 @@ import TollgateTestSupport
         let plan = try [everyAlgorithmPlan(name: "batch"), Self.threeLimitPlan()][planIndex]
         try await withAnyRedis { configuration in
             try await withClient(configuration) { client in
-                let script = PlanScript(plan: plan)
+                let script = PlanScript(plan: plan, explicitInstant: true)
                 let call = PlanCall(plan: plan, script: script, sha: try await client.scriptLoad(script.source))
                 let clock = ManualClock(microseconds: 1_767_225_600 * second + 30 * second)
                 let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
@@ -200,21 +200,30 @@ import TollgateTestSupport
         let plan = try Plan(name: "one", limits: [Limit(name: "f", algorithm: .fixedWindow(limit: 2, window: 60 * second))])
         let call = PlanCall(plan: plan, script: PlanScript(plan: plan), sha: String(repeating: "a", count: 40))
         let now: Int64 = 1_767_225_600 * second + 5 * second
-        var full = ByteBuffer()
-        full.writeBytes(ScopeLayout(plan: plan, scope: .apiKey).encode([1_767_225_600 / 60, 2]))
-        let refused = RedisReply.array([.integer(now), .bulkString(full), .integer(0)])
+        let full = ScopeLayout(plan: plan, scope: .apiKey).encode([1_767_225_600 / 60, 2])
+        func reply(_ now: Int64, _ present: UInt8, _ value: [UInt8], _ verdicts: [UInt8]) -> RedisReply {
+            var bytes = ByteBuffer()
+            bytes.writeInteger(now, endianness: .little)
+            bytes.writeInteger(present)
+            bytes.writeBytes(value + verdicts)
+            return .bulkString(bytes)
+        }
+        let refused = reply(now, 1, full, [0])
         let decision = try call.decision(from: refused, cost: 1, hashTag: "org")
         #expect(decision.denial == .limited && decision.retryAfterMicroseconds == 55 * second)
         #expect(decision.results[0].remaining == 0)
-        let untouched = try call.decision(from: .array([.integer(now), .null, .integer(1)]), cost: 1, hashTag: "org")
+        let untouched = try call.decision(from: reply(now, 0, [], [1]), cost: 1, hashTag: "org")
         #expect(untouched.isAllowed && untouched.results[0].remaining == 1)
         let contradictions: [RedisReply] = [
-            .array([.integer(now), .bulkString(full), .integer(1)]),  // admitted over a full window
-            .array([.integer(now), .null, .integer(0)]),  // refused on an untouched one
-            .array([.integer(now), .null]),  // no verdict
-            .array([.integer(now), .integer(3), .integer(1)]),  // not a value
-            .array([.integer(-now), .null, .integer(1)]),  // a negative instant
-            .integer(1),
+            reply(now, 1, full, [1]),  // admitted over a full window
+            reply(now, 0, [], [0]),  // refused on an untouched one
+            reply(now, 0, [], []),  // no verdict
+            reply(now, 1, [], [1]),  // a value said to be there is not
+            reply(now, 2, [], [1]),  // a scope the plan does not have
+            reply(now, 0, [], [2]),  // not a verdict
+            reply(-now, 0, [], [1]),  // a negative instant
+            reply(now, 1, full + [0], [0]),  // a value one byte long
+            .integer(1), .array([.integer(now)]),
         ]
         for reply in contradictions {
             #expect(throws: LimiterError.self, "\(reply)") { try call.decision(from: reply, cost: 1, hashTag: "org") }
@@ -234,8 +243,10 @@ import TollgateTestSupport
         let partition = Partition(organization: "org_1", apiKey: "k")
         let (keys, arguments) = RedisLimitStore.scriptKeysAndArguments(for: plan, partition: partition, cost: 1)
         #expect(keys == stateKeys(plan, partition) && keys.count == 2)
-        #expect(arguments.count == 1 + 2 + 1 && arguments.first == "" && arguments.last == "1")
-        #expect(script.firstCostArgument == 4)
+        #expect(arguments.count == 2 + 1 && arguments.last == "1")
+        #expect(script.firstCostArgument == 3)
+        #expect(PlanScript(plan: plan, explicitInstant: true).firstCostArgument == 4)
+        #expect(!script.source.contains("ARGV[1])") && script.source.contains("redis.call('TIME')"))
         // The bucket's 3 tokens a second and the counter's 40 a minute are written into the code.
         #expect(script.source.contains("cost <= 8 and q1 + cost * 1000000 <= 8000000"))
         #expect(script.source.contains("(t1 - l1) * 3"))
