@@ -23,6 +23,7 @@
 # the same number of clients with the same number of commands in flight.
 #
 # TOLLGATE_SKIP_BUILD=1 uses the release build as it is (TOLLGATE_BIN=path: that binary instead);
+# TOLLGATE_CALLGRIND=1 also counts Redis' instructions per check (valgrind; a few minutes more);
 # TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,9 @@ evalsha_case one one
 evalsha_case one-previous one --previous-script
 evalsha_case three three
 evalsha_case three-previous three --previous-script
-case_file gcra evalsha "$(load_script Benchmarks/redis/gcra.lua)" 1 "gcra:{$ORG}:k__rand_int__" 1000000000 1000000000 1 1
+# A million a second: at a billion, an emission interval of 10^-9 s is lost in the double that holds the
+# arrival time (about 3 x 10^8 s), the state never changes and GCRA would never write.
+case_file gcra evalsha "$(load_script Benchmarks/redis/gcra.lua)" 1 "gcra:{$ORG}:k__rand_int__" 1000000 1000000 1 1
 ENVOY_KEY=rl_messaging_api_key_k__rand_int___minute_1796656020
 case_file envoy-incrby incrby "$ENVOY_KEY" 1
 case_file envoy-expire expire "$ENVOY_KEY" 60
@@ -97,15 +100,20 @@ done
 for name in $ORDER; do echo "$name ${RESULTS[$name]}"; done >"$WORK/cpu.txt"
 
 # ---- 2. Memory per key ------------------------------------------------------------------------------
-usage() { cli memory usage "$1" | tr -d '\r'; }
+# Each case runs once more just before its keys are measured: short windows' keys expire within seconds.
+usage() {  # case key
+  case_args "$1"
+  redis-benchmark -p "$PORT" -c 4 -P 32 -n 20000 -r 512 "${ARGS[@]}" >/dev/null 2>&1 || true
+  cli memory usage "$2" | tr -d '\r'
+}
 key() { sed -n "${2}p" "$WORK/keys-$1"; }
 {
-  echo "Tollgate, three-limit plan, per-key scope (bucket + sliding window, one key)|$(usage "$(key three 1)")"
-  echo "Tollgate, three-limit plan, organization scope (calendar month, one key)|$(usage "$(key three 2)")"
-  echo "Tollgate, one-bucket plan (one key)|$(usage "$(key one 1)")"
-  echo "previous version, three-limit plan, one key per limit (bucket, window, month)|$(usage "$(key three-previous 1)") $(usage "$(key three-previous 2)") $(usage "$(key three-previous 3)")"
-  echo "Envoy-style counter (one key per limit)|$(usage "${ENVOY_KEY/__rand_int__/000000000001}")"
-  echo "GCRA (one key per limit)|$(usage "gcra:{$ORG}:k000000000001")"
+  echo "Tollgate, three-limit plan, per-key scope (bucket + sliding window, one key)|$(usage three "$(key three 1)")"
+  echo "Tollgate, three-limit plan, organization scope (calendar month, one key)|$(usage three "$(key three 2)")"
+  echo "Tollgate, one-bucket plan (one key)|$(usage one "$(key one 1)")"
+  echo "previous version, three-limit plan, one key per limit (bucket, window, month)|$(usage three-previous "$(key three-previous 1)") $(usage three-previous "$(key three-previous 2)") $(usage three-previous "$(key three-previous 3)")"
+  echo "Envoy-style counter (one key per limit)|$(usage envoy-incrby "${ENVOY_KEY/__rand_int__/000000000001}")"
+  echo "GCRA (one key per limit)|$(usage gcra "gcra:{$ORG}:k000000000001")"
 } >"$WORK/memory.txt"
 
 python3 - "$WORK/cpu.txt" "$WORK/memory.txt" "$ROUNDS" "$CHECKS" <<'PY'
@@ -140,6 +148,48 @@ for line in open(sys.argv[2]):
 goal(f"<= 140 bytes per scope of the three-limit plan: {', '.join(map(str, budget))}", all(b <= 140 for b in budget))
 PY
 echo
+
+# ---- 1b. Redis instructions per check (callgrind): the same cases, counted rather than timed -----------
+# CPU time moves with whatever else the machine runs; instruction counts do not. Each case gets a fresh
+# redis-server under valgrind: the case runs 6,000 times to warm up, then 3,000 times counted.
+if [ -n "${TOLLGATE_CALLGRIND:-}" ]; then
+  need valgrind || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+  CG_PORT=$((PORT + 1))
+  instructions() {  # case -> instructions per command
+    local dir="$WORK/cg-$1" pid total
+    mkdir -p "$dir"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/out.%p" redis-server --port "$CG_PORT" --bind 127.0.0.1 \
+      --save '' --appendonly no >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 150); do redis-cli -p "$CG_PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+    # The scripts under the same SHAs as on the main server.
+    for lua in "$WORK"/*.lua Benchmarks/redis/gcra.lua; do redis-cli -p "$CG_PORT" script load "$(cat "$lua")" >/dev/null; done
+    redis-cli -p "$CG_PORT" script load "return 1" >/dev/null
+    case_args "$1"
+    redis-benchmark -p "$CG_PORT" -c 4 -P 32 -n 6000 -r 512 "${ARGS[@]}" >/dev/null 2>&1 || true
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    redis-benchmark -p "$CG_PORT" -c 4 -P 32 -n 3000 -r 512 "${ARGS[@]}" >/dev/null 2>&1 || true
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    redis-cli -p "$CG_PORT" shutdown nosave >/dev/null 2>&1 || true
+    wait "$pid" 2>/dev/null || true
+    total=$(grep -h '^summary:' "$dir"/out.*.1 | awk '{ print $2 }')
+    echo $(( total / 3000 ))
+  }
+  for name in $ORDER; do echo "$name $(instructions "$name")"; done >"$WORK/instructions.txt"
+  python3 - "$WORK/instructions.txt" <<'PY'
+import sys
+rows = {line.split()[0]: int(line.split()[1]) for line in open(sys.argv[1])}
+labels = [("floor", "EVALSHA of `return 1`"), ("one", "Tollgate, one token bucket"), ("one-previous", "Tollgate, one token bucket, previous script"),
+          ("gcra", "GCRA, one limit"), ("three", "Tollgate, three limits"), ("three-previous", "Tollgate, three limits, previous script")]
+print("Redis instructions per check (callgrind; 3,000 commands after 6,000 to warm up)")
+for key, label in labels:
+    print(f"  {label:<68} {rows[key]:>9,}  ({rows[key] / rows['three']:.2f}x the three-limit script)")
+envoy = 3 * (rows["envoy-incrby"] + rows["envoy-expire"])
+print(f"  {'Envoy-style INCRBY + EXPIRE per limit, three limits':<68} {envoy:>9,}  ({envoy / rows['three']:.2f}x)")
+print(f"  one token bucket / GCRA: {rows['one'] / rows['gcra']:.2f}x; previous / generated, three limits: {rows['three-previous'] / rows['three']:.2f}x")
+PY
+  echo
+fi
 [ -n "${TOLLGATE_CPU_ONLY:-}" ] && exit 0
 
 # ---- 3. Tollgate's own client ----------------------------------------------------------------------
