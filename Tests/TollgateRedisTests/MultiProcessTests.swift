@@ -20,26 +20,21 @@ import TollgateTestSupport
         throw TestSetupError(description: "the tollgate executable was not found near \(testBinary.path); build it with `swift build`")
     }
 
-    @Test func twoProcessesAdmitExactlyTheLimit() async throws {
+    /// Runs `tollgate redis-load` twice at once with `arguments` (plus the URL and organization) and
+    /// returns the checks admitted between them, after checking that each made 3,200 checks unfailed.
+    private func admittedByTwoProcesses(_ arguments: [String], organization: String) async throws -> Int {
         let executable = try Self.tollgateExecutable()
+        var admitted = 0
         try await withAnyRedis { configuration in
             let url =
                 configuration.unixSocketPath.map { "unix://\($0)" }
                 ?? "redis://\(configuration.password.map { ":\($0)@" } ?? "")\(configuration.host):\(configuration.port)/\(configuration.database)"
-            let organization = "org-contention-\(UInt64.random(in: 0...UInt64.max))"
-            // Fixed windows are aligned to the minute: a run that straddles a minute boundary may rightly
-            // admit up to twice the limit. The run takes well under a second; start clear of the boundary.
-            let secondOfMinute = Int(Date().timeIntervalSince1970) % 60
-            if secondOfMinute >= 55 {
-                try await Task.sleep(for: .seconds(61 - secondOfMinute))
-            }
             let processes = try (0..<2).map { _ in
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: executable)
-                process.arguments = [
-                    "redis-load", "--url", url, "--callers", "32", "--requests", "100", "--limit", "1000", "--window", "60",
-                    "--shared-key", "--organization", organization,
-                ]
+                process.arguments =
+                    ["redis-load", "--url", url, "--callers", "32", "--requests", "100", "--shared-key", "--organization", organization]
+                    + arguments
                 let output = Pipe()
                 process.standardOutput = output
                 process.standardError = FileHandle.nullDevice
@@ -47,7 +42,6 @@ import TollgateTestSupport
                 try process.run()
                 return (process, output)
             }
-            var admitted = 0
             for (process, output) in processes {
                 let data = output.fileHandleForReading.readDataToEndOfFile()
                 process.waitUntilExit()
@@ -55,9 +49,40 @@ import TollgateTestSupport
                 let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
                 #expect(report["failures"] as? Int == 0)
                 #expect(report["checks"] as? Int == 3_200)
+                #expect((report["redis_cpu_us_per_check"] as? Double ?? 0) > 0)
                 admitted += try #require(report["admitted"] as? Int)
             }
-            #expect(admitted == 1_000)
         }
+        return admitted
+    }
+
+    @Test func twoProcessesAdmitExactlyTheLimit() async throws {
+        // Fixed windows are aligned to the minute: a run that straddles a minute boundary may rightly
+        // admit up to twice the limit. The run takes well under a second; start clear of the boundary.
+        let secondOfMinute = Int(Date().timeIntervalSince1970) % 60
+        if secondOfMinute >= 55 {
+            try await Task.sleep(for: .seconds(61 - secondOfMinute))
+        }
+        let admitted = try await admittedByTwoProcesses(
+            ["--limit", "1000", "--window", "60"], organization: "org-contention-\(UInt64.random(in: 0...UInt64.max))")
+        #expect(admitted == 1_000)
+    }
+
+    /// The same with a plan of three limits over two scopes from a configuration file: a bucket of 600
+    /// that refills once a day (the tightest), a sliding window and an organization's month.
+    @Test func twoProcessesAdmitExactlyTheTightestOfAPlansLimits() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-three-\(UInt64.random(in: 0...UInt64.max)).yaml")
+        try """
+            plans:
+              three:
+                limits:
+                  - { name: burst, algorithm: token_bucket, capacity: 600, refill: { tokens: 1, per: 1d } }
+                  - { name: minute, algorithm: sliding_window, limit: 5000, window: 1m }
+                  - { name: month, algorithm: calendar, limit: 1000000, period: month, scope: organization }
+            """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let admitted = try await admittedByTwoProcesses(
+            ["--config", file.path, "--plan", "three"], organization: "org-three-\(UInt64.random(in: 0...UInt64.max))")
+        #expect(admitted == 600)
     }
 }
