@@ -199,14 +199,14 @@ rb() {  # redis-benchmark clients pipeline n -> "rps p50_ms p99_ms"
   redis-benchmark -p "$PORT" -c "$1" -P "$2" -n "$3" -r 512 --csv "${THREE[@]}" 2>/dev/null |
     tail -n 1 | tr -d '"' | awk -F, '{ printf "%d %.3f %.3f", $2, $5, $7 }'
 }
-tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failures cpu_us commands_per_read"
+tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failures cpu_us checks_per_read"
   "$TOLLGATE" redis-load --url "redis://127.0.0.1:$PORT" --config "$PLANS" --plan three --callers "$1" --connections "$2" \
     --seconds "$SECS" --organization "$ORG" ${3:-} |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("commands_per_read", 0))'
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("checks_per_read", 0))'
 }
 CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
-echo "Tollgate's client, three-limit plan (Redis µs/check and commands per server read from INFO during the run)"
-printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check cmds/read" \
+echo "Tollgate's client, three-limit plan (Redis µs/check, and EVALSHA calls per server read, from INFO during the run)"
+printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check checks/read" \
   "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
 best=0
 for P in 1 8 32 64 128; do

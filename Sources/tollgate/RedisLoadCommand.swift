@@ -18,8 +18,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
             --window seconds). Prints one JSON object: checks, checks_per_second, p50_us and p99_us, \
             and from the server's INFO before and after the run redis_cpu_us_per_check (the server's \
             own CPU time, user and system, over the checks made: on a server that serves only this \
-            load, its cost of a check) and commands_per_read (how many commands each read of the \
-            server's carried).
+            load, its cost of a check) and checks_per_read (how many EVALSHA calls each read of the \
+            server's carried: how well the client's pipelining batches).
             """
     )
 
@@ -146,7 +146,7 @@ struct RedisLoadCommand: AsyncParsableCommand {
             report["redis_cpu_us_per_check"] = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / Double(latencies.count) * 100).rounded() / 100
         }
         if after.reads > before.reads {
-            report["commands_per_read"] = (Double(after.commands - before.commands) / Double(after.reads - before.reads) * 100).rounded() / 100
+            report["checks_per_read"] = (Double(after.calls - before.calls) / Double(after.reads - before.reads) * 100).rounded() / 100
         }
         let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
@@ -183,21 +183,24 @@ extension RedisLoadCommand {
     }
 }
 
-/// The server's own CPU time and its command and read counts, from `INFO`.
+/// The server's own CPU time, its `EVALSHA` calls (commands that scripts call are counted apart) and
+/// its reads, from `INFO`.
 struct ServerCounters {
     var cpuSeconds = 0.0
-    var commands = 0
+    var calls = 0
     var reads = 0
 
     static func read(_ client: RedisClient) async throws -> ServerCounters {
-        let text = try await client.send(["INFO"]).string ?? ""
+        let text = try await client.send(["INFO", "all"]).string ?? ""
         var counters = ServerCounters()
         for line in text.split(whereSeparator: \.isNewline) {
             let parts = line.split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { continue }
             switch parts[0] {
             case "used_cpu_sys", "used_cpu_user": counters.cpuSeconds += Double(parts[1]) ?? 0
-            case "total_commands_processed": counters.commands = Int(parts[1]) ?? 0
+            case "cmdstat_evalsha":
+                let calls = parts[1].split(separator: ",").first { $0.hasPrefix("calls=") }
+                counters.calls = calls.flatMap { Int($0.dropFirst(6)) } ?? 0
             case "total_reads_processed": counters.reads = Int(parts[1]) ?? 0
             default: break
             }
