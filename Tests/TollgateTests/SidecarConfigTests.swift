@@ -140,6 +140,7 @@ struct SidecarConfigTests {
         Bad("store:\n  failure_policy: allow\n", path: "store.failure_policy", "does not apply to the memory backend"),
         Bad("store:\n  backend: redis\n  url: redis://x\n  max_entries: 5\n", path: "store.max_entries", "does not apply to the redis backend"),
         Bad("store:\n  backend: redis\n  url: redis://x\n  failure_policy: retry\n", path: "store.failure_policy", "expected one of deny, allow or local"),
+        Bad("store:\n  backend: redis\n  url: redis://x\n  packed_state: false\n", path: "store.packed_state", "no longer a setting"),
         Bad("keys:\n  source: redis\n", path: "keys.url", "keys from redis need a URL"),
         Bad("keys:\n  url: redis://x\n", path: "keys.url", "\"url\" does not apply to keys from a file"),
         Bad("keys:\n  cache_ttl: 0s\n", path: "keys.cache_ttl", "expected a positive duration"),
