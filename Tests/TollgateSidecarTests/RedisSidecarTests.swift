@@ -97,6 +97,45 @@ extension EndToEnd {
             }
         }
 
+        /// A reload that leaves a plan as it was keeps its counters in Redis; one that changes a limit
+        /// brings the plan's new script, whose keys start afresh.
+        @Test func reloadBringsChangedPlansScripts() async throws {
+            try await withRedisServer { redis in
+                let store = "store: { backend: redis, url: \"\(redis.url)\" }"
+                let folder = try TestDirectory()
+                defer { folder.remove() }
+                try await withSidecar(configuration(upstream: nil, store: store), directory: folder) { sidecar in
+                    try await withRedisClient(redis.url) { redisClient in
+                        try await withHTTPClient { client in
+                            let url = sidecar.base + "/api/v1/messages/send"
+                            func statuses(_ count: Int) async throws -> [Int] {
+                                var seen: [Int] = []
+                                for _ in 0..<count { seen.append(try await client.send(.POST, url, key: .sender).status) }
+                                return seen
+                            }
+                            func scripts() async throws -> Int {
+                                let info = try await redisClient.send(["INFO", "memory"]).string ?? ""
+                                let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("number_of_cached_scripts:") }
+                                return Int(line?.split(separator: ":").last ?? "") ?? -1
+                            }
+                            #expect(try await statuses(2) == [200, 200])
+                            let before = try await scripts()
+                            // The same plans, another unmatched policy: the burst goes on where it was.
+                            _ = try folder.write("tollgate.yaml", configuration(upstream: nil, store: store, unmatched: "not_found"))
+                            #expect(sidecar.sidecar.reload())
+                            #expect(try await statuses(2) == [200, 429])
+                            #expect(try await scripts() == before)
+                            // A burst of 5 instead of 3: a new script, and the burst's counters start afresh.
+                            _ = try folder.write("tollgate.yaml", configuration(upstream: nil, store: store, basicCapacity: 5))
+                            #expect(sidecar.sidecar.reload())
+                            #expect(try await statuses(6) == [200, 200, 200, 200, 200, 429])
+                            #expect(try await scripts() == before + 1)
+                        }
+                    }
+                }
+            }
+        }
+
         /// Old and new key both work until the old one is revoked; a revoked key stops within the cache TTL.
         @Test func keyRotationAndCacheExpiry() async throws {
             try await withRedisServer { redis in
