@@ -45,6 +45,8 @@ public final class RedisLimitStore: LimitStore {
     /// | `denyCache` | true | answer recent refusals in process until their retry instant |
     /// | `denyCacheCapacity` | 100,000 | most refusals remembered |
     /// | `localFallback` | `MemoryStore.Configuration()` | sizing of the `.local` limiter |
+    /// | `coalesce` | true | checks of the same keys that arrive while a call for them is in flight go together as one call when it returns (`CheckQueues`) |
+    /// | `maximumBatch` | 64 | the most checks one such call decides |
     public struct Configuration: Sendable {
         public var failurePolicy: FailurePolicy
         public var unavailableRetryAfter: Duration
@@ -53,11 +55,18 @@ public final class RedisLimitStore: LimitStore {
         public var denyCache: Bool
         public var denyCacheCapacity: Int
         public var localFallback: MemoryStore.Configuration
+        /// Group commit of hot keys: see `CheckQueues`.
+        public var coalesce: Bool
+        /// The most checks one call decides when coalescing (at least 1).
+        public var maximumBatch: Int
         public init(
             failurePolicy: FailurePolicy = .deny, unavailableRetryAfter: Duration = .seconds(1),
             breakerFailureThreshold: Int = 3, breakerProbeInterval: Duration = .seconds(1), denyCache: Bool = true,
-            denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init()
+            denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init(),
+            coalesce: Bool = true, maximumBatch: Int = 64
         ) {
+            self.coalesce = coalesce
+            self.maximumBatch = maximumBatch
             self.failurePolicy = failurePolicy
             self.unavailableRetryAfter = unavailableRetryAfter
             self.breakerFailureThreshold = breakerFailureThreshold
@@ -74,6 +83,11 @@ public final class RedisLimitStore: LimitStore {
     private let logger: Logger
     private let breaker: Mutex<CircuitBreaker>
     private let denyCache: DenyCache?
+    /// Nil when coalescing is off.
+    private let queues: CheckQueues?
+    /// Tests: sees each coalesced call's partition, costs and decisions, in the order the calls for one
+    /// set of keys were made.
+    let callObserver = Mutex<(@Sendable (Partition, [Int], [Decision]) -> Void)?>(nil)
     private let fallback: MemoryStore
     /// True while the breaker is closed with no failure counted: the common case skips its lock.
     private let breakerClean = Atomic<Bool>(true)
@@ -103,6 +117,7 @@ public final class RedisLimitStore: LimitStore {
                 failureThreshold: configuration.breakerFailureThreshold,
                 probeInterval: configuration.breakerProbeInterval.microseconds))
         denyCache = configuration.denyCache ? DenyCache(capacity: configuration.denyCacheCapacity) : nil
+        queues = configuration.coalesce ? CheckQueues(maximumBatch: max(1, configuration.maximumBatch)) : nil
         fallback = MemoryStore(configuration: configuration.localFallback, clock: clock)
         metrics = StoreMetrics(factory: metricsFactory)
     }
@@ -134,7 +149,12 @@ public final class RedisLimitStore: LimitStore {
             return try fallbackDecision(plan, partition: partition, cost: cost, now: sentAt)
         }
         do {
-            let decision = try await evaluate(plan, partition: partition, cost: cost, instant: instant, callerClock: instant ?? sentAt)
+            let decision =
+                if let queues, instant == nil {
+                    try await coalesced(plan, partition: partition, cost: cost, queues: queues, callerClock: sentAt)
+                } else {
+                    try await evaluate(plan, partition: partition, cost: cost, instant: instant, callerClock: instant ?? sentAt)
+                }
             if !breakerClean.load(ordering: .acquiring) {
                 breaker.withLock {
                     $0.recordSuccess()
@@ -197,6 +217,25 @@ public final class RedisLimitStore: LimitStore {
     }
 
     nonisolated(nonsending) private func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
+        try await roundTrip(plan, partition: partition, costs: CollectionOfOne(cost), instant: instant, callerClock: callerClock) {
+            (call, reply, hashTag) throws(LimiterError) in try call.decision(from: reply, cost: cost, hashTag: hashTag)
+        }
+    }
+
+    /// One call deciding `costs` in order (a batch of checks of the same keys).
+    nonisolated(nonsending) private func evaluate(_ plan: Plan, partition: Partition, costs: [Int], callerClock: Int64) async throws(Failure) -> [Decision] {
+        try await roundTrip(plan, partition: partition, costs: costs, instant: nil, callerClock: callerClock) {
+            (call, reply, hashTag) throws(LimiterError) in try call.decisions(from: reply, costs: costs, hashTag: hashTag)
+        }
+    }
+
+    /// Sends one call of `plan`'s script for `costs` and reads its reply with `read`: asks again for a
+    /// calendar quota's period when the script says its instant lies in another, and turns every error
+    /// into the store's own `Failure`.
+    nonisolated(nonsending) private func roundTrip<Answer>(
+        _ plan: Plan, partition: Partition, costs: some Collection<Int>, instant: Int64?, callerClock: Int64,
+        read: (PlanCall, RedisReply, String) throws(LimiterError) -> Answer
+    ) async throws(Failure) -> Answer {
         let hashTag = LimitKeys.hashTag(for: partition)
         // Calendar quotas whose periods the script asked for around another instant (`TOLLGATE_CLOCK`):
         // one more attempt per quota at most, each settling one.
@@ -207,11 +246,11 @@ public final class RedisLimitStore: LimitStore {
                 let call = try await call(for: plan, explicitInstant: instant != nil)
                 let reply = try await client.evalSHA(call.sha, source: call.script.source) { buffer in
                     call.encode(
-                        partition: partition, hashTag: hashTag, costs: CollectionOfOne(cost), now: instant,
-                        callerClock: callerClock, anchors: anchors, into: &buffer)
+                        partition: partition, hashTag: hashTag, costs: costs, now: instant, callerClock: callerClock,
+                        anchors: anchors, into: &buffer)
                 }
                 do {
-                    return try call.decision(from: reply, cost: cost, hashTag: hashTag)
+                    return try read(call, reply, hashTag)
                 } catch {
                     throw Failure(kind: .badReply, message: error.message)
                 }
@@ -244,6 +283,52 @@ public final class RedisLimitStore: LimitStore {
                 throw Failure(kind: .server, message: "\(error)")
             }
         }
+    }
+
+    /// A check through the group commit of its keys (`CheckQueues`): sent at once when no call for its
+    /// keys is in flight, else decided with the checks that queued behind that call, in one call.
+    nonisolated(nonsending) private func coalesced(
+        _ plan: Plan, partition: Partition, cost: Int, queues: CheckQueues, callerClock: Int64
+    ) async throws(Failure) -> Decision {
+        let key = CheckQueues.Key(plan: ObjectIdentifier(plan.compiled), partition: partition)
+        var others: [CheckQueues.Waiter] = []
+        if !queues.claim(key) {
+            let queuedAt = clock.now()
+            switch await queues.wait(key, cost: cost, now: queuedAt) {
+            case .decision(let decision): return decision
+            case .failure(let failure): throw failure
+            case .lead(let waiting):
+                others = waiting
+                metrics.queueWait.recordNanoseconds(max(0, clock.now() - queuedAt) * 1_000)
+            }
+        }
+        // This check leads the next call for its keys: its own, then the others', in arrival order.
+        metrics.batchSize.record(1 + others.count)
+        let outcome: Result<[Decision], Failure>
+        do {
+            if others.isEmpty {
+                outcome = .success([try await evaluate(plan, partition: partition, cost: cost, instant: nil, callerClock: callerClock)])
+            } else {
+                let sentAt = clock.now()
+                for waiter in others { metrics.queueWait.recordNanoseconds(max(0, sentAt - waiter.queuedAt) * 1_000) }
+                outcome = .success(try await evaluate(plan, partition: partition, costs: [cost] + others.map(\.cost), callerClock: callerClock))
+            }
+        } catch {
+            outcome = .failure(error)
+        }
+        switch outcome {
+        case .success(let decisions):
+            for (waiter, decision) in zip(others, decisions.dropFirst()) { waiter.continuation.resume(returning: .decision(decision)) }
+            if let observe = callObserver.withLock({ $0 }) { observe(partition, [cost] + others.map(\.cost), decisions) }
+        case .failure(let failure):
+            // A call that failed is never sent again: every check in it gets the failure policy.
+            for waiter in others { waiter.continuation.resume(returning: .failure(failure)) }
+        }
+        let next = queues.next(key)
+        if let first = next.first {
+            first.continuation.resume(returning: .lead(others: Array(next.dropFirst())))
+        }
+        return try outcome.get()[0]
     }
 
     /// The plan's prepared call, made (and its script loaded) on its first check.
@@ -325,8 +410,12 @@ public final class RedisLimitStore: LimitStore {
 /// - `tollgate_redis_errors_total{kind}`: failed calls (`timeout`, `connection`, `overloaded`, `bad_reply`, `server`).
 /// - `tollgate_redis_short_circuits_total`: calls refused at once by the open circuit breaker.
 /// - `tollgate_redis_check_duration_seconds`: round-trip time of successful checks.
+/// - `tollgate_redis_batch_size`: checks per call when coalescing (1 for a key with nothing queued).
+/// - `tollgate_redis_queue_wait_seconds`: how long a coalesced check waited for the call before its own.
 struct StoreMetrics: Sendable {
     let latency: Timer
+    let batchSize: Recorder
+    let queueWait: Timer
     let shortCircuits: Counter
     /// Indexed by `Self.index(origin:allowed:)`.
     private let decisions: [Counter]
@@ -335,6 +424,8 @@ struct StoreMetrics: Sendable {
 
     init(factory: any MetricsFactory) {
         latency = Timer(label: "tollgate_redis_check_duration_seconds", dimensions: [], factory: factory)
+        batchSize = Recorder(label: "tollgate_redis_batch_size", dimensions: [], aggregate: true, factory: factory)
+        queueWait = Timer(label: "tollgate_redis_queue_wait_seconds", dimensions: [], factory: factory)
         shortCircuits = Counter(label: "tollgate_redis_short_circuits_total", dimensions: [], factory: factory)
         var decisions: [Counter] = []
         for origin in Self.origins {
