@@ -6,7 +6,7 @@ import Tollgate
 /// ```
 /// tg:{<organization>}:<scope id>:k<api key id>    the plan's per-key limits   e.g. tg:{org_123}:5c0f2e:k9f86d081884c7d65
 /// tg:{<organization>}:<scope id>:o                its organization-wide limits
-/// … :l<n>                                         the entries of limit n's sliding log (a list)
+/// … :l<n>                                         the entries of the scope's n-th limit, a sliding log (a list)
 /// ```
 ///
 /// Every key of one request carries the organization as its hash tag, so one script can touch all of
@@ -99,9 +99,15 @@ public enum LimitKeys {
             prefix + scopeID(plan: plan, scope: layout.scope) + ":" + (layout.scope == .apiKey ? subject(for: partition) : "o")
         }
         let logs = plan.limits.indices.filter { plan.compiled.specs[$0].kind == .slidingLog }.map { index in
-            scopes[plan.limits[index].scope == .apiKey ? 0 : scopes.count - 1] + ":l\(index + 1)"
+            scopes[plan.limits[index].scope == .apiKey ? 0 : scopes.count - 1] + ":l\(logNumber(plan: plan, index: index))"
         }
         return scopes + logs
+    }
+
+    /// A sliding log's list is named after its position among its scope's limits (from 1), so that
+    /// changing the other scope's limits leaves it where it is.
+    static func logNumber(plan: Plan, index: Int) -> Int {
+        plan.limits[..<index].filter { $0.scope == plan.limits[index].scope }.count + 1
     }
 
     /// The state keys of every limit of `plan` for `partition` in the previous layout, in plan order (two

@@ -39,7 +39,7 @@ final class PlanCall: Sendable {
         }
         for index in script.logs {
             let owner = keys[plan.limits[index].scope == .apiKey ? 0 : keys.count - 1]
-            keys.append(KeyShape(middle: owner.middle, perKey: owner.perKey, suffix: Array(":l\(index + 1)".utf8)))
+            keys.append(KeyShape(middle: owner.middle, perKey: owner.perKey, suffix: Array(":l\(LimitKeys.logNumber(plan: plan, index: index))".utf8)))
         }
         self.keys = keys
         var head = ByteBuffer()
@@ -136,7 +136,8 @@ final class PlanCall: Sendable {
         }
         var expected = 24 * logs.count + costs.count * (1 + 8 * logs.count)
         for (position, scope) in scopes.enumerated() where present & (1 << position) != 0 { expected += scope.byteCount }
-        guard now >= 0, present >> scopes.count == 0, bytes.readableBytes == expected else {
+        // An instant past 2^53 µs (year 2255) is not one the script's doubles hold exactly.
+        guard now >= 0, now < 1 << 53, present >> scopes.count == 0, bytes.readableBytes == expected else {
             throw bad(hashTag, "answered \(bytes.readableBytes + 9) bytes that do not fit its keys and checks")
         }
         var states = ExternalStates()

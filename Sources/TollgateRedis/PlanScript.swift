@@ -283,7 +283,9 @@ private struct LuaWriter {
         case .slidingLog:
             let g = scopeNumber(of: index)
             let list = listKey(index)
-            line("local t\(j), nw\(j), nc\(j), od\(j), ad\(j) = now, nil, 0, nil, 0")
+            // dp: entries at the head that left the window; dropped when the script writes, after every
+            // error it can raise, so that an error leaves the list and its total as they were.
+            line("local t\(j), nw\(j), nc\(j), od\(j), ad\(j), dp\(j) = now, nil, 0, nil, 0, 0")
             line("if u\(j) > 0 then")
             line("  local e = redis.call('LINDEX', \(list), -1)")
             line("  if e then")
@@ -294,13 +296,13 @@ private struct LuaWriter {
             line("  end")
             // Entries that left the window go, whether or not this call admits anything; the total follows.
             line("  while true do")
-            line("    local h = redis.call('LINDEX', \(list), 0)")
+            line("    local h = redis.call('LINDEX', \(list), dp\(j))")
             line("    if not h then break end")
             line("    local ht, hc = string.match(h, '^(%d+):(%d+)$')")
             line("    if not ht then \(bad("'\(scopes.count + logs.firstIndex(of: index)! + 1)'")) end")
             line("    ht = tonumber(ht)")
             line("    if ht + \(spec.window) > t\(j) then od\(j) = ht; break end")
-            line("    redis.call('LPOP', \(list))")
+            line("    dp\(j) = dp\(j) + 1")
             line("    u\(j) = u\(j) - tonumber(hc)")
             line("    w\(g) = true")
             line("  end")
@@ -362,7 +364,7 @@ private struct LuaWriter {
         line("  if not k\(j) and cost <= \(spec.capacity) then")
         line("    local need, got, at = u\(j) + cost - \(spec.capacity), 0, 0")
         line("    while true do")
-        line("      local chunk = redis.call('LRANGE', \(listKey(index)), at, at + 63)")
+        line("      local chunk = redis.call('LRANGE', \(listKey(index)), dp\(j) + at, dp\(j) + at + 63)")
         line("      for _, e in ipairs(chunk) do")
         line("        local et, ec = string.match(e, '^(%d+):(%d+)$')")
         line("        got = got + tonumber(ec)")
@@ -383,13 +385,18 @@ private struct LuaWriter {
         let spec = specs[index]
         let j = n(index)
         let list = listKey(index)
+        // No entry in the window: whatever the list holds (it may have outlived its total) counts for nothing.
+        line("if ad\(j) > 0 or dp\(j) > 0 then")
+        line("  if not nw\(j) then redis.call('DEL', \(list)) elseif dp\(j) > 0 then redis.call('LTRIM', \(list), dp\(j), -1) end")
+        line("end")
         line("if ad\(j) > 0 then")
         line("  if nw\(j) == t\(j) then")
         line("    redis.call('LSET', \(list), -1, string.format('%d:%d', t\(j), nc\(j) + ad\(j)))")
         line("  else")
         line("    redis.call('RPUSH', \(list), string.format('%d:%d', t\(j), ad\(j)))")
         line("  end")
-        line("  redis.call('PEXPIRE', \(list), \(ttl(spec)))")
+        // From the entry's instant, which a clock that went back leaves ahead of Redis' own.
+        line("  redis.call('PEXPIRE', \(list), \(ttl(spec)) + math.floor((t\(j) - now) / 1000))")
         line("end")
     }
 

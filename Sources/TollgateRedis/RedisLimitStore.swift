@@ -238,7 +238,7 @@ public final class RedisLimitStore: LimitStore {
     ) async throws(Failure) -> Answer {
         let hashTag = LimitKeys.hashTag(for: partition)
         // Calendar quotas whose periods the script asked for around another instant (`TOLLGATE_CLOCK`):
-        // one more attempt per quota at most, each settling one.
+        // at most two more attempts per quota.
         var anchors: [Int64?]?
         var clockRetries = 0
         while true {
@@ -258,7 +258,8 @@ public final class RedisLimitStore: LimitStore {
                 let prefix = error.serverErrorPrefix
                 if prefix == "TOLLGATE_CLOCK", let (limit, at) = Self.clockRequest(error.message),
                     plan.compiled.calendars.indices.contains(limit),
-                    clockRetries < plan.compiled.calendars.reduce(0, { $0 + ($1 == nil ? 0 : 1) })
+                    // Two per quota: its stored period, then the one that holds Redis' clock.
+                    clockRetries < 2 * plan.compiled.calendars.reduce(0, { $0 + ($1 == nil ? 0 : 1) })
                 {
                     // Redis' clock, or a quota's stored period (the clock went back past it), is in another
                     // calendar period than the caller's clock: send that quota's periods around it.

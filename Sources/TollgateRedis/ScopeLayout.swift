@@ -68,24 +68,26 @@ struct ScopeLayout: Sendable, Equatable {
         let specs = plan.compiled.specs
         members = plan.limits.indices.filter { plan.limits[$0].scope == scope }
         var fields: [Field] = []
-        let instant = Int64.max >> 10
+        // Instants stay below 2^53 µs, where the script's doubles are exact; a window index or a period
+        // start in seconds is bounded accordingly, so that turning it back into microseconds cannot overflow.
+        let instant: Int64 = 1 << 53
         for index in members {
             let spec = specs[index]
             func count(_ role: Field.Role, most: Int64) -> Field {
                 Field(limit: index, role: role, width: most < Int64(Int32.max) ? 4 : 8, most: most)
             }
-            func time(_ role: Field.Role) -> Field {
-                Field(limit: index, role: role, width: 8, most: instant)
+            func time(_ role: Field.Role, unit: Int64 = 1) -> Field {
+                Field(limit: index, role: role, width: 8, most: instant / unit)
             }
             switch spec.kind {
             case .tokenBucket:
                 fields += [count(.deficit, most: spec.fullLevel), time(.lastUpdate)]
             case .slidingCounter:
-                fields += [time(.windowIndex), count(.previous, most: spec.capacity), count(.current, most: spec.capacity)]
+                fields += [time(.windowIndex, unit: spec.window), count(.previous, most: spec.capacity), count(.current, most: spec.capacity)]
             case .fixedWindow:
-                fields += [time(.windowIndex), count(.count, most: spec.capacity)]
+                fields += [time(.windowIndex, unit: spec.window), count(.count, most: spec.capacity)]
             case .calendar:
-                fields += [time(.periodStart), count(.count, most: spec.capacity)]
+                fields += [time(.periodStart, unit: 1_000_000), count(.count, most: spec.capacity)]
             case .slidingLog:
                 fields.append(count(.logTotal, most: spec.capacity))
             }

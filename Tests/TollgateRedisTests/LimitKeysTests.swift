@@ -13,11 +13,11 @@ import Tollgate
         let keys = try names(Partition(organization: "org_123abcd", apiKey: "9f86d081884c7d65"))
         let perKey = LimitKeys.scopeID(plan: try everyAlgorithmPlan(), scope: .apiKey)
         let organization = LimitKeys.scopeID(plan: try everyAlgorithmPlan(), scope: .organization)
-        // The per-key scope, the organization's, and the organization's sliding log (limit 2).
+        // The per-key scope, the organization's, and the organization's sliding log (its first limit).
         #expect(
             keys == [
                 "tg:{org_123abcd}:\(perKey):k9f86d081884c7d65", "tg:{org_123abcd}:\(organization):o",
-                "tg:{org_123abcd}:\(organization):o:l2",
+                "tg:{org_123abcd}:\(organization):o:l1",
             ])
         #expect(perKey != organization)
         #expect(perKey != LimitKeys.scopeID(plan: try everyAlgorithmPlan(name: "other"), scope: .apiKey))
@@ -35,7 +35,7 @@ import Tollgate
     func namesAreAtMostFortyFourBytes(organization: String, apiKey: String) throws {
         for key in try names(Partition(organization: organization, apiKey: apiKey)) {
             // A sliding log's list is named after its scope's key.
-            let name = key.hasSuffix(":l2") ? String(key.dropLast(3)) : key
+            let name = key.hasSuffix(":l1") ? String(key.dropLast(3)) : key
             #expect(name.utf8.count <= 44, "\(key)")
             #expect(key.filter { $0 == "{" }.count == 1 && key.filter { $0 == "}" }.count == 1, "\(key)")
         }

@@ -156,6 +156,50 @@ import TollgateTestSupport
         }
     }
 
+    /// A sliding log's list is named by its place in its own scope: adding a per-key limit to the plan
+    /// leaves the organization's log and its counts where they were.
+    @Test func changingTheOtherScopeKeepsASlidingLog() async throws {
+        let log = Limit(name: "org-log", algorithm: .slidingLog(limit: 5, window: 60 * second), scope: .organization)
+        let before = try Plan(name: "p", limits: [log])
+        let after = try Plan(
+            name: "p", limits: [Limit(name: "burst", algorithm: .tokenBucket(capacity: 9, refillTokens: 1, refillPeriod: second)), log])
+        #expect(LimitKeys.scopeID(plan: before, scope: .organization) == LimitKeys.scopeID(plan: after, scope: .organization))
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger)
+                let partition = Partition(organization: "log-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
+                let start: Int64 = 1_767_225_600 * second
+                #expect(try await store.check(before, partition: partition, cost: 3, at: start).isAllowed)
+                let decision = try await store.check(after, partition: partition, cost: 2, at: start + second)
+                #expect(decision.isAllowed && decision.results[1].remaining == 0)
+                let refused = try await store.check(after, partition: partition, cost: 1, at: start + 2 * second)
+                #expect(refused.denial == .limited && refused.retryAfterMicroseconds == 58 * second)
+            }
+        }
+    }
+
+    /// A list that outlived its scope key (the key was evicted, or expired a moment before it) counts for
+    /// nothing: the log starts afresh, and what it answers next comes from its new entries only.
+    @Test func aListThatOutlivedItsTotalIsDropped() async throws {
+        let plan = try Plan(name: "l", limits: [Limit(name: "log", algorithm: .slidingLog(limit: 3, window: 10 * second))])
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger)
+                let partition = Partition(organization: "stale-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
+                let keys = stateKeys(plan, partition)
+                let start: Int64 = 1_767_225_600 * second
+                #expect(try await store.check(plan, partition: partition, cost: 2, at: start).isAllowed)
+                _ = try await client.send(["DEL", keys[0]])  // the scope key goes, its list stays
+                #expect(try await store.check(plan, partition: partition, cost: 1, at: start + second).isAllowed)
+                #expect(try await client.send(["LLEN", keys[1]]).int64 == 1)
+                #expect(try await store.check(plan, partition: partition, cost: 2, at: start + 2 * second).isAllowed)
+                // Full: the first unit leaves with the entry of start + 1 s, 9 s from now.
+                let refused = try await store.check(plan, partition: partition, cost: 1, at: start + 2 * second)
+                #expect(refused.denial == .limited && refused.retryAfterMicroseconds == 9 * second)
+            }
+        }
+    }
+
     /// Every limit's stored numbers come back from the binary value as the in-process store keeps them.
     @Test func scopeValuesDecodeAsTheStatesTheyHold() throws {
         let plan = try everyAlgorithmPlan(name: "layout")
@@ -192,6 +236,10 @@ import TollgateTestSupport
         buffer.clear()
         buffer.writeBytes([ScopeLayout.tag, 1, 2, 3])
         #expect(!organization.decode(buffer, plan: plan, into: &states))
+        // A window index whose instant would not fit: refused, not multiplied.
+        buffer.clear()
+        buffer.writeBytes(perKey.encode([0, 0, 1 << 50, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+        #expect(!perKey.decode(buffer, plan: plan, into: &states))
     }
 
     /// A reply of the wrong shape, or whose verdict contradicts the state it carries, is a bad reply
