@@ -336,6 +336,16 @@ struct ConfigTests {
         #expect(error.message.contains(message), "\(error.message)")
     }
 
+    /// Counts stay below 2^53, where the Redis scripts' doubles are exact integers.
+    @Test(arguments: ["fixed_window\nwindow: 1m", "sliding_log\nwindow: 1m", "calendar\nperiod: month"])
+    func limitsAboveTwoToTheFiftySecondAreRefused(_ algorithm: String) throws {
+        let yaml = Self.limit("name: m\nalgorithm: \(algorithm)\nlimit: 4503599627370497")
+        let error = try #require(throws: ConfigurationError.self) { try Self.parse(yaml) }
+        #expect(error.path == "plans.free.limits[0].limit")
+        #expect(error.message.contains("expected at most 4503599627370496 (2^52)"), "\(error.message)")
+        #expect(try Self.parse(Self.limit("name: m\nalgorithm: \(algorithm)\nlimit: 4503599627370496")).plans[0].limits[0].capacity == 1 << 52)
+    }
+
     @Test func integersMayUseUnderscores() throws {
         let plan = try Self.parse(Self.limit("name: m\nalgorithm: calendar\nlimit: 1_000_000\nperiod: month")).plans[0]
         #expect(plan.limits[0].capacity == 1_000_000)

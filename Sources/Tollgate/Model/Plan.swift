@@ -47,6 +47,8 @@ enum PlanValidator {
     static let tokenBucketUnitBound: Int64 = 1 << 51
     /// A sliding counter multiplies counts by up to 2^20 ticks; this keeps the products below 2^52.
     static let maximumCounterLimit: Int64 = 1 << 32
+    /// Counts of the other limits, and a cost added to them, stay below 2^53 where Redis' doubles are exact.
+    static let maximumLimit: Int64 = 1 << 52
 
     static func validate(name: String, limits: [Limit]) throws(PlanError) {
         if name.isEmpty { throw PlanError(limitIndex: nil, field: "name", message: "expected a non-empty plan name") }
@@ -94,6 +96,7 @@ enum PlanValidator {
         case .slidingLog(let limit, let window), .slidingCounter(let limit, let window),
             .fixedWindow(let limit, let window):
             try positive(limit, "limit")
+            try atMostMaximumLimit(limit)
             if case .slidingCounter = algorithm, limit > maximumCounterLimit {
                 throw PlanError(
                     limitIndex: index, field: "limit",
@@ -107,6 +110,13 @@ enum PlanValidator {
             }
         case .calendar(let limit, _):
             try positive(limit, "limit")
+            try atMostMaximumLimit(limit)
+        }
+
+        func atMostMaximumLimit(_ limit: Int64) throws(PlanError) {
+            if limit > maximumLimit {
+                throw PlanError(limitIndex: index, field: "limit", message: "expected at most \(maximumLimit) (2^52), found \(limit)")
+            }
         }
     }
 }
