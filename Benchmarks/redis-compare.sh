@@ -14,7 +14,9 @@
 # 3. Tollgate's own client (`tollgate redis-load`, the three-limit plan) against redis-benchmark running
 #    the same script: checks/s, p50, p99, the server's CPU per check and the commands each server read
 #    carried, at 1 to 512 callers.
-# 4. The Python `limits` library (moving window), the reference many users know.
+# 4. Group commit of hot keys: the three-limit plan with coalescing on and off, one hot key, a Zipf(1.1)
+#    spread over 10,000 keys and uniform keys, at 1, 16 and 128 callers.
+# 5. The Python `limits` library (moving window), the reference many users know.
 #
 # Tollgate's callers run on the event loops of the client's connections (`tollgate redis-load`'s default,
 # a task executor preference per caller: no thread hop per check); the "pool" column runs the same
@@ -24,7 +26,8 @@
 #
 # TOLLGATE_SKIP_BUILD=1 uses the release build as it is (TOLLGATE_BIN=path: that binary instead);
 # TOLLGATE_CALLGRIND=1 also counts Redis' instructions per check (valgrind; a few minutes more);
-# TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2.
+# TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2; TOLLGATE_SKIP_COALESCE=1 skips part 4;
+# TOLLGATE_SKIP_PYTHON=1 skips part 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
@@ -199,14 +202,14 @@ rb() {  # redis-benchmark clients pipeline n -> "rps p50_ms p99_ms"
   redis-benchmark -p "$PORT" -c "$1" -P "$2" -n "$3" -r 512 --csv "${THREE[@]}" 2>/dev/null |
     tail -n 1 | tr -d '"' | awk -F, '{ printf "%d %.3f %.3f", $2, $5, $7 }'
 }
-tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failures cpu_us checks_per_read"
+tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failures cpu_us commands_per_read"
   "$TOLLGATE" redis-load --url "redis://127.0.0.1:$PORT" --config "$PLANS" --plan three --callers "$1" --connections "$2" \
     --seconds "$SECS" --organization "$ORG" ${3:-} |
-    python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("checks_per_read", 0))'
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("commands_per_read", 0))'
 }
 CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
 echo "Tollgate's client, three-limit plan (Redis µs/check, and EVALSHA calls per server read, from INFO during the run)"
-printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check checks/read" \
+printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check cmds/read" \
   "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
 best=0
 for P in 1 8 32 64 128; do
@@ -235,7 +238,32 @@ print(f"one caller: Tollgate p50 {one:.3f} ms vs redis-benchmark -c 1 -P 1 p50 {
 print("128+ callers: Tollgate / redis-benchmark best: " + ", ".join(f"{h / best:.2f}x" for h in high) + " (goal >= 0.90x)")
 PY
 
-# ---- 4. Python limits ----------------------------------------------------------------------------
+# ---- 4. Group commit of hot keys -------------------------------------------------------------------
+# The three-limit plan through Tollgate's client with coalescing on (the default) and off, for one hot key,
+# a Zipf(1.1) spread over 10,000 keys and uniform keys, at 1, 16 and 128 callers.
+if [ -z "${TOLLGATE_SKIP_COALESCE:-}" ]; then
+  echo
+  echo "Group commit, three-limit plan: coalescing on | off (Redis µs/check from INFO; checks/call = mean batch)"
+  printf '%-26s %-7s | %-50s | %s\n' keys callers "on: checks/s p50 p99 Redis-us/check checks/call" "off: checks/s p50 p99 Redis-us/check"
+  cg() {  # callers connections flags... -> "rps p50_ms p99_ms cpu_us checks_per_call"
+    local callers=$1 conns=$2; shift 2
+    "$TOLLGATE" redis-load --url "redis://127.0.0.1:$PORT" --config "$PLANS" --plan three --callers "$callers" --connections "$conns" \
+      --seconds "$SECS" --organization "co-$RANDOM" "$@" |
+      python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r.get("redis_cpu_us_per_check", 0), r.get("checks_per_call", 0))'
+  }
+  for spread in "one hot key|--shared-key" "Zipf(1.1), 10,000 keys|--keys 10000 --distribution zipf" "uniform, 10,000 keys|--keys 10000"; do
+    label=${spread%%|*}; read -r -a flags <<<"${spread#*|}"
+    for C in 1 16 128; do
+      if [ "$C" -eq 1 ]; then K=1; else K=$CONNS; fi
+      read -r ors op50 op99 ocpu obatch <<<"$(cg "$C" "$K" "${flags[@]}")"
+      read -r frs fp50 fp99 fcpu _ <<<"$(cg "$C" "$K" "${flags[@]}" --no-coalesce)"
+      printf '%-26s %-7s | %8d %7.3fms %7.3fms %7.2f %6.2f | %8d %7.3fms %7.3fms %7.2f\n' "$label" "$C" \
+        "$ors" "$op50" "$op99" "$ocpu" "$obatch" "$frs" "$fp50" "$fp99" "$fcpu"
+    done
+  done
+fi
+
+# ---- 5. Python limits ----------------------------------------------------------------------------
 [ -n "${TOLLGATE_SKIP_PYTHON:-}" ] && exit 0
 python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q limits redis >/dev/null
 "$WORK/venv/bin/python" - "$PORT" "$SECS" <<'PY'

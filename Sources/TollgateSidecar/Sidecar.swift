@@ -105,7 +105,8 @@ public final class Sidecar: Sendable {
             store = RedisLimitStore(
                 client: client,
                 configuration: .init(
-                    failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter),
+                    failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
+                    coalesce: settings.store.coalesce, maximumBatch: settings.store.maxBatch),
                 logger: logger, metricsFactory: factory)
         }
         self.store = store

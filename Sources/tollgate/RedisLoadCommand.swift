@@ -18,8 +18,9 @@ struct RedisLoadCommand: AsyncParsableCommand {
             --window seconds). Prints one JSON object: checks, checks_per_second, p50_us and p99_us, \
             and from the server's INFO before and after the run redis_cpu_us_per_check (the server's \
             own CPU time, user and system, over the checks made: on a server that serves only this \
-            load, its cost of a check) and checks_per_read (how many EVALSHA calls each read of the \
-            server's carried: how well the client's pipelining batches).
+            load, its cost of a check), commands_per_read (how many EVALSHA calls each read of the \
+            server's carried: how well the client's pipelining batches) and checks_per_call (how many \
+            checks each call decided: the group commit's mean batch).
             """
     )
 
@@ -41,6 +42,12 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var organization = "org-load"
     @Flag(help: "All callers check the same key (otherwise each caller has its own).")
     var sharedKey = false
+    @Option(help: "Every check picks one of this many keys (with --distribution) instead of its caller's own key.")
+    var keys = 0
+    @Option(help: "How --keys are picked: uniform, or zipf (s = 1.1: a few keys take most checks).")
+    var distribution = "uniform"
+    @Flag(help: "Send every check on its own, even while a call for the same keys is in flight (no group commit).")
+    var noCoalesce = false
     @Option(help: "Algorithm: fixed_window or token_bucket.")
     var algorithm = "fixed_window"
     @Option(help: "A configuration file whose plan --plan is checked (instead of --algorithm, --limit and --window).")
@@ -91,7 +98,11 @@ struct RedisLoadCommand: AsyncParsableCommand {
         let runner = Task { await client.run() }
         defer { runner.cancel() }
         try await client.waitUntilConnected(timeout: .seconds(5))
-        let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: logger)
+        let store = RedisLimitStore(client: client, configuration: .init(denyCache: false, coalesce: !noCoalesce), logger: logger)
+        guard ["uniform", "zipf"].contains(distribution) else {
+            throw ValidationError("--distribution: expected uniform or zipf, found \(distribution)")
+        }
+        let picker = keys > 0 ? KeyPicker(count: keys, zipf: distribution == "zipf", organization: organization) : nil
         try await store.prepare([plan])
         let before = try await ServerCounters.read(client)
 
@@ -104,14 +115,16 @@ struct RedisLoadCommand: AsyncParsableCommand {
         let start = ContinuousClock.now
         let results = try await withThrowingTaskGroup(of: CallerResult.self) { group in
             for caller in 0..<callers {
-                let partition = Partition(organization: organization, apiKey: sharedKey ? "shared" : "caller-\(caller)")
+                let own = Partition(organization: organization, apiKey: sharedKey ? "shared" : "caller-\(caller)")
                 let body: @Sendable () async throws -> CallerResult = {
+                    var random = SplitMix64(seed: UInt64(caller) &+ 1)
                     var result = CallerResult()
                     result.latencies.reserveCapacity(min(deadline == nil ? requests : 1 << 16, 1 << 16))
                     var done = 0
                     var now = Self.monotonicNanoseconds()
                     while deadline.map({ now < $0 }) ?? (done < requests) {
                         let started = now
+                        let partition = picker?.pick(&random) ?? own
                         let decision = try await store.check(plan, partition: partition, cost: 1)
                         now = Self.monotonicNanoseconds()
                         result.latencies.append(now - started)
@@ -145,8 +158,11 @@ struct RedisLoadCommand: AsyncParsableCommand {
         if !latencies.isEmpty {
             report["redis_cpu_us_per_check"] = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / Double(latencies.count) * 100).rounded() / 100
         }
+        if after.calls > before.calls {
+            report["checks_per_call"] = (Double(latencies.count) / Double(after.calls - before.calls) * 100).rounded() / 100
+        }
         if after.reads > before.reads {
-            report["checks_per_read"] = (Double(after.calls - before.calls) / Double(after.reads - before.reads) * 100).rounded() / 100
+            report["commands_per_read"] = (Double(after.calls - before.calls) / Double(after.reads - before.reads) * 100).rounded() / 100
         }
         let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
@@ -206,6 +222,44 @@ struct ServerCounters {
             }
         }
         return counters
+    }
+}
+
+/// Keys picked uniformly or by Zipf's law (s = 1.1) from a fixed set, each of its own organization.
+struct KeyPicker: Sendable {
+    let partitions: [Partition]
+    /// Cumulative weights, for Zipf (empty: uniform).
+    let cumulative: [Double]
+
+    init(count: Int, zipf: Bool, organization: String) {
+        partitions = (0..<count).map { Partition(organization: "\(organization)-\($0)", apiKey: "key-\($0)") }
+        var total = 0.0
+        cumulative = zipf ? (1...count).map { rank in total += 1 / pow(Double(rank), 1.1); return total } : []
+    }
+
+    func pick(_ random: inout SplitMix64) -> Partition {
+        guard let total = cumulative.last else { return partitions[Int(random.next() % UInt64(partitions.count))] }
+        let target = Double(random.next() >> 11) / Double(1 << 53) * total
+        var low = 0
+        var high = cumulative.count - 1
+        while low < high {
+            let middle = (low + high) / 2
+            if cumulative[middle] < target { low = middle + 1 } else { high = middle }
+        }
+        return partitions[low]
+    }
+}
+
+/// A small, fast, seeded generator for the load's key choices.
+struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
     }
 }
 

@@ -77,6 +77,8 @@ struct SidecarConfigTests {
               timeout: 100ms
               connections: 2
               unavailable_retry_after: 3s
+              coalesce: false
+              max_batch: 16
             keys:
               source: redis
               cache_ttl: 200ms
@@ -94,6 +96,7 @@ struct SidecarConfigTests {
         #expect(!settings.upstream.forwardCredentials)
         #expect(settings.store.backend == .redis && settings.store.failurePolicy == .local && settings.store.timeout == .milliseconds(100))
         #expect(settings.store.unavailableRetryAfter == .seconds(3) && settings.store.connections == 2)
+        #expect(!settings.store.coalesce && settings.store.maxBatch == 16)
         // Keys from Redis share the store's URL when they name none.
         #expect(settings.keys.source == .redis && settings.keys.url == settings.store.url)
         #expect(settings.keys.cacheTTL == .milliseconds(200) && settings.keys.cacheSize == 10)

@@ -13,7 +13,7 @@ extension ConfigReader {
     ]
     static let memoryStoreFields = ["backend", "max_entries"]
     static let redisStoreFields = [
-        "backend", "url", "failure_policy", "timeout", "connections", "unavailable_retry_after",
+        "backend", "url", "failure_policy", "timeout", "connections", "unavailable_retry_after", "coalesce", "max_batch",
     ]
     static let commonKeyFields = ["source", "cache_ttl", "negative_cache_ttl", "cache_size", "stale_if_error"]
     static let routeFields = ["method", "path", "scope", "cost", "limits"]
@@ -132,6 +132,8 @@ extension ConfigReader {
             case "timeout": store.timeout = try timeAmount(value, at: at)
             case "connections": store.connections = try count(value, at: at)
             case "unavailable_retry_after": store.unavailableRetryAfter = try timeAmount(value, at: at)
+            case "coalesce": store.coalesce = try bool(value, at: at)
+            case "max_batch": store.maxBatch = try count(value, at: at)
             default: break
             }
         }

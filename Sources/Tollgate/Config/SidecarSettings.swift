@@ -47,6 +47,9 @@ import Foundation
 ///   - `timeout` (duration, default 250ms, redis only): each check's time budget.
 ///   - `connections` (int, default 4, redis only): connections to Redis.
 ///   - `unavailable_retry_after` (duration, default 1s, redis only): the Retry-After of a 503.
+///   - `coalesce` (bool, default true, redis only): checks of a key that arrive while a call for it is in
+///     flight go together as one call when it returns (hot keys cost Redis a fraction of a call each).
+///   - `max_batch` (int, default 64, redis only): the most checks one such call decides.
 ///
 /// - `keys` (mapping, optional): where API keys are looked up, by the SHA-256 of the key.
 ///   - `source` (string, default `file`): `file` or `redis`.
@@ -143,6 +146,8 @@ public struct StoreSettings: Sendable, Equatable {
     public var timeout: Duration = .milliseconds(250)
     public var connections = 4
     public var unavailableRetryAfter: Duration = .seconds(1)
+    public var coalesce = true
+    public var maxBatch = 64
 
     public init() {}
 }
