@@ -1,0 +1,246 @@
+import Synchronization
+import Testing
+
+@testable import TollgateSidecar
+
+/// A clock that tests move by hand.
+final class ManualClock: Clock, Sendable {
+    struct Instant: InstantProtocol {
+        var offset: Duration
+        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
+        func duration(to other: Instant) -> Duration { other.offset - offset }
+        static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
+    }
+
+    private let current = Mutex(Instant(offset: .zero))
+    var now: Instant { current.withLock { $0 } }
+    var minimumResolution: Duration { .nanoseconds(1) }
+
+    func advance(by duration: Duration) {
+        current.withLock { $0 = $0.advanced(by: duration) }
+    }
+
+    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
+        // The state machine never sleeps; nothing in these tests waits on this clock.
+        throw CancellationError()
+    }
+}
+
+/// The listener's connection state machine, event by event with plain values: requests in order,
+/// reads held while a decision is pending, bodies relayed or drained, close-after-response, idle
+/// timeout, graceful shutdown, and clients or upstreams that leave half way.
+@Suite struct ConnectionStateMachineTests {
+    typealias Machine = ConnectionStateMachine<ManualClock>
+    let clock = ManualClock()
+
+    func machine(idleTimeout: Duration? = .seconds(30)) -> Machine {
+        Machine(clock: clock, idleTimeout: idleTimeout)
+    }
+
+    /// A machine whose request head has been read: the limiter decides.
+    func deciding(keepAlive: Bool = true, hasBody: Bool = false, upgrade: Bool = false, idleTimeout: Duration? = .seconds(30)) -> Machine {
+        var machine = machine(idleTimeout: idleTimeout)
+        _ = machine.activated()
+        _ = machine.bytesArrived()
+        _ = machine.headParsed(keepAlive: keepAlive, hasBody: hasBody, upgrade: upgrade)
+        return machine
+    }
+
+    /// A machine whose request has been read and admitted: it goes upstream.
+    func forwarding(keepAlive: Bool = true, hasBody: Bool = false, upgrade: Bool = false, idleTimeout: Duration? = .seconds(30)) -> Machine {
+        var machine = deciding(keepAlive: keepAlive, hasBody: hasBody, upgrade: upgrade, idleTimeout: idleTimeout)
+        _ = machine.decided(admitted: true)
+        return machine
+    }
+
+    func at(_ seconds: Int) -> ManualClock.Instant {
+        ManualClock.Instant(offset: .seconds(seconds))
+    }
+
+    @Test func aRequestWithoutBodyIsForwardedAndTheConnectionWaitsForTheNext() {
+        var machine = machine()
+        #expect(machine.activated() == .scheduleIdleTimeout(at(30)))
+        clock.advance(by: .seconds(1))
+        #expect(machine.bytesArrived() == .parseHead)
+        #expect(machine.state == .reading)
+        #expect(machine.headParsed(keepAlive: true, hasBody: false, upgrade: false) == .decide)
+        // Reads wait for the limiter.
+        #expect(machine.readRequested() == .none)
+        #expect(machine.bytesArrived() == .hold)
+        #expect(machine.decided(admitted: true) == .forward(resumeReading: false))
+        #expect(machine.readRequested() == .none)
+        #expect(machine.responseHeadSent(opensTunnel: false) == .none)
+        clock.advance(by: .seconds(2))
+        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(33), resumeReading: true))
+        #expect(machine.state == .idle)
+        #expect(machine.readRequested() == .read)
+    }
+
+    @Test func aBodyIsReadOnceTheRequestIsAdmitted() {
+        var machine = machine()
+        _ = machine.activated()
+        #expect(machine.bytesArrived() == .parseHead)
+        #expect(machine.headParsed(keepAlive: true, hasBody: true, upgrade: false) == .decide)
+        #expect(machine.readRequested() == .none)
+        // The held read resumes with the decision, for the body to flow upstream.
+        #expect(machine.decided(admitted: true) == .forward(resumeReading: true))
+        #expect(machine.readRequested() == .read)
+        #expect(machine.bytesArrived() == .relayRequestBody)
+        #expect(machine.responseHeadSent(opensTunnel: false) == .none)
+        // An upstream may answer before the body's end: the body still goes.
+        #expect(machine.bytesArrived() == .relayRequestBody)
+        #expect(machine.requestBodyEnded() == .none)
+        // What follows the body is the next request: it waits.
+        #expect(machine.bytesArrived() == .hold)
+        #expect(machine.readRequested() == .none)
+        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(30), resumeReading: true))
+    }
+
+    @Test func aRefusedRequestsBodyIsDrainedAndTheConnectionStays() {
+        var machine = self.deciding(hasBody: true)
+        #expect(machine.decided(admitted: false) == .answer(closeAfter: false, resumeReading: false))
+        #expect(machine.readRequested() == .read)
+        #expect(machine.bytesArrived() == .discardRequestBody)
+        #expect(machine.requestBodyEnded() == .none)
+        #expect(machine.bytesArrived() == .hold)
+        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(30), resumeReading: false))
+    }
+
+    /// An answer written before the request's body was read to its end: the next request cannot be
+    /// found, so the connection closes.
+    @Test func anAnswerBeforeTheBodysEndCloses() {
+        var machine = self.deciding(hasBody: true)
+        _ = machine.decided(admitted: false)
+        #expect(machine.responseEnded() == .close)
+        #expect(machine.state == .closed)
+        #expect(machine.bytesArrived() == .none)
+    }
+
+    @Test(arguments: [true, false])
+    func closeAfterTheAnswerWhenTheRequestAsks(admitted: Bool) {
+        var machine = self.deciding(keepAlive: false)
+        if admitted {
+            #expect(machine.decided(admitted: true) == .forward(resumeReading: false))
+            _ = machine.responseHeadSent(opensTunnel: false)
+        } else {
+            #expect(machine.decided(admitted: false) == .answer(closeAfter: true, resumeReading: false))
+        }
+        #expect(machine.responseEnded() == .close)
+    }
+
+    @Test func aRefusedHeadIsAnsweredThenClosed() {
+        var machine = machine()
+        _ = machine.bytesArrived()
+        #expect(machine.headRefused() == .answer(closeAfter: true, resumeReading: false))
+        #expect(machine.bytesArrived() == .hold)
+        #expect(machine.readRequested() == .none)
+        #expect(machine.responseEnded() == .close)
+    }
+
+    @Test func upstreamFailures() {
+        // Before the answer began: the proxy answers, and the connection stays.
+        var early = self.forwarding()
+        #expect(early.upstreamFailed() == .answer(closeAfter: false, resumeReading: false))
+        #expect(early.responseEnded() == .nextRequest(idleDeadline: at(30), resumeReading: false))
+        // With a body half sent, the answer closes the connection.
+        var halfSent = self.forwarding(hasBody: true)
+        #expect(halfSent.upstreamFailed() == .answer(closeAfter: true, resumeReading: false))
+        // Once the answer began: the client learns it from the connection closing.
+        var late = self.forwarding()
+        _ = late.responseHeadSent(opensTunnel: false)
+        #expect(late.upstreamFailed() == .close)
+        #expect(late.responseEnded() == .none)
+    }
+
+    @Test func aHalfClosedClientIsAnsweredThenClosed() {
+        var machine = self.deciding()
+        #expect(machine.inputClosed() == .none)
+        _ = machine.decided(admitted: true)
+        _ = machine.responseHeadSent(opensTunnel: false)
+        #expect(machine.responseEnded() == .close)
+    }
+
+    @Test func aClientLeavingHalfWayAbandonsTheExchange() {
+        // Input closed in the middle of a body: nothing whole to forward.
+        var cut = self.forwarding(hasBody: true)
+        #expect(cut.inputClosed() == .abandon)
+        // The connection closing while the limiter decides.
+        var gone = self.deciding()
+        #expect(gone.closed() == .abandon)
+        #expect(gone.decided(admitted: true) == .none)
+        // An idle connection closing, or a head cut short: nothing to stop.
+        var idle = machine()
+        #expect(idle.closed() == .none)
+        var partial = machine()
+        _ = partial.bytesArrived()
+        #expect(partial.inputClosed() == .close)
+    }
+
+    @Test func quiescingClosesIdleConnectionsAtOnceAndBusyOnesAfterTheAnswer() {
+        var idle = machine()
+        _ = idle.activated()
+        #expect(idle.quiesce() == .close)
+        var busy = machine()
+        _ = busy.bytesArrived()
+        #expect(busy.quiesce() == .none)
+        // A head that arrives while shutting down is answered, then the connection closes.
+        _ = busy.headParsed(keepAlive: true, hasBody: false, upgrade: false)
+        _ = busy.decided(admitted: true)
+        _ = busy.responseHeadSent(opensTunnel: false)
+        #expect(busy.responseEnded() == .close)
+    }
+
+    @Test func idleTimeoutCountsFromTheLastByteOrAnswer() {
+        var machine = machine(idleTimeout: .seconds(10))
+        #expect(machine.activated() == .scheduleIdleTimeout(at(10)))
+        clock.advance(by: .seconds(4))
+        // A slow head: its bytes move the deadline, and the timer is set again for it.
+        _ = machine.bytesArrived()
+        clock.advance(by: .seconds(6))
+        #expect(machine.idleTimeoutFired() == .scheduleIdleTimeout(at(14)))
+        clock.advance(by: .seconds(4))
+        #expect(machine.idleTimeoutFired() == .close)
+        #expect(machine.state == .closed)
+    }
+
+    @Test func noIdleTimeoutWhileARequestIsAnswered() {
+        var machine = forwarding(idleTimeout: .seconds(10))
+        clock.advance(by: .seconds(60))
+        #expect(machine.idleTimeoutFired() == .none)
+        #expect(machine.responseHeadSent(opensTunnel: false) == .none)
+        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(70), resumeReading: false))
+        clock.advance(by: .seconds(10))
+        #expect(machine.idleTimeoutFired() == .close)
+        // Without a timeout, nothing is scheduled.
+        var endless = self.machine(idleTimeout: nil)
+        #expect(endless.activated() == .none)
+        #expect(endless.idleTimeoutFired() == .none)
+    }
+
+    @Test func anAcceptedUpgradeTunnelsBothWays() {
+        var machine = self.forwarding(upgrade: true)
+        #expect(machine.readRequested() == .none)
+        #expect(machine.responseHeadSent(opensTunnel: true) == .read)
+        #expect(machine.state == .tunnelling)
+        #expect(machine.bytesArrived() == .relayRequestBody)
+        #expect(machine.readRequested() == .read)
+        #expect(machine.inputClosed() == .none)
+        #expect(machine.closed() == .abandon)
+        // A 101 to a request that asked for no switch is no tunnel.
+        var plain = self.forwarding()
+        #expect(plain.responseHeadSent(opensTunnel: true) == .none)
+        #expect(plain.state == .streaming(.init(keepAlive: true, bodyRead: true, upgrade: false)))
+    }
+
+    /// Events that do not fit the state change nothing.
+    @Test func eventsOutOfTurnAreIgnored() {
+        var machine = machine()
+        #expect(machine.decided(admitted: true) == .none)
+        #expect(machine.responseEnded() == .none)
+        #expect(machine.responseHeadSent(opensTunnel: false) == .none)
+        #expect(machine.upstreamFailed() == .none)
+        #expect(machine.headParsed(keepAlive: true, hasBody: false, upgrade: false) == .none)
+        #expect(machine.headRefused() == .none)
+        #expect(machine.state == .idle)
+    }
+}
