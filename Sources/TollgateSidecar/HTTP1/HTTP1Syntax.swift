@@ -191,3 +191,19 @@ struct HeadReader: Equatable, Sendable {
         }
     }
 }
+
+extension UnsafeRawBufferPointer {
+    /// Calls `body` with the name and value of each field line in `fields`, the field lines of a head
+    /// that parsed (each ends with CRLF, and each is valid).
+    func forEachField(in fields: Range<Int>, _ body: (_ name: Range<Int>, _ value: Range<Int>) -> Void) {
+        var start = fields.lowerBound
+        var index = start
+        while index < fields.upperBound {
+            if self[index] == HTTP1Byte.lf {
+                if case .success(let field) = FieldLine.read(start..<(index - 1), in: self) { body(field.name, field.value) }
+                start = index + 1
+            }
+            index += 1
+        }
+    }
+}

@@ -39,6 +39,8 @@ struct RequestHead: Equatable, Sendable {
     var expectsContinue: Bool
     /// `Connection: upgrade` with an `Upgrade` field: a protocol switch (WebSocket) is asked for.
     var upgrade: Bool
+    /// The `Host` field's value, when present.
+    var host: Range<Int>?
     /// The values of the fields that carry an API key, when present.
     var authorization: Range<Int>?
     var apiKeyField: Range<Int>?
@@ -178,6 +180,7 @@ struct RequestHeadParser: Sendable {
         switch name.count {
         case 4 where bytes.equalsIgnoringCase(name, "host"):
             hosts += 1
+            head.host = value
             hostIsValid = value.allSatisfy { Self.isHostByte(bytes[$0]) }
         case 6 where bytes.equalsIgnoringCase(name, "expect"):
             head.expectsContinue = bytes.equalsIgnoringCase(value, "100-continue")

@@ -90,6 +90,20 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         lastActivity = clock.now
     }
 
+    /// The connection closes once the answer in progress is out, as far as is known before it is
+    /// written (what its `Connection` field says).
+    var closesAfterAnswer: Bool {
+        if quiescing || clientDoneSending { return true }
+        switch state {
+        case .deciding(let request), .forwarding(let request), .streaming(let request):
+            return !request.keepAlive
+        case .answering(let request, let closeAfter):
+            return closeAfter || !request.keepAlive
+        case .idle, .reading, .tunnelling, .closed:
+            return false
+        }
+    }
+
     private var idleDeadline: C.Instant? {
         idleTimeout.map { lastActivity.advanced(by: $0) }
     }

@@ -232,6 +232,22 @@ final class ManualClock: Clock, Sendable {
         #expect(plain.state == .streaming(.init(keepAlive: true, bodyRead: true, upgrade: false)))
     }
 
+    /// What the answer's `Connection` field says, known before the answer is written.
+    @Test func theAnswerSaysWhetherTheConnectionCloses() {
+        #expect(!forwarding().closesAfterAnswer)
+        #expect(forwarding(keepAlive: false).closesAfterAnswer)
+        var quiescing = forwarding()
+        _ = quiescing.quiesce()
+        #expect(quiescing.closesAfterAnswer)
+        var halfClosed = deciding()
+        _ = halfClosed.inputClosed()
+        #expect(halfClosed.closesAfterAnswer)
+        var refusedHead = machine()
+        _ = refusedHead.bytesArrived()
+        _ = refusedHead.headRefused()
+        #expect(refusedHead.closesAfterAnswer)
+    }
+
     /// Events that do not fit the state change nothing.
     @Test func eventsOutOfTurnAreIgnored() {
         var machine = machine()

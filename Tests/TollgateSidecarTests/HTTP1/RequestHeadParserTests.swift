@@ -91,6 +91,23 @@ func slice(_ text: String, _ range: Range<Int>?) -> String? {
         #expect(!plain.upgrade)
     }
 
+    /// The fields of a parsed head, read again by offset (as the forwarding path does).
+    @Test func fieldsAreReadAgainByOffset() {
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-List: 1, 2 \r\n\r\n"
+        guard case .head(let head) = parseRequest(text) else {
+            Issue.record("\(parseRequest(text))")
+            return
+        }
+        var fields: [String] = []
+        Array(text.utf8).withUnsafeBytes { bytes in
+            bytes.forEachField(in: head.fields) { name, value in
+                fields.append(String(decoding: bytes[name], as: UTF8.self) + "=" + String(decoding: bytes[value], as: UTF8.self))
+            }
+        }
+        #expect(fields == ["Host=a", "X-Empty=", "X-List=1, 2"])
+        #expect(slice(text, head.host) == "a")
+    }
+
     @Test func skipsEmptyLinesBeforeTheRequest() {
         let text = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"
         guard case .head(let head) = parseRequest(text) else {

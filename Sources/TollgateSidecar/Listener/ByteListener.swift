@@ -1,0 +1,591 @@
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOPosix
+import Tollgate
+import TollgateHTTP
+import TollgateRedis
+
+/// What every connection of the byte-level listener shares.
+struct ByteListenerShared: Sendable {
+    let limiter: RateLimiter
+    let live: LiveSettings
+    /// The upstream, reached in plain HTTP/1.1 (this path does not speak TLS to it yet).
+    let target: UpstreamTarget
+    let accessLog: AccessLog
+    let logger: Logger
+    /// `server.max_header_size`.
+    let maxHeadSize: Int
+}
+
+/// The sidecar's data path over bytes for one client connection: the request head is parsed where it
+/// lies in the inbound buffer (`RequestHeadParser`), decided by the `RateLimiter` on this event loop
+/// (in line when the key's lookup is cached and the store answers at once, else in a task on this
+/// loop), written upstream with the hop-by-hop fields replaced by the forwarding fields, and its body
+/// relayed as it arrives, framing unchanged (`BodyFramer` says where it ends); the response head is
+/// scanned (`ResponseHeadScanner`), written to the client with the RateLimit fields, and its body
+/// relayed the same way. The upstream connection belongs to this client connection and lives on the
+/// same event loop, so no byte changes threads. `ConnectionStateMachine` decides what happens when;
+/// this handler only carries its actions out.
+///
+/// Not yet done here (the listener in service is still `FastPath` under Hummingbird): TLS to the
+/// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), back-pressure from a
+/// slow upstream or client, the upstream response timeout, a retry on a reused upstream connection
+/// the upstream closed, routes whose cost is counted from a body that has not arrived whole, and a
+/// request head turned into `HTTPFields` for the limiter (an allocation per request).
+final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The request being handled.
+    private struct Exchange {
+        var method: HTTPRequest.Method?
+        var path: String?
+        var started: ContinuousClock.Instant
+        var outcome: RateLimitOutcome?
+    }
+
+    private enum Response {
+        case none
+        case head(ResponseHeadScanner)
+        case body(BodyFramer, reusable: Bool, status: Int)
+    }
+
+    private let shared: ByteListenerShared
+    private var machine: ConnectionStateMachine<ContinuousClock>
+    private var parser: RequestHeadParser
+    /// Client bytes not used yet: a head in progress, body bytes not relayed, pipelined requests.
+    private var inbound = ByteBuffer()
+    private var requestBody = BodyFramer(.none)
+    private var exchange: Exchange?
+    /// The answer to write when the state machine says `answer`.
+    private var problem: Problem?
+    /// The proxy's answer is out; the request body is still being drained before the next request.
+    private var answeredAwaitingBody = false
+    private var upstream: Channel?
+    private var upstreamBytes = ByteBuffer()
+    private var response = Response.none
+    private var context: ChannelHandlerContext?
+    private var executor: EventLoopTaskExecutor?
+    private var idleTask: Scheduled<Void>?
+
+    init(shared: ByteListenerShared, idleTimeout: Duration?) {
+        self.shared = shared
+        machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
+        parser = RequestHeadParser(
+            limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: shared.live.current.maxBodySize))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        executor = EventLoopTaskExecutor(context.eventLoop)
+        if context.channel.isActive { carry(machine.activated(), context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        carry(machine.activated(), context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        if machine.closed() == .abandon, let exchange, problem == nil, case .none = response {
+            // Nobody is left to read the answer (nginx logs such a request as 499).
+            log(status: 499, exchange, context: context)
+        }
+        exchange = nil
+        upstream?.close(promise: nil)
+        upstream = nil
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            if machine.state == .closed {
+                // The client read the last answer and closed its side: done lingering.
+                context.close(promise: nil)
+                return
+            }
+            carry(machine.inputClosed(), context: context)
+        } else if event is ChannelShouldQuiesceEvent {
+            carry(machine.quiesce(), context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if machine.readRequested() == .read { context.read() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if machine.state == .closed { return }  // lingering after the last answer: input is dropped
+        var bytes = unwrapInboundIn(data)
+        Self.compact(&inbound)
+        inbound.writeBuffer(&bytes)
+        process(context: context)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: The request
+
+    /// Uses the inbound bytes as far as the state allows.
+    private func process(context: ChannelHandlerContext) {
+        guard inbound.readableBytes > 0 else { return }
+        carry(machine.bytesArrived(), context: context)
+    }
+
+    private func parseHead(context: ChannelHandlerContext) {
+        switch parser.parse(inbound) {
+        case .needMore:
+            return
+        case .failed(let error):
+            exchange = Exchange(started: .now)
+            problem = error.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+            carry(machine.headRefused(), context: context)
+        case .head(let head):
+            let request = inbound.withUnsafeReadableBytes { bytes in
+                (
+                    method: HTTPRequest.Method(String(decoding: bytes[head.methodRange], as: UTF8.self)),
+                    path: String(decoding: bytes[head.target], as: UTF8.self),
+                    host: head.host.map { String(decoding: bytes[$0], as: UTF8.self) },
+                    fields: Self.fields(bytes, head.fields)
+                )
+            }
+            exchange = Exchange(method: request.method, path: request.path, started: .now)
+            let wholeBody: ByteBuffer? =
+                switch head.body {
+                case .none: ByteBuffer()
+                case .length(let length): inbound.getSlice(at: inbound.readerIndex + head.length, length: length)
+                default: nil
+                }
+            inbound.moveReaderIndex(forwardBy: head.length)
+            parser.reset()
+            requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
+            pendingHead = (request.fields, request.host, head.body)
+            if head.expectsContinue, head.body != .none {
+                // The body is read (or drained) in any case; a client waiting for this would stall.
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+            }
+            // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
+            guard machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false) == .decide,
+                let method = request.method
+            else { return }
+            decide(method: method, path: request.path, fields: request.fields, body: wholeBody, context: context)
+        }
+    }
+
+    /// The fields of the head being forwarded, and its body's framing.
+    private var pendingHead: (fields: HTTPFields, host: String?, body: BodyFraming)?
+
+    /// Gives back the space of bytes already used, before more are appended: a connection that lives
+    /// for many requests would otherwise grow its buffer for ever. Offsets the parsers hold count from
+    /// the first unread byte, which stays the first.
+    private static func compact(_ buffer: inout ByteBuffer) {
+        if buffer.readableBytes == 0 {
+            buffer.clear()
+        } else if buffer.readerIndex >= 4096 {
+            buffer.discardReadBytes()
+        }
+    }
+
+    private static func fields(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> HTTPFields {
+        var fields = HTTPFields()
+        bytes.forEachField(in: range) { name, value in
+            guard let fieldName = HTTPField.Name(String(decoding: bytes[name], as: UTF8.self)) else { return }
+            fields.append(HTTPField(name: fieldName, value: String(decoding: bytes[value], as: UTF8.self)))
+        }
+        return fields
+    }
+
+    private func decide(method: HTTPRequest.Method, path: String, fields: HTTPFields, body: ByteBuffer?, context: ChannelHandlerContext) {
+        let limiter = shared.limiter
+        if let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body) {
+            decided(judgement, context: context)
+            return
+        }
+        // A registry lookup or a store round trip: in a task on this loop, then back to the handler.
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        Task(executorPreference: executor) {
+            let judgement = await limiter.judge(method: method, path: path, headers: fields) { limit in
+                guard let body else { throw ByteListenerError.bodyNotAtHand }
+                if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
+                return body
+            }
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.decided(judgement, context: context)
+            }
+        }
+    }
+
+    private func decided(_ judgement: RateLimiter.Judgement, context: ChannelHandlerContext) {
+        switch judgement {
+        case .refused(let refusal, let outcome):
+            exchange?.outcome = outcome
+            problem = refusal
+            carry(machine.decided(admitted: false), context: context)
+        case .admitted(let outcome):
+            exchange?.outcome = outcome
+            carry(machine.decided(admitted: true), context: context)
+        }
+    }
+
+    /// Sends the body bytes at hand upstream (or drops them, for a request answered here), up to the
+    /// body's end; what follows is the next request's.
+    private func relayRequestBody(forward: Bool, context: ChannelHandlerContext) {
+        if forward, upstream == nil { return }  // connecting: the bytes wait
+        let progress = requestBody.advance(inbound)
+        let taken: Int
+        switch progress {
+        case .needMore:
+            taken = inbound.readableBytes
+        case .ended(let bodyBytes):
+            taken = bodyBytes
+        case .failed:
+            // The body's framing broke: nothing more of this connection can be trusted.
+            context.close(promise: nil)
+            return
+        }
+        let slice = inbound.readSlice(length: taken)!
+        if forward, let upstream, taken > 0 { upstream.writeAndFlush(slice, promise: nil) }
+        guard case .ended = progress else { return }
+        _ = machine.requestBodyEnded()
+        if answeredAwaitingBody {
+            answeredAwaitingBody = false
+            carry(machine.responseEnded(), context: context)
+        }
+    }
+
+    // MARK: Upstream
+
+    private func forward(context: ChannelHandlerContext) {
+        guard let (fields, host, body) = pendingHead, let exchange, let method = exchange.method, let path = exchange.path else { return }
+        pendingHead = nil
+        let forwarded = HTTPForwarder.upstreamHeaders(
+            fields, client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome,
+            forwardCredentials: shared.live.current.forwarding.forwardCredentials)
+        var bytes = ByteBuffer()
+        bytes.writeString("\(method.rawValue) \(shared.target.pathPrefix + path) HTTP/1.1\r\nHost: \(host ?? shared.target.authority)\r\n")
+        // The body's framing goes as the client sent it: its bytes are relayed unchanged.
+        switch body {
+        case .length(let length): bytes.writeString("Content-Length: \(length)\r\n")
+        case .chunked: bytes.writeString("Transfer-Encoding: chunked\r\n")
+        case .none, .untilClose: if [.post, .put, .patch].contains(method) { bytes.writeString("Content-Length: 0\r\n") }
+        }
+        Self.write(forwarded, to: &bytes)
+        bytes.writeString("\r\n")
+        response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
+        if let upstream, upstream.isActive {
+            send(bytes, on: upstream, context: context)
+            return
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .channelOption(.allowRemoteHalfClosure, value: false)
+            .connect(host: shared.target.host, port: shared.target.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .success(let channel):
+                    guard context.channel.isActive else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(UpstreamRelay(owner: handler, ownerContext: context))
+                    } catch {
+                        channel.close(promise: nil)
+                        handler.upstreamFailed("the upstream connection could not be set up", context: context)
+                        return
+                    }
+                    handler.upstream = channel
+                    handler.send(bytes, on: channel, context: context)
+                case .failure:
+                    handler.upstreamFailed("the upstream could not be reached", context: context)
+                }
+            }
+    }
+
+    private func send(_ head: ByteBuffer, on upstream: Channel, context: ChannelHandlerContext) {
+        upstream.writeAndFlush(head, promise: nil)
+        process(context: context)  // the body bytes at hand, if any
+    }
+
+    private static func write(_ fields: HTTPFields, to bytes: inout ByteBuffer) {
+        for field in fields {
+            bytes.writeString(field.name.rawName)
+            bytes.writeString(": ")
+            bytes.writeString(field.value)
+            bytes.writeString("\r\n")
+        }
+    }
+
+    fileprivate func upstreamRead(_ buffer: ByteBuffer, from channel: Channel, context: ChannelHandlerContext) {
+        guard channel === upstream else { return }  // a connection given up already
+        var buffer = buffer
+        Self.compact(&upstreamBytes)
+        upstreamBytes.writeBuffer(&buffer)
+        while true {
+            switch response {
+            case .none:
+                // Bytes no request asked for: the connection cannot be reused.
+                upstreamBytes.clear()
+                upstream?.close(promise: nil)
+                upstream = nil
+                return
+            case .head(var scanner):
+                let outcome = scanner.scan(upstreamBytes)
+                switch outcome {
+                case .needMore:
+                    response = .head(scanner)
+                    return
+                case .failed:
+                    upstream?.close(promise: nil)
+                    upstream = nil
+                    upstreamFailed("the upstream's response is not valid HTTP/1.1", context: context)
+                    return
+                case .head(let head):
+                    if head.isInterim {
+                        // A 100 Continue was sent already; other interim answers are not relayed.
+                        upstreamBytes.moveReaderIndex(forwardBy: head.length)
+                        response = .head(ResponseHeadScanner(requestMethod: scanner.requestMethod))
+                        continue
+                    }
+                    writeResponseHead(head, context: context)
+                    upstreamBytes.moveReaderIndex(forwardBy: head.length)
+                    response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
+                    _ = machine.responseHeadSent(opensTunnel: false)
+                }
+            case .body(var framer, let reusable, let status):
+                let progress = framer.advance(upstreamBytes)
+                switch progress {
+                case .needMore:
+                    if upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
+                    upstreamBytes.clear()
+                    response = .body(framer, reusable: reusable, status: status)
+                    context.flush()
+                    return
+                case .ended(let bodyBytes):
+                    if bodyBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.readSlice(length: bodyBytes)!), promise: nil) }
+                    // Bytes past the answer's end: the upstream cannot be trusted with another request.
+                    let clean = upstreamBytes.readableBytes == 0
+                    upstreamBytes.clear()
+                    finishResponse(status: status, reusable: reusable && clean, context: context)
+                    return
+                case .failed:
+                    cutOff(status: status, context: context)
+                    return
+                }
+            }
+        }
+    }
+
+    fileprivate func upstreamInactive(_ channel: Channel, context: ChannelHandlerContext) {
+        guard channel === upstream else { return }
+        upstream = nil
+        switch response {
+        case .none:
+            return
+        case .head:
+            upstreamFailed("the upstream closed the connection without answering", context: context)
+        case .body(var framer, _, let status):
+            if case .ended = framer.closed() {
+                context.flush()
+                finishResponse(status: status, reusable: false, context: context)
+            } else {
+                cutOff(status: status, context: context)
+            }
+        }
+    }
+
+    private func writeResponseHead(_ head: ResponseHead, context: ChannelHandlerContext) {
+        var bytes = ByteBuffer()
+        let (statusLine, upstreamFields) = upstreamBytes.withUnsafeReadableBytes { raw in
+            let lineEnd = raw[..<head.fields.upperBound].firstIndex(of: HTTP1Byte.cr) ?? 8
+            return (String(decoding: raw[8..<lineEnd], as: UTF8.self), Self.fields(raw, lineEnd + 2..<head.fields.upperBound))
+        }
+        var fields = HTTPForwarder.clientHeaders(upstreamFields)
+        // The body is relayed as the upstream framed it.
+        if head.body == .chunked { fields[.transferEncoding] = "chunked" }
+        exchange?.outcome?.apply(to: &fields)
+        if !head.hasDate { fields[.date] = HTTPDate.now() }
+        if machine.closesAfterAnswer { fields[.connection] = "close" }
+        bytes.writeString("HTTP/1.1" + statusLine + "\r\n")
+        Self.write(fields, to: &bytes)
+        bytes.writeString("\r\n")
+        context.write(wrapOutboundOut(bytes), promise: nil)
+    }
+
+    private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
+        response = .none
+        if !reusable {
+            upstream?.close(promise: nil)
+            upstream = nil
+        }
+        context.flush()
+        if let exchange { log(status: status, exchange, context: context) }
+        exchange = nil
+        carry(machine.responseEnded(), context: context)
+    }
+
+    /// An answer that began and cannot be completed: the client learns it from the connection closing.
+    private func cutOff(status: Int, context: ChannelHandlerContext) {
+        response = .none
+        upstream?.close(promise: nil)
+        upstream = nil
+        if let exchange { log(status: status, exchange, context: context) }
+        exchange = nil
+        context.close(promise: nil)
+    }
+
+    private func upstreamFailed(_ detail: String, context: ChannelHandlerContext) {
+        response = .none
+        problem = .badGateway(detail)
+        carry(machine.upstreamFailed(), context: context)
+    }
+
+    // MARK: Answers and actions
+
+    private func answer(closeAfter: Bool, context: ChannelHandlerContext) {
+        guard let problem else { return }
+        self.problem = nil
+        var (head, body) = problem.responseParts()
+        if let outcome = exchange?.outcome, outcome.refusal == nil {
+            // Admitted and counted, then the upstream failed: the fields say what it cost.
+            outcome.apply(to: &head.headerFields)
+        }
+        head.headerFields[.date] = HTTPDate.now()
+        if closeAfter || machine.closesAfterAnswer { head.headerFields[.connection] = "close" }
+        var bytes = ByteBuffer()
+        bytes.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
+        Self.write(head.headerFields, to: &bytes)
+        bytes.writeString("\r\n")
+        bytes.writeBuffer(&body)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        if let exchange { log(status: head.status.code, exchange, context: context) }
+        exchange = nil
+        if requestBody.isComplete || closeAfter {
+            carry(machine.responseEnded(), context: context)
+        } else {
+            // The request's body is drained first, so that the next request is found after it.
+            answeredAwaitingBody = true
+            process(context: context)
+        }
+    }
+
+    private func carry(_ action: ConnectionStateMachine<ContinuousClock>.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none, .hold, .decide:
+            break
+        case .parseHead:
+            parseHead(context: context)
+        case .relayRequestBody:
+            relayRequestBody(forward: true, context: context)
+        case .discardRequestBody:
+            relayRequestBody(forward: false, context: context)
+        case .read:
+            context.read()
+        case .forward(let resume):
+            forward(context: context)
+            if resume { context.read() }
+        case .answer(let closeAfter, let resume):
+            answer(closeAfter: closeAfter, context: context)
+            if resume, context.channel.isActive { context.read() }
+        case .nextRequest(let deadline, let resume):
+            schedule(deadline, context: context)
+            if resume { context.read() }
+            process(context: context)
+        case .scheduleIdleTimeout(let deadline):
+            schedule(deadline, context: context)
+        case .close:
+            closeAfterLinger(context: context)
+        case .abandon:
+            upstream?.close(promise: nil)
+            upstream = nil
+            context.close(promise: nil)
+        }
+    }
+
+    /// Stops writing and reads what the client still sends for a while before closing: closing at once
+    /// with unread input makes the kernel reset the connection, and the client may lose the last answer.
+    private func closeAfterLinger(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        context.flush()
+        let channel = context.channel
+        let halfClosed = context.eventLoop.makePromise(of: Void.self)
+        halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+        context.close(mode: .output, promise: halfClosed)
+        idleTask = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
+            context.close(promise: nil)
+        }
+    }
+
+    static let lingerTime = TimeAmount.seconds(2)
+
+    private func schedule(_ deadline: ContinuousClock.Instant?, context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        guard let deadline else { return }
+        idleTask = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: deadline))) {
+            self.carry(self.machine.idleTimeoutFired(), context: context)
+        }
+    }
+
+    private func log(status: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
+        guard let method = exchange.method else {
+            // A head refused before its method was known: counted, as `ProtocolGuard` counts it, not logged.
+            shared.accessLog.metrics.response(status)
+            return
+        }
+        shared.accessLog.record(
+            status: status, method: method, path: exchange.path, started: exchange.started,
+            client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome, logger: shared.logger)
+    }
+}
+
+/// Why the byte-level listener could not judge a request.
+enum ByteListenerError: Error {
+    /// The route counts its cost from the body, which had not arrived whole with the head.
+    case bodyNotAtHand
+}
+
+/// The upstream side of a `ByteListenerHandler`: hands what the upstream sends to its owner, on the
+/// same event loop.
+private final class UpstreamRelay: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private var owner: ByteListenerHandler?
+    private let ownerContext: ChannelHandlerContext
+
+    init(owner: ByteListenerHandler, ownerContext: ChannelHandlerContext) {
+        self.owner = owner
+        self.ownerContext = ownerContext
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        owner?.upstreamRead(unwrapInboundIn(data), from: context.channel, context: ownerContext)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Once only, and the cycle between the two handlers ends here.
+        let owner = self.owner
+        self.owner = nil
+        owner?.upstreamInactive(context.channel, context: ownerContext)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
