@@ -152,6 +152,32 @@ extension EndToEnd {
             #expect(Self.dechunk(body) == "hello world", "\(answer.text)")
         }
 
+        /// The upstream has `upstream.response_timeout` (1 s here) to begin its answer.
+        @Test func anUpstreamTooSlowToAnswerIsA504() async throws {
+            let started = ContinuousClock.now
+            let (answer, received) = try await Self.exchange(
+                "GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\(Self.roomy)Connection: close\r\n\r\n")
+            #expect(answer.status == 504, "\(answer.text)")
+            #expect(answer.text.contains("application/problem+json"))
+            #expect(ContinuousClock.now - started < .seconds(3))
+            #expect(received.count == 1)
+        }
+
+        /// A body larger than the sockets' buffers goes through whole, both ways: the relay waits for
+        /// each side to take what it was sent.
+        @Test func aLargeBodyIsRelayedWhole() async throws {
+            let size = 8 << 20
+            let request =
+                "POST /echo HTTP/1.1\r\nHost: x\r\n\(Self.roomy)Content-Length: \(size)\r\nConnection: close\r\n\r\n"
+                + String(repeating: "0123456789abcdef", count: size / 16)
+            let (answer, _) = try await Self.exchange(request)
+            #expect(answer.status == 200)
+            let body = answer.text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            let data = try #require(Self.dechunk(body))
+            #expect(data.utf8.count == size)
+            #expect(data.hasPrefix("0123456789abcdef0123") && data.hasSuffix("abcdef"))
+        }
+
         /// The data of a chunked body (bytes, not characters: CRLF is one `Character`).
         static func dechunk(_ text: String) -> String? {
             var rest = Array(text.utf8)[...]

@@ -28,9 +28,13 @@ struct ByteListenerShared: Sendable {
 /// same event loop, so no byte changes threads. `ConnectionStateMachine` decides what happens when;
 /// this handler only carries its actions out.
 ///
+/// Bodies flow with back-pressure both ways: the client is read only while the upstream takes what it
+/// is sent, and the upstream only while the client does. The upstream has `upstream.response_timeout`
+/// to begin its answer (504 after it).
+///
 /// Not yet done here (the listener in service is still `FastPath` under Hummingbird): TLS to the
-/// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), back-pressure from a
-/// slow upstream or client, the upstream response timeout, a retry on a reused upstream connection
+/// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), the read timeout
+/// between parts of an answer, a retry on a reused upstream connection
 /// the upstream closed, routes whose cost is counted from a body that has not arrived whole, and a
 /// request head turned into `HTTPFields` for the limiter (an allocation per request).
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -69,6 +73,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var executor: EventLoopTaskExecutor?
     private var idleTask: Scheduled<Void>?
+    /// From the request sent upstream to its response head (`upstream.response_timeout`).
+    private var responseTimer: Scheduled<Void>?
+    /// The client's bytes wait for the upstream to take what it was sent (back-pressure).
+    private var readHeldForUpstream = false
+    /// The upstream's relay, to resume its reads once the client takes what it was sent.
+    private var relay: UpstreamRelay?
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
@@ -95,13 +105,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         idleTask?.cancel()
+        responseTimer?.cancel()
         if machine.closed() == .abandon, let exchange, problem == nil, case .none = response {
             // Nobody is left to read the answer (nginx logs such a request as 499).
             log(status: 499, exchange, context: context)
         }
         exchange = nil
-        upstream?.close(promise: nil)
-        upstream = nil
+        dropUpstream()
         context.fireChannelInactive()
     }
 
@@ -121,7 +131,25 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if machine.readRequested() == .read { context.read() }
+        guard machine.readRequested() == .read else { return }
+        if let upstream, !upstream.isWritable {
+            // The upstream has not taken the body sent so far: the client waits.
+            readHeldForUpstream = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The client took what it was sent: the upstream's answer may flow again.
+        if context.channel.isWritable { relay?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    fileprivate func upstreamWritabilityChanged(_ channel: Channel, context: ChannelHandlerContext) {
+        guard channel === upstream, channel.isWritable, readHeldForUpstream else { return }
+        readHeldForUpstream = false
+        context.read()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -303,23 +331,31 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         channel.close(promise: nil)
                         return
                     }
+                    let relay = UpstreamRelay(owner: handler, ownerContext: context)
                     do {
-                        try channel.pipeline.syncOperations.addHandler(UpstreamRelay(owner: handler, ownerContext: context))
+                        try channel.pipeline.syncOperations.addHandler(relay)
                     } catch {
                         channel.close(promise: nil)
-                        handler.upstreamFailed("the upstream connection could not be set up", context: context)
+                        handler.upstreamFailed(.badGateway("the upstream connection could not be set up"), context: context)
                         return
                     }
                     handler.upstream = channel
+                    handler.relay = relay
                     handler.send(bytes, on: channel, context: context)
                 case .failure:
-                    handler.upstreamFailed("the upstream could not be reached", context: context)
+                    handler.upstreamFailed(.badGateway("the upstream could not be reached"), context: context)
                 }
             }
     }
 
     private func send(_ head: ByteBuffer, on upstream: Channel, context: ChannelHandlerContext) {
         upstream.writeAndFlush(head, promise: nil)
+        let timeout = TimeAmount(shared.live.current.forwarding.responseTimeout)
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard case .head = self.response else { return }
+            self.dropUpstream()
+            self.upstreamFailed(.gatewayTimeout("the message API did not answer in time"), context: context)
+        }
         process(context: context)  // the body bytes at hand, if any
     }
 
@@ -342,8 +378,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .none:
                 // Bytes no request asked for: the connection cannot be reused.
                 upstreamBytes.clear()
-                upstream?.close(promise: nil)
-                upstream = nil
+                dropUpstream()
                 return
             case .head(var scanner):
                 let outcome = scanner.scan(upstreamBytes)
@@ -352,9 +387,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     response = .head(scanner)
                     return
                 case .failed:
-                    upstream?.close(promise: nil)
-                    upstream = nil
-                    upstreamFailed("the upstream's response is not valid HTTP/1.1", context: context)
+                    dropUpstream()
+                    upstreamFailed(.badGateway("the upstream's response is not valid HTTP/1.1"), context: context)
                     return
                 case .head(let head):
                     if head.isInterim {
@@ -363,6 +397,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         response = .head(ResponseHeadScanner(requestMethod: scanner.requestMethod))
                         continue
                     }
+                    responseTimer?.cancel()
                     writeResponseHead(head, context: context)
                     upstreamBytes.moveReaderIndex(forwardBy: head.length)
                     response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
@@ -392,14 +427,25 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Closes the upstream connection: it cannot carry another request.
+    private func dropUpstream() {
+        // Forgotten before it is closed: closing may report the channel inactive at once, and a
+        // connection given up is no failure to answer.
+        let channel = upstream
+        upstream = nil
+        relay = nil
+        channel?.close(promise: nil)
+    }
+
     fileprivate func upstreamInactive(_ channel: Channel, context: ChannelHandlerContext) {
         guard channel === upstream else { return }
         upstream = nil
+        relay = nil
         switch response {
         case .none:
             return
         case .head:
-            upstreamFailed("the upstream closed the connection without answering", context: context)
+            upstreamFailed(.badGateway("the upstream closed the connection without answering"), context: context)
         case .body(var framer, _, let status):
             if case .ended = framer.closed() {
                 context.flush()
@@ -431,8 +477,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
         response = .none
         if !reusable {
-            upstream?.close(promise: nil)
-            upstream = nil
+            dropUpstream()
         }
         context.flush()
         if let exchange { log(status: status, exchange, context: context) }
@@ -443,16 +488,16 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// An answer that began and cannot be completed: the client learns it from the connection closing.
     private func cutOff(status: Int, context: ChannelHandlerContext) {
         response = .none
-        upstream?.close(promise: nil)
-        upstream = nil
+        dropUpstream()
         if let exchange { log(status: status, exchange, context: context) }
         exchange = nil
         context.close(promise: nil)
     }
 
-    private func upstreamFailed(_ detail: String, context: ChannelHandlerContext) {
+    private func upstreamFailed(_ failure: Problem, context: ChannelHandlerContext) {
+        responseTimer?.cancel()
         response = .none
-        problem = .badGateway(detail)
+        problem = failure
         carry(machine.upstreamFailed(), context: context)
     }
 
@@ -512,8 +557,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .close:
             closeAfterLinger(context: context)
         case .abandon:
-            upstream?.close(promise: nil)
-            upstream = nil
+            dropUpstream()
             context.close(promise: nil)
         }
     }
@@ -561,20 +605,51 @@ enum ByteListenerError: Error {
 }
 
 /// The upstream side of a `ByteListenerHandler`: hands what the upstream sends to its owner, on the
-/// same event loop.
-private final class UpstreamRelay: ChannelInboundHandler {
+/// same event loop, and reads from the upstream only while the client takes what it is sent.
+private final class UpstreamRelay: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
 
     private var owner: ByteListenerHandler?
     private let ownerContext: ChannelHandlerContext
+    private var context: ChannelHandlerContext?
+    private var readHeld = false
 
     init(owner: ByteListenerHandler, ownerContext: ChannelHandlerContext) {
         self.owner = owner
         self.ownerContext = ownerContext
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if ownerContext.channel.isWritable {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    /// The client's connection is writable again.
+    func resumeReading() {
+        guard readHeld, let context else { return }
+        readHeld = false
+        context.read()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         owner?.upstreamRead(unwrapInboundIn(data), from: context.channel, context: ownerContext)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        owner?.upstreamWritabilityChanged(context.channel, context: ownerContext)
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
