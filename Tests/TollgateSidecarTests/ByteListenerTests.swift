@@ -178,6 +178,31 @@ extension EndToEnd {
             #expect(data.hasPrefix("0123456789abcdef0123") && data.hasSuffix("abcdef"))
         }
 
+        /// The listener as a service: it reports its port, serves, and returns once cancelled (a graceful
+        /// shutdown: connections finish their request first).
+        @Test func theServiceServesAndStops() async throws {
+            try await withUpstream { upstream in
+                let folder = try TestDirectory()
+                defer { folder.remove() }
+                _ = try folder.write("keys.yaml", keyFile(TestKey.all))
+                let sidecar = try Sidecar(
+                    configurationFile: try folder.write("tollgate.yaml", configuration(upstream: upstream.url)), logger: quietLogger)
+                let bound = AsyncStream.makeStream(of: Int?.self)
+                let service = ByteListenerService(
+                    host: "127.0.0.1", port: 0, shared: try byteListenerShared(sidecar, upstream: upstream.url), idleTimeout: .seconds(5),
+                    onRunning: { bound.continuation.yield($0) })
+                let task = Task { try await service.run() }
+                var ports = bound.stream.makeAsyncIterator()
+                let port = try #require(await ports.next() ?? nil)
+                let answer = try await rawExchange(
+                    port: port, Array("GET /api/v1/orgs/org_1/messages/s HTTP/1.1\r\nHost: x\r\n\(Self.roomy)Connection: close\r\n\r\n".utf8))
+                #expect(answer.status == 200)
+                task.cancel()
+                try await task.value
+                #expect(upstream.count == 1)
+            }
+        }
+
         /// The data of a chunked body (bytes, not characters: CRLF is one `Character`).
         static func dechunk(_ text: String) -> String? {
             var rest = Array(text.utf8)[...]
@@ -239,6 +264,27 @@ extension EndToEnd {
         #expect(text.contains("Content-Type: application/problem+json"))
         #expect(text.contains("whitespace between its name and the colon"))
         #expect(text.contains("Connection: close"))
+        _ = try? await channel.finish()
+    }
+
+    /// The bulk route counts its cost from the body (one per recipient): a body that comes after its
+    /// head is waited for, and the decision uses it (5 recipients: more than the burst of 3 can ever
+    /// admit, refused without a Retry-After).
+    @Test func aBodyThatComesLaterIsWaitedForBeforeTheDecision() async throws {
+        let (channel, folder) = try await Self.channel()
+        defer { folder.remove() }
+        let body = "{\"recipients\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}"
+        try await channel.writeInbound(
+            ByteBuffer(
+                string: "POST /api/v1/messages/bulk HTTP/1.1\r\nHost: x\r\n\(TestKey.sender.authorizationLine)"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n"))
+        #expect(try await Self.answer(of: channel).isEmpty)
+        try await channel.writeInbound(ByteBuffer(string: body))
+        // The key's first lookup goes through the registry, in a task: the answer comes when it is done.
+        let first = try await channel.waitForOutboundWrite(as: ByteBuffer.self)
+        let text = String(buffer: first) + (try await Self.answer(of: channel))
+        #expect(text.hasPrefix("HTTP/1.1 429 "), "\(text)")
+        #expect(!text.contains("Retry-After"))
         _ = try? await channel.finish()
     }
 

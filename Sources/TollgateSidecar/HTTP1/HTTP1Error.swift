@@ -28,6 +28,8 @@ enum HTTP1Error: Error, Equatable, Sendable {
     case unsupportedTransferCoding
     /// `Transfer-Encoding` on an HTTP/1.0 request (RFC 9112 §6.1).
     case transferEncodingInHTTP10
+    /// A TRACE with content, which RFC 9110 §9.3.8 forbids: what it echoes could be a smuggled request.
+    case traceWithBody
     case missingHost
     case duplicateHost
     case invalidHost
@@ -73,6 +75,7 @@ enum HTTP1Error: Error, Equatable, Sendable {
         case .chunkedNotFinal: "Transfer-Encoding does not end with a single chunked coding"
         case .unsupportedTransferCoding: "a transfer coding other than chunked is not supported"
         case .transferEncodingInHTTP10: "Transfer-Encoding is not allowed on an HTTP/1.0 request"
+        case .traceWithBody: "a TRACE request has no body"
         case .missingHost: "an HTTP/1.1 request needs a Host field"
         case .duplicateHost: "Host appears more than once"
         case .invalidHost: "the Host field is not a host and optional port"

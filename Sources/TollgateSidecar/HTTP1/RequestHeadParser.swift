@@ -226,6 +226,7 @@ struct RequestHeadParser: Sendable {
         } else {
             head.body = .none
         }
+        if head.method == .trace, head.body != .none { return fail(.traceWithBody) }
         head.keepAlive = framing.keepsAlive(head.version)
         head.upgrade = framing.upgradeToken && framing.upgradeField
         phase = .complete

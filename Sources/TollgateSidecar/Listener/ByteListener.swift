@@ -30,13 +30,14 @@ struct ByteListenerShared: Sendable {
 ///
 /// Bodies flow with back-pressure both ways: the client is read only while the upstream takes what it
 /// is sent, and the upstream only while the client does. The upstream has `upstream.response_timeout`
-/// to begin its answer (504 after it).
+/// to begin its answer (504 after it). An idempotent request without a body whose reused upstream
+/// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
 ///
 /// Not yet done here (the listener in service is still `FastPath` under Hummingbird): TLS to the
 /// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), the read timeout
-/// between parts of an answer, a retry on a reused upstream connection
-/// the upstream closed, routes whose cost is counted from a body that has not arrived whole, and a
-/// request head turned into `HTTPFields` for the limiter (an allocation per request).
+/// between parts of an answer, routes whose cost is counted from a body that has not arrived whole,
+/// the built-in stand-in upstream, and a request head turned into `HTTPFields` for the limiter (an
+/// allocation per request).
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -79,6 +80,15 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeldForUpstream = false
     /// The upstream's relay, to resume its reads once the client takes what it was sent.
     private var relay: UpstreamRelay?
+    /// The upstream connection carried an exchange before the one in progress.
+    private var upstreamReused = false
+    /// The head sent upstream, kept while the request may go again on a new connection (an idempotent
+    /// request without a body, on a reused connection the upstream closed before answering).
+    private var resendable: ByteBuffer?
+    /// When the request was sent upstream (the upstream's latency, to its response head).
+    private var sentAt = ContinuousClock.now
+    /// The client closed its sending side.
+    private var inputWasClosed = false
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
@@ -122,7 +132,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
                 return
             }
-            carry(machine.inputClosed(), context: context)
+            inputWasClosed = true
+            var probe = requestBody
+            let bodyAtHand = inbound.withUnsafeReadableBytes { bytes in
+                if case .ended = probe.advance(bytes) { return true }
+                return false
+            }
+            carry(machine.inputClosed(bodyAtHand: bodyAtHand), context: context)
         } else if event is ChannelShouldQuiesceEvent {
             carry(machine.quiesce(), context: context)
         } else {
@@ -179,6 +195,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .failed(let error):
             exchange = Exchange(started: .now)
             problem = error.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+            // A body too large may still be on its way: read (and dropped) while the answer lingers,
+            // so that a client still sending it gets to read the answer.
+            requestBody = BodyFramer(error == .bodyTooLarge ? .untilClose : .none)
             carry(machine.headRefused(), context: context)
         case .head(let head):
             let request = inbound.withUnsafeReadableBytes { bytes in
@@ -190,12 +209,6 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 )
             }
             exchange = Exchange(method: request.method, path: request.path, started: .now)
-            let wholeBody: ByteBuffer? =
-                switch head.body {
-                case .none: ByteBuffer()
-                case .length(let length): inbound.getSlice(at: inbound.readerIndex + head.length, length: length)
-                default: nil
-                }
             inbound.moveReaderIndex(forwardBy: head.length)
             parser.reset()
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
@@ -204,12 +217,32 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 // The body is read (or drained) in any case; a client waiting for this would stall.
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
+            // A small body is read whole before the decision: a route may count the cost from it, and
+            // the limiter then answers in line.
+            var collect = false
+            if case .length(let length) = head.body { collect = length <= HTTPForwarder.bufferedBodySize }
             // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
-            guard machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false) == .decide,
-                let method = request.method
-            else { return }
-            decide(method: method, path: request.path, fields: request.fields, body: wholeBody, context: context)
+            carry(
+                machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false, collectBody: collect),
+                context: context)
         }
+    }
+
+    /// The declared body, when it is all at hand.
+    private var bodyAtHand: ByteBuffer? {
+        guard case .length(let length) = pendingHead?.body else { return pendingHead?.body == BodyFraming.none ? ByteBuffer() : nil }
+        return inbound.getSlice(at: inbound.readerIndex, length: length)
+    }
+
+    /// Asks the limiter about the request whose head (and small body) is in.
+    private func decidePending(context: ChannelHandlerContext) {
+        guard let pendingHead, let exchange, let path = exchange.path else { return }
+        guard let method = exchange.method else {
+            problem = HTTP1Error.invalidRequestLine.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+            carry(machine.decided(admitted: false), context: context)
+            return
+        }
+        decide(method: method, path: path, fields: pendingHead.fields, body: bodyAtHand, context: context)
     }
 
     /// The fields of the head being forwarded, and its body's framing.
@@ -272,7 +305,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Sends the body bytes at hand upstream (or drops them, for a request answered here), up to the
     /// body's end; what follows is the next request's.
     private func relayRequestBody(forward: Bool, context: ChannelHandlerContext) {
-        if forward, upstream == nil { return }  // connecting: the bytes wait
+        // Connecting: the bytes wait. Answered already (early, by the upstream): the rest is dropped.
+        if forward, upstream == nil, !answeredAwaitingBody { return }
         let progress = requestBody.advance(inbound)
         let taken: Int
         switch progress {
@@ -280,9 +314,17 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             taken = inbound.readableBytes
         case .ended(let bodyBytes):
             taken = bodyBytes
-        case .failed:
-            // The body's framing broke: nothing more of this connection can be trusted.
-            context.close(promise: nil)
+        case .failed(let error):
+            // The body's framing broke (or passed the size limit): nothing more of this connection can
+            // be trusted. Answered if no answer has begun, else cut off.
+            inbound.clear()
+            if forward, case .head = response {
+                dropUpstream()
+                problem = error.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+                carry(machine.upstreamFailed(), context: context)
+            } else {
+                context.close(promise: nil)
+            }
             return
         }
         let slice = inbound.readSlice(length: taken)!
@@ -291,7 +333,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         _ = machine.requestBodyEnded()
         if answeredAwaitingBody {
             answeredAwaitingBody = false
-            carry(machine.responseEnded(), context: context)
+            carry(machine.responseEnded(requestsWaiting: inbound.readableBytes > 0), context: context)
         }
     }
 
@@ -314,10 +356,17 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         Self.write(forwarded, to: &bytes)
         bytes.writeString("\r\n")
         response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
+        resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
         if let upstream, upstream.isActive {
+            upstreamReused = true
             send(bytes, on: upstream, context: context)
             return
         }
+        connect(thenSend: bytes, context: context)
+    }
+
+    private func connect(thenSend bytes: ByteBuffer, context: ChannelHandlerContext) {
+        upstreamReused = false
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
             .channelOption(.allowRemoteHalfClosure, value: false)
@@ -343,16 +392,19 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     handler.relay = relay
                     handler.send(bytes, on: channel, context: context)
                 case .failure:
-                    handler.upstreamFailed(.badGateway("the upstream could not be reached"), context: context)
+                    handler.shared.accessLog.metrics.upstream("refused")
+                    handler.upstreamFailed(.badGateway("the message API cannot be reached"), context: context)
                 }
             }
     }
 
     private func send(_ head: ByteBuffer, on upstream: Channel, context: ChannelHandlerContext) {
         upstream.writeAndFlush(head, promise: nil)
+        sentAt = .now
         let timeout = TimeAmount(shared.live.current.forwarding.responseTimeout)
         responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             guard case .head = self.response else { return }
+            self.shared.accessLog.metrics.upstream("timeout")
             self.dropUpstream()
             self.upstreamFailed(.gatewayTimeout("the message API did not answer in time"), context: context)
         }
@@ -387,6 +439,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     response = .head(scanner)
                     return
                 case .failed:
+                    shared.accessLog.metrics.upstream("error")
                     dropUpstream()
                     upstreamFailed(.badGateway("the upstream's response is not valid HTTP/1.1"), context: context)
                     return
@@ -398,6 +451,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         continue
                     }
                     responseTimer?.cancel()
+                    resendable = nil
+                    shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
+                    shared.accessLog.metrics.upstream(status: head.status)
                     writeResponseHead(head, context: context)
                     upstreamBytes.moveReaderIndex(forwardBy: head.length)
                     response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
@@ -445,7 +501,16 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .none:
             return
         case .head:
-            upstreamFailed(.badGateway("the upstream closed the connection without answering"), context: context)
+            if let resend = resendable, upstreamReused, upstreamBytes.readableBytes == 0 {
+                // The upstream may have closed the connection idle as the request left: once more, on a
+                // new one (an idempotent request without a body, so sending it twice does no harm).
+                resendable = nil
+                responseTimer?.cancel()
+                connect(thenSend: resend, context: context)
+                return
+            }
+            shared.accessLog.metrics.upstream("error")
+            upstreamFailed(.badGateway("the message API cannot be reached"), context: context)
         case .body(var framer, _, let status):
             if case .ended = framer.closed() {
                 context.flush()
@@ -467,7 +532,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if head.body == .chunked { fields[.transferEncoding] = "chunked" }
         exchange?.outcome?.apply(to: &fields)
         if !head.hasDate { fields[.date] = HTTPDate.now() }
-        if machine.closesAfterAnswer { fields[.connection] = "close" }
+        if machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { fields[.connection] = "close" }
         bytes.writeString("HTTP/1.1" + statusLine + "\r\n")
         Self.write(fields, to: &bytes)
         bytes.writeString("\r\n")
@@ -476,13 +541,19 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
         response = .none
-        if !reusable {
-            dropUpstream()
-        }
         context.flush()
         if let exchange { log(status: status, exchange, context: context) }
         exchange = nil
-        carry(machine.responseEnded(), context: context)
+        guard requestBody.isComplete else {
+            // The upstream answered before the request's body was all sent: the rest is drained, not
+            // sent (the upstream may not read it), and the upstream connection is not used again.
+            dropUpstream()
+            answeredAwaitingBody = true
+            process(context: context)
+            return
+        }
+        if !reusable { dropUpstream() }
+        carry(machine.responseEnded(requestsWaiting: inbound.readableBytes > 0), context: context)
     }
 
     /// An answer that began and cannot be completed: the client learns it from the connection closing.
@@ -512,7 +583,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             outcome.apply(to: &head.headerFields)
         }
         head.headerFields[.date] = HTTPDate.now()
-        if closeAfter || machine.closesAfterAnswer { head.headerFields[.connection] = "close" }
+        if closeAfter || machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { head.headerFields[.connection] = "close" }
         var bytes = ByteBuffer()
         bytes.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
         Self.write(head.headerFields, to: &bytes)
@@ -522,7 +593,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let exchange { log(status: head.status.code, exchange, context: context) }
         exchange = nil
         if requestBody.isComplete || closeAfter {
-            carry(machine.responseEnded(), context: context)
+            carry(machine.responseEnded(requestsWaiting: inbound.readableBytes > 0), context: context)
         } else {
             // The request's body is drained first, so that the next request is found after it.
             answeredAwaitingBody = true
@@ -532,8 +603,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func carry(_ action: ConnectionStateMachine<ContinuousClock>.Action, context: ChannelHandlerContext) {
         switch action {
-        case .none, .hold, .decide:
+        case .none, .hold:
             break
+        case .decide:
+            decidePending(context: context)
+        case .collectBody:
+            if bodyAtHand != nil { carry(machine.bodyCollected(), context: context) }
         case .parseHead:
             parseHead(context: context)
         case .relayRequestBody:
@@ -552,6 +627,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             schedule(deadline, context: context)
             if resume { context.read() }
             process(context: context)
+            if inputWasClosed, machine.state == .reading || machine.state == .idle {
+                // What is left is part of a request the client will never finish.
+                carry(machine.inputClosed(bodyAtHand: false), context: context)
+            }
         case .scheduleIdleTimeout(let deadline):
             schedule(deadline, context: context)
         case .close:
@@ -567,10 +646,15 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func closeAfterLinger(context: ChannelHandlerContext) {
         idleTask?.cancel()
         context.flush()
-        let channel = context.channel
-        let halfClosed = context.eventLoop.makePromise(of: Void.self)
-        halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
-        context.close(mode: .output, promise: halfClosed)
+        if requestBody.isComplete {
+            // Nothing more is expected: the end of output tells the client at once (and ends an answer
+            // read until close). A client still sending a body would take it for an error, so it is
+            // left to read the answer and close first.
+            let channel = context.channel
+            let halfClosed = context.eventLoop.makePromise(of: Void.self)
+            halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+            context.close(mode: .output, promise: halfClosed)
+        }
         idleTask = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
             context.close(promise: nil)
         }

@@ -11,8 +11,9 @@
 /// - A request refused (by the limiter, or for its framing before it was forwarded) has its body
 ///   drained, not forwarded; a connection whose request could not be read to its end closes after the
 ///   answer, since the next request's first byte cannot be found.
-/// - Close after the answer when the request asked for it, when the client closed its side, or when the
-///   listener is shutting down (quiescing); close at once when idle and shutting down.
+/// - Close after the answer when the request asked for it; when the client closed its side or the
+///   listener is shutting down (quiescing), once every request already received is answered; close at
+///   once when idle and shutting down.
 /// - Idle timeout: no inbound byte for `idleTimeout` while no request is being answered (the time a
 ///   client takes to send a head counts, so a slow head cannot hold a connection for ever).
 struct ConnectionStateMachine<C: Clock>: Sendable {
@@ -31,6 +32,8 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         case read
         /// Ask the limiter about the request whose head was parsed; reads wait for its answer.
         case decide
+        /// Keep the bytes at hand: the limiter is asked once the body is all here (`bodyCollected`).
+        case collectBody
         /// The request passed: connect upstream and send its head (with the body bytes held, if any).
         case forward(resumeReading: Bool)
         /// Write the proxy's own answer (a refusal, a framing error, an upstream failure); then close if asked.
@@ -61,6 +64,9 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         case idle
         /// Bytes of a head arrived; it is not complete.
         case reading
+        /// The head is in; its (small) body is read whole before the limiter is asked, since a route may
+        /// count the request's cost from it.
+        case collecting(Request)
         /// The head is in; the limiter decides.
         case deciding(Request)
         /// Admitted: the request goes upstream; no answer yet.
@@ -91,14 +97,16 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
     }
 
     /// The connection closes once the answer in progress is out, as far as is known before it is
-    /// written (what its `Connection` field says).
-    var closesAfterAnswer: Bool {
-        if quiescing || clientDoneSending { return true }
+    /// written (what its `Connection` field says); `requestsWaiting`: bytes of a next request are held.
+    func closesAfterAnswer(requestsWaiting: Bool) -> Bool {
+        if (quiescing || clientDoneSending) && !requestsWaiting { return true }
         switch state {
         case .deciding(let request), .forwarding(let request), .streaming(let request):
             return !request.keepAlive
         case .answering(let request, let closeAfter):
             return closeAfter || !request.keepAlive
+        case .collecting(let request):
+            return !request.keepAlive
         case .idle, .reading, .tunnelling, .closed:
             return false
         }
@@ -123,6 +131,8 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
             return .parseHead
         case .reading:
             return .parseHead
+        case .collecting:
+            return .collectBody
         case .forwarding(let request) where !request.bodyRead, .streaming(let request) where !request.bodyRead:
             return .relayRequestBody
         case .tunnelling:
@@ -139,7 +149,7 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
     /// The channel asks whether to read on.
     mutating func readRequested() -> Action {
         switch state {
-        case .idle, .reading, .tunnelling:
+        case .idle, .reading, .collecting, .tunnelling:
             return .read
         case .forwarding(let request), .streaming(let request), .answering(let request, _):
             // A body still coming is read (with the upstream's back-pressure); what follows it waits.
@@ -150,14 +160,27 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
             readHeld = true
             return .none
         case .closed:
-            return .none
+            // Lingering after the last answer: what the client still sends is read and dropped.
+            return .read
         }
     }
 
-    /// A request head parsed.
-    mutating func headParsed(keepAlive: Bool, hasBody: Bool, upgrade: Bool) -> Action {
+    /// A request head parsed; `collectBody`: its body is to be read whole before the decision.
+    mutating func headParsed(keepAlive: Bool, hasBody: Bool, upgrade: Bool, collectBody: Bool = false) -> Action {
         guard case .reading = state else { return .none }
-        state = .deciding(Request(keepAlive: keepAlive && !quiescing, bodyRead: !hasBody, upgrade: upgrade))
+        let request = Request(keepAlive: keepAlive, bodyRead: !hasBody, upgrade: upgrade)
+        if collectBody, hasBody {
+            state = .collecting(request)
+            return .collectBody
+        }
+        state = .deciding(request)
+        return .decide
+    }
+
+    /// The body of the request being collected is all here (held, not yet relayed).
+    mutating func bodyCollected() -> Action {
+        guard case .collecting(let request) = state else { return .none }
+        state = .deciding(request)
         return .decide
     }
 
@@ -198,6 +221,9 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         case .deciding(var request):
             request.bodyRead = true
             state = .deciding(request)
+        case .collecting(var request):
+            request.bodyRead = true
+            state = .collecting(request)
         case .idle, .reading, .tunnelling, .closed:
             break
         }
@@ -226,13 +252,15 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         case .streaming, .tunnelling:
             state = .closed
             return .close
-        case .idle, .reading, .deciding, .answering, .closed:
+        case .idle, .reading, .collecting, .deciding, .answering, .closed:
             return .none
         }
     }
 
-    /// The answer (relayed or the proxy's own) has been written whole.
-    mutating func responseEnded() -> Action {
+    /// The answer (relayed or the proxy's own) has been written whole; `requestsWaiting`: bytes of a
+    /// next request are held (answered even when the client has closed its side or the listener is
+    /// shutting down: they were received).
+    mutating func responseEnded(requestsWaiting: Bool) -> Action {
         let request: Request
         let closeAfter: Bool
         switch state {
@@ -242,11 +270,11 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         case .answering(let answered, let close):
             request = answered
             closeAfter = close
-        case .idle, .reading, .deciding, .forwarding, .tunnelling, .closed:
+        case .idle, .reading, .collecting, .deciding, .forwarding, .tunnelling, .closed:
             return .none
         }
         // A body not read to its end leaves the next request's first byte unknown.
-        if closeAfter || !request.keepAlive || !request.bodyRead || quiescing || clientDoneSending {
+        if closeAfter || !request.keepAlive || !request.bodyRead || ((quiescing || clientDoneSending) && !requestsWaiting) {
             state = .closed
             return .close
         }
@@ -262,16 +290,17 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         return .read
     }
 
-    /// The client closed its sending side.
-    mutating func inputClosed() -> Action {
+    /// The client closed its sending side; `bodyAtHand`: the rest of the request's body has arrived
+    /// (it is held, not yet relayed).
+    mutating func inputClosed(bodyAtHand: Bool) -> Action {
         clientDoneSending = true
         switch state {
         case .idle, .reading:
             // Nothing asked, or a head cut short: nothing to answer.
             state = .closed
             return .close
-        case .deciding(let request), .forwarding(let request), .streaming(let request):
-            if request.bodyRead { return .none }  // answered, then closed
+        case .collecting(let request), .deciding(let request), .forwarding(let request), .streaming(let request):
+            if request.bodyRead || bodyAtHand { return .none }  // answered, then closed
             // The body was cut short: the request cannot be forwarded whole.
             state = .closed
             return .abandon
@@ -299,7 +328,8 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
     /// The idle timer went off.
     mutating func idleTimeoutFired() -> Action {
         switch state {
-        case .idle, .reading:
+        case .idle, .reading, .collecting:
+            // A head or a body that stalls counts as idle: a slow client cannot hold a connection.
             guard let deadline = idleDeadline else { return .none }
             if clock.now >= deadline {
                 state = .closed
@@ -317,7 +347,7 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         let previous = state
         state = .closed
         switch previous {
-        case .deciding, .forwarding, .streaming, .tunnelling, .answering:
+        case .collecting, .deciding, .forwarding, .streaming, .tunnelling, .answering:
             return .abandon
         case .idle, .reading, .closed:
             return .none

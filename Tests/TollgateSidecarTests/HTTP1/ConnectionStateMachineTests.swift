@@ -71,7 +71,7 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.readRequested() == .none)
         #expect(machine.responseHeadSent(opensTunnel: false) == .none)
         clock.advance(by: .seconds(2))
-        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(33), resumeReading: true))
+        #expect(machine.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(33), resumeReading: true))
         #expect(machine.state == .idle)
         #expect(machine.readRequested() == .read)
     }
@@ -93,7 +93,7 @@ final class ManualClock: Clock, Sendable {
         // What follows the body is the next request: it waits.
         #expect(machine.bytesArrived() == .hold)
         #expect(machine.readRequested() == .none)
-        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(30), resumeReading: true))
+        #expect(machine.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(30), resumeReading: true))
     }
 
     @Test func aRefusedRequestsBodyIsDrainedAndTheConnectionStays() {
@@ -103,7 +103,7 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.bytesArrived() == .discardRequestBody)
         #expect(machine.requestBodyEnded() == .none)
         #expect(machine.bytesArrived() == .hold)
-        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(30), resumeReading: false))
+        #expect(machine.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(30), resumeReading: false))
     }
 
     /// An answer written before the request's body was read to its end: the next request cannot be
@@ -111,7 +111,7 @@ final class ManualClock: Clock, Sendable {
     @Test func anAnswerBeforeTheBodysEndCloses() {
         var machine = self.deciding(hasBody: true)
         _ = machine.decided(admitted: false)
-        #expect(machine.responseEnded() == .close)
+        #expect(machine.responseEnded(requestsWaiting: false) == .close)
         #expect(machine.state == .closed)
         #expect(machine.bytesArrived() == .none)
     }
@@ -125,7 +125,7 @@ final class ManualClock: Clock, Sendable {
         } else {
             #expect(machine.decided(admitted: false) == .answer(closeAfter: true, resumeReading: false))
         }
-        #expect(machine.responseEnded() == .close)
+        #expect(machine.responseEnded(requestsWaiting: false) == .close)
     }
 
     @Test func aRefusedHeadIsAnsweredThenClosed() {
@@ -134,14 +134,14 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.headRefused() == .answer(closeAfter: true, resumeReading: false))
         #expect(machine.bytesArrived() == .hold)
         #expect(machine.readRequested() == .none)
-        #expect(machine.responseEnded() == .close)
+        #expect(machine.responseEnded(requestsWaiting: false) == .close)
     }
 
     @Test func upstreamFailures() {
         // Before the answer began: the proxy answers, and the connection stays.
         var early = self.forwarding()
         #expect(early.upstreamFailed() == .answer(closeAfter: false, resumeReading: false))
-        #expect(early.responseEnded() == .nextRequest(idleDeadline: at(30), resumeReading: false))
+        #expect(early.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(30), resumeReading: false))
         // With a body half sent, the answer closes the connection.
         var halfSent = self.forwarding(hasBody: true)
         #expect(halfSent.upstreamFailed() == .answer(closeAfter: true, resumeReading: false))
@@ -149,21 +149,21 @@ final class ManualClock: Clock, Sendable {
         var late = self.forwarding()
         _ = late.responseHeadSent(opensTunnel: false)
         #expect(late.upstreamFailed() == .close)
-        #expect(late.responseEnded() == .none)
+        #expect(late.responseEnded(requestsWaiting: false) == .none)
     }
 
     @Test func aHalfClosedClientIsAnsweredThenClosed() {
         var machine = self.deciding()
-        #expect(machine.inputClosed() == .none)
+        #expect(machine.inputClosed(bodyAtHand: false) == .none)
         _ = machine.decided(admitted: true)
         _ = machine.responseHeadSent(opensTunnel: false)
-        #expect(machine.responseEnded() == .close)
+        #expect(machine.responseEnded(requestsWaiting: false) == .close)
     }
 
     @Test func aClientLeavingHalfWayAbandonsTheExchange() {
         // Input closed in the middle of a body: nothing whole to forward.
         var cut = self.forwarding(hasBody: true)
-        #expect(cut.inputClosed() == .abandon)
+        #expect(cut.inputClosed(bodyAtHand: false) == .abandon)
         // The connection closing while the limiter decides.
         var gone = self.deciding()
         #expect(gone.closed() == .abandon)
@@ -173,7 +173,7 @@ final class ManualClock: Clock, Sendable {
         #expect(idle.closed() == .none)
         var partial = machine()
         _ = partial.bytesArrived()
-        #expect(partial.inputClosed() == .close)
+        #expect(partial.inputClosed(bodyAtHand: false) == .close)
     }
 
     @Test func quiescingClosesIdleConnectionsAtOnceAndBusyOnesAfterTheAnswer() {
@@ -187,7 +187,7 @@ final class ManualClock: Clock, Sendable {
         _ = busy.headParsed(keepAlive: true, hasBody: false, upgrade: false)
         _ = busy.decided(admitted: true)
         _ = busy.responseHeadSent(opensTunnel: false)
-        #expect(busy.responseEnded() == .close)
+        #expect(busy.responseEnded(requestsWaiting: false) == .close)
     }
 
     @Test func idleTimeoutCountsFromTheLastByteOrAnswer() {
@@ -208,7 +208,7 @@ final class ManualClock: Clock, Sendable {
         clock.advance(by: .seconds(60))
         #expect(machine.idleTimeoutFired() == .none)
         #expect(machine.responseHeadSent(opensTunnel: false) == .none)
-        #expect(machine.responseEnded() == .nextRequest(idleDeadline: at(70), resumeReading: false))
+        #expect(machine.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(70), resumeReading: false))
         clock.advance(by: .seconds(10))
         #expect(machine.idleTimeoutFired() == .close)
         // Without a timeout, nothing is scheduled.
@@ -224,7 +224,7 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.state == .tunnelling)
         #expect(machine.bytesArrived() == .relayRequestBody)
         #expect(machine.readRequested() == .read)
-        #expect(machine.inputClosed() == .none)
+        #expect(machine.inputClosed(bodyAtHand: false) == .none)
         #expect(machine.closed() == .abandon)
         // A 101 to a request that asked for no switch is no tunnel.
         var plain = self.forwarding()
@@ -234,25 +234,77 @@ final class ManualClock: Clock, Sendable {
 
     /// What the answer's `Connection` field says, known before the answer is written.
     @Test func theAnswerSaysWhetherTheConnectionCloses() {
-        #expect(!forwarding().closesAfterAnswer)
-        #expect(forwarding(keepAlive: false).closesAfterAnswer)
+        #expect(!forwarding().closesAfterAnswer(requestsWaiting: false))
+        #expect(forwarding(keepAlive: false).closesAfterAnswer(requestsWaiting: false))
         var quiescing = forwarding()
         _ = quiescing.quiesce()
-        #expect(quiescing.closesAfterAnswer)
+        #expect(quiescing.closesAfterAnswer(requestsWaiting: false))
         var halfClosed = deciding()
-        _ = halfClosed.inputClosed()
-        #expect(halfClosed.closesAfterAnswer)
+        _ = halfClosed.inputClosed(bodyAtHand: false)
+        #expect(halfClosed.closesAfterAnswer(requestsWaiting: false))
         var refusedHead = machine()
         _ = refusedHead.bytesArrived()
         _ = refusedHead.headRefused()
-        #expect(refusedHead.closesAfterAnswer)
+        #expect(refusedHead.closesAfterAnswer(requestsWaiting: false))
+    }
+
+    /// A small body is read whole before the limiter is asked (a route may count the cost from it);
+    /// a body that stalls meanwhile counts as idle.
+    @Test func aSmallBodyIsCollectedBeforeTheDecision() {
+        var machine = machine(idleTimeout: .seconds(10))
+        _ = machine.activated()
+        _ = machine.bytesArrived()
+        #expect(machine.headParsed(keepAlive: true, hasBody: true, upgrade: false, collectBody: true) == .collectBody)
+        #expect(machine.readRequested() == .read)
+        #expect(machine.bytesArrived() == .collectBody)
+        #expect(machine.bodyCollected() == .decide)
+        #expect(machine.bodyCollected() == .none)
+        #expect(machine.readRequested() == .none)
+        #expect(machine.decided(admitted: true) == .forward(resumeReading: true))
+        // Without a body there is nothing to collect.
+        var bodiless = self.machine()
+        _ = bodiless.bytesArrived()
+        #expect(bodiless.headParsed(keepAlive: true, hasBody: false, upgrade: false, collectBody: true) == .decide)
+        // A body that never comes.
+        var stalled = self.machine(idleTimeout: .seconds(10))
+        _ = stalled.activated()
+        _ = stalled.bytesArrived()
+        _ = stalled.headParsed(keepAlive: true, hasBody: true, upgrade: false, collectBody: true)
+        clock.advance(by: .seconds(10))
+        #expect(stalled.idleTimeoutFired() == .close)
+    }
+
+    /// Requests received before the client closed its side, or before shutdown, are answered first.
+    @Test func requestsAlreadyReceivedAreAnsweredBeforeClosing() {
+        var halfClosed = forwarding()
+        _ = halfClosed.inputClosed(bodyAtHand: false)
+        #expect(!halfClosed.closesAfterAnswer(requestsWaiting: true))
+        _ = halfClosed.responseHeadSent(opensTunnel: false)
+        #expect(halfClosed.responseEnded(requestsWaiting: true) == .nextRequest(idleDeadline: at(30), resumeReading: false))
+        var quiescing = forwarding()
+        _ = quiescing.quiesce()
+        _ = quiescing.responseHeadSent(opensTunnel: false)
+        #expect(quiescing.responseEnded(requestsWaiting: true) == .nextRequest(idleDeadline: at(30), resumeReading: false))
+        _ = quiescing.bytesArrived()
+        _ = quiescing.headParsed(keepAlive: true, hasBody: false, upgrade: false)
+        _ = quiescing.decided(admitted: false)
+        #expect(quiescing.closesAfterAnswer(requestsWaiting: false))
+        #expect(quiescing.responseEnded(requestsWaiting: false) == .close)
+        // A body that has all arrived when the client closes its side is no cut-off body.
+        var whole = deciding(hasBody: true)
+        #expect(whole.inputClosed(bodyAtHand: true) == .none)
+        // After the last answer, what the client still sends is read (and dropped).
+        var last = forwarding(keepAlive: false)
+        _ = last.responseHeadSent(opensTunnel: false)
+        #expect(last.responseEnded(requestsWaiting: false) == .close)
+        #expect(last.readRequested() == .read)
     }
 
     /// Events that do not fit the state change nothing.
     @Test func eventsOutOfTurnAreIgnored() {
         var machine = machine()
         #expect(machine.decided(admitted: true) == .none)
-        #expect(machine.responseEnded() == .none)
+        #expect(machine.responseEnded(requestsWaiting: false) == .none)
         #expect(machine.responseHeadSent(opensTunnel: false) == .none)
         #expect(machine.upstreamFailed() == .none)
         #expect(machine.headParsed(keepAlive: true, hasBody: false, upgrade: false) == .none)

@@ -190,6 +190,8 @@ func slice(_ text: String, _ range: Range<Int>?) -> String? {
         ("GET / HTTP/1.1\r\nHost: a\n\r\n", .bareLineEnding),
         ("GET / HTTP/1.1\nHost: a\r\n\r\n", .bareLineEnding),
         ("GET / HTTP/1.1\r\nHost: a\r\n\n", .bareLineEnding),
+        ("TRACE / HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\n\r\n", .traceWithBody),
+        ("TRACE / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", .traceWithBody),
         // Host.
         ("GET / HTTP/1.1\r\nX: y\r\n\r\n", .missingHost),
         ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", .duplicateHost),
