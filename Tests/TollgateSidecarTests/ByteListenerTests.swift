@@ -35,7 +35,7 @@ func byteListenerShared(_ sidecar: Sidecar, upstream: String) throws -> ByteList
     guard let target = UpstreamTarget(url: upstream) else { throw TestSetupError(description: "not an upstream URL: \(upstream)") }
     return ByteListenerShared(
         limiter: sidecar.limiter, live: sidecar.live, target: target, accessLog: sidecar.accessLog, logger: quietLogger,
-        maxHeadSize: 8192)
+        maxHeadSize: 8192, connectTimeout: .seconds(5))
 }
 
 extension EndToEnd {
@@ -81,6 +81,33 @@ extension EndToEnd {
             #expect(first.authority == "api.example")
             #expect(first.headers[values: .init("X-Forwarded-For")!] == ["127.0.0.1"])
             #expect(first.headers[.init("X-Tollgate-Organization")!] == "org_1")
+        }
+
+        /// An absolute-form target goes upstream as a path, its authority as the Host; an HTTP/1.0
+        /// client's request goes as HTTP/1.0, so its answer is not chunked.
+        @Test func absoluteFormAndHTTP10() async throws {
+            let (absolute, received) = try await Self.exchange(
+                "GET http://api.example/api/v1/orgs/org_1/messages/abs HTTP/1.1\r\nHost: other\r\n\(Self.roomy)Connection: close\r\n\r\n")
+            #expect(absolute.status == 200, "\(absolute.text)")
+            #expect(absolute.text.hasSuffix("{\"id\":\"abs\"}"))
+            #expect(received.first?.path == "/api/v1/orgs/org_1/messages/abs")
+            #expect(received.first?.authority == "api.example")
+            let (old, _) = try await Self.exchange(
+                "POST /echo HTTP/1.0\r\n\(Self.roomy)Content-Length: 5\r\n\r\nhello")
+            #expect(old.status == 200, "\(old.text)")
+            #expect(!old.text.contains("chunked"))
+            #expect(old.text.hasSuffix("\r\n\r\nhello"))
+            #expect(old.closedByServer)
+        }
+
+        @Test(arguments: [
+            ("/a?b", HTTP1Method.get, "/a?b", String?.none), ("http://h:8/p/q?x", .get, "/p/q?x", "h:8"), ("https://h", .get, "/", "h"),
+            ("http://h?x=1", .get, "/?x=1", "h"), ("*", .options, "*", nil), ("h:443", .connect, "h:443", nil),
+        ])
+        func targetsAreSplitIntoPathAndAuthority(target: String, method: HTTP1Method, path: String, authority: String?) {
+            let split = ByteListenerHandler.originForm(target, method: method)
+            #expect(split.path == path)
+            #expect(split.authority == authority)
         }
 
         @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
@@ -268,18 +295,26 @@ extension EndToEnd {
     }
 
     /// The bulk route counts its cost from the body (one per recipient): a body that comes after its
-    /// head is waited for, and the decision uses it (5 recipients: more than the burst of 3 can ever
-    /// admit, refused without a Retry-After).
-    @Test func aBodyThatComesLaterIsWaitedForBeforeTheDecision() async throws {
+    /// head, with a length or chunked, is waited for and the decision uses it (5 recipients: more than
+    /// the burst of 3 can ever admit, refused without a Retry-After).
+    @Test(arguments: [false, true])
+    func aBodyThatComesLaterIsWaitedForBeforeTheDecision(chunked: Bool) async throws {
         let (channel, folder) = try await Self.channel()
         defer { folder.remove() }
         let body = "{\"recipients\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}"
+        let framing = chunked ? "Transfer-Encoding: chunked" : "Content-Length: \(body.utf8.count)"
         try await channel.writeInbound(
-            ByteBuffer(
-                string: "POST /api/v1/messages/bulk HTTP/1.1\r\nHost: x\r\n\(TestKey.sender.authorizationLine)"
-                    + "Content-Length: \(body.utf8.count)\r\n\r\n"))
+            ByteBuffer(string: "POST /api/v1/messages/bulk HTTP/1.1\r\nHost: x\r\n\(TestKey.sender.authorizationLine)\(framing)\r\n\r\n"))
         #expect(try await Self.answer(of: channel).isEmpty)
-        try await channel.writeInbound(ByteBuffer(string: body))
+        if chunked {
+            let half = body.utf8.count / 2
+            try await channel.writeInbound(ByteBuffer(string: String(half, radix: 16) + "\r\n" + body.prefix(half) + "\r\n"))
+            #expect(try await Self.answer(of: channel).isEmpty)
+            let rest = body.dropFirst(half)
+            try await channel.writeInbound(ByteBuffer(string: String(rest.utf8.count, radix: 16) + "\r\n" + rest + "\r\n0\r\n\r\n"))
+        } else {
+            try await channel.writeInbound(ByteBuffer(string: body))
+        }
         // The key's first lookup goes through the registry, in a task: the answer comes when it is done.
         let first = try await channel.waitForOutboundWrite(as: ByteBuffer.self)
         let text = String(buffer: first) + (try await Self.answer(of: channel))

@@ -71,24 +71,28 @@ struct BodyFramer: Equatable, Sendable {
         }
     }
 
-    /// Goes over the next bytes of the body.
-    mutating func advance(_ bytes: UnsafeRawBufferPointer) -> Progress {
+    /// Goes over the next bytes of the body; `data` is called with the ranges of `bytes` that are the
+    /// body's content (all of them but a chunked body's framing), for a relay that must re-frame it.
+    mutating func advance(_ bytes: UnsafeRawBufferPointer, data: (Range<Int>) -> Void = { _ in }) -> Progress {
         switch state {
         case .ended:
             return .ended(bodyBytes: 0)
         case .failed(let error):
             return .failed(error)
         case .untilClose:
+            if !bytes.isEmpty { data(0..<bytes.count) }
             return .needMore
         case .length(let remaining):
             if bytes.count < remaining {
                 state = .length(remaining: remaining - bytes.count)
+                if !bytes.isEmpty { data(0..<bytes.count) }
                 return .needMore
             }
             state = .ended
+            data(0..<remaining)
             return .ended(bodyBytes: remaining)
         case .chunked(let chunked):
-            return advanceChunked(chunked, bytes)
+            return advanceChunked(chunked, bytes, data: data)
         }
     }
 
@@ -112,7 +116,7 @@ struct BodyFramer: Equatable, Sendable {
         return .failed(error)
     }
 
-    private mutating func advanceChunked(_ start: Chunked, _ bytes: UnsafeRawBufferPointer) -> Progress {
+    private mutating func advanceChunked(_ start: Chunked, _ bytes: UnsafeRawBufferPointer, data: (Range<Int>) -> Void) -> Progress {
         var chunked = start
         var index = 0
         while index < bytes.count {
@@ -154,6 +158,7 @@ struct BodyFramer: Equatable, Sendable {
             case .data(let remaining):
                 // The data is skipped whole, never looked at.
                 let taken = min(remaining, bytes.count - index)
+                if taken > 0 { data(index..<(index + taken)) }
                 received += taken
                 index += taken
                 chunked = taken == remaining ? .dataCarriageReturn : .data(remaining: remaining - taken)

@@ -16,6 +16,8 @@ struct ByteListenerShared: Sendable {
     let logger: Logger
     /// `server.max_header_size`.
     let maxHeadSize: Int
+    /// `upstream.connect_timeout`.
+    let connectTimeout: Duration
 }
 
 /// The sidecar's data path over bytes for one client connection: the request head is parsed where it
@@ -30,12 +32,11 @@ struct ByteListenerShared: Sendable {
 ///
 /// Bodies flow with back-pressure both ways: the client is read only while the upstream takes what it
 /// is sent, and the upstream only while the client does. The upstream has `upstream.response_timeout`
-/// to begin its answer (504 after it). An idempotent request without a body whose reused upstream
+/// to begin its answer (504 after it), and `upstream.read_timeout` for each next part of it. An idempotent request without a body whose reused upstream
 /// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
 ///
 /// Not yet done here (the listener in service is still `FastPath` under Hummingbird): TLS to the
-/// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), the read timeout
-/// between parts of an answer, routes whose cost is counted from a body that has not arrived whole,
+/// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), routes whose cost is counted from a body that has not arrived whole,
 /// the built-in stand-in upstream, and a request head turned into `HTTPFields` for the limiter (an
 /// allocation per request).
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -49,6 +50,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var path: String?
         var started: ContinuousClock.Instant
         var outcome: RateLimitOutcome?
+        var version = HTTP1Version.http11
     }
 
     private enum Response {
@@ -89,12 +91,19 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var sentAt = ContinuousClock.now
     /// The client closed its sending side.
     private var inputWasClosed = false
+    /// The answer's body is chunked and its client speaks HTTP/1.0: only the content is relayed, and
+    /// the connection's end ends it.
+    private var dechunking = false
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
         machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
-        parser = RequestHeadParser(
-            limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: shared.live.current.maxBodySize))
+        parser = RequestHeadParser(limits: Self.limits(shared))
+    }
+
+    /// The limits of the next request: `server.max_body_size` as reloaded last.
+    private static func limits(_ shared: ByteListenerShared) -> RequestHeadParser.Limits {
+        .init(maxHeadSize: shared.maxHeadSize, maxBodySize: shared.live.current.maxBodySize)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -203,23 +212,24 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let request = inbound.withUnsafeReadableBytes { bytes in
                 (
                     method: HTTPRequest.Method(String(decoding: bytes[head.methodRange], as: UTF8.self)),
-                    path: String(decoding: bytes[head.target], as: UTF8.self),
+                    target: Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method),
                     host: head.host.map { String(decoding: bytes[$0], as: UTF8.self) },
                     fields: Self.fields(bytes, head.fields)
                 )
             }
-            exchange = Exchange(method: request.method, path: request.path, started: .now)
+            exchange = Exchange(method: request.method, path: request.target.path, started: .now, version: head.version)
             inbound.moveReaderIndex(forwardBy: head.length)
-            parser.reset()
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
-            pendingHead = (request.fields, request.host, head.body)
+            parser = RequestHeadParser(limits: Self.limits(shared))
+            // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
+            pendingHead = (request.fields, request.target.authority ?? request.host, head.body, head.version)
             if head.expectsContinue, head.body != .none {
                 // The body is read (or drained) in any case; a client waiting for this would stall.
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
             }
             // A small body is read whole before the decision: a route may count the cost from it, and
             // the limiter then answers in line.
-            var collect = false
+            var collect = head.body == .chunked
             if case .length(let length) = head.body { collect = length <= HTTPForwarder.bufferedBodySize }
             // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
             carry(
@@ -230,8 +240,33 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The declared body, when it is all at hand.
     private var bodyAtHand: ByteBuffer? {
-        guard case .length(let length) = pendingHead?.body else { return pendingHead?.body == BodyFraming.none ? ByteBuffer() : nil }
-        return inbound.getSlice(at: inbound.readerIndex, length: length)
+        switch pendingHead?.body {
+        case .none?: return ByteBuffer()
+        case .length(let length)?: return inbound.getSlice(at: inbound.readerIndex, length: length)
+        case .chunked?: return chunkedBodyAtHand
+        case .untilClose?, nil: return nil
+        }
+    }
+
+    /// A chunked body's content when it has all arrived within `HTTPForwarder.bufferedBodySize`. Read
+    /// again from its start as more arrives: bounded by that size.
+    private var chunkedBodyAtHand: ByteBuffer? {
+        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        var content = ByteBuffer()
+        let progress = inbound.withUnsafeReadableBytes { bytes in
+            probe.advance(bytes) { content.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[$0])) }
+        }
+        guard case .ended = progress else { return nil }
+        return content
+    }
+
+    /// The body to collect will not be at hand: too large to hold, or its framing broke (the relay
+    /// answers that). The limiter is asked without it.
+    private var bodyBeyondCollecting: Bool {
+        guard pendingHead?.body == .chunked else { return false }
+        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        if case .failed = probe.advance(inbound) { return true }
+        return inbound.readableBytes > 2 * HTTPForwarder.bufferedBodySize
     }
 
     /// Asks the limiter about the request whose head (and small body) is in.
@@ -246,7 +281,19 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The fields of the head being forwarded, and its body's framing.
-    private var pendingHead: (fields: HTTPFields, host: String?, body: BodyFraming)?
+    private var pendingHead: (fields: HTTPFields, host: String?, body: BodyFraming, version: HTTP1Version)?
+
+    /// The path (with query) and authority of a request target: an absolute-form one
+    /// (`http://host/path`) split, the others as they are.
+    static func originForm(_ target: String, method: HTTP1Method) -> (path: String, authority: String?) {
+        guard !target.hasPrefix("/"), method != .connect, target != "*", let scheme = target.range(of: "://") else {
+            return (target, nil)
+        }
+        let rest = target[scheme.upperBound...]
+        let end = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let path = rest[end...]
+        return (path.hasPrefix("/") ? String(path) : "/" + path, String(rest[..<end]))
+    }
 
     /// Gives back the space of bytes already used, before more are appended: a connection that lives
     /// for many requests would otherwise grow its buffer for ever. Offsets the parsers hold count from
@@ -279,7 +326,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let loop = context.eventLoop
         Task(executorPreference: executor) {
             let judgement = await limiter.judge(method: method, path: path, headers: fields) { limit in
-                guard let body else { throw ByteListenerError.bodyNotAtHand }
+                // A body not collected is larger than what is collected: too large for a route that
+                // counts at most that much.
+                guard let body else {
+                    if limit <= HTTPForwarder.bufferedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
+                    throw ByteListenerError.bodyNotAtHand
+                }
                 if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
                 return body
             }
@@ -340,13 +392,16 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Upstream
 
     private func forward(context: ChannelHandlerContext) {
-        guard let (fields, host, body) = pendingHead, let exchange, let method = exchange.method, let path = exchange.path else { return }
+        guard let (fields, host, body, version) = pendingHead, let exchange, let method = exchange.method, let path = exchange.path else { return }
         pendingHead = nil
         let forwarded = HTTPForwarder.upstreamHeaders(
             fields, client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome,
             forwardCredentials: shared.live.current.forwarding.forwardCredentials)
         var bytes = ByteBuffer()
-        bytes.writeString("\(method.rawValue) \(shared.target.pathPrefix + path) HTTP/1.1\r\nHost: \(host ?? shared.target.authority)\r\n")
+        // An HTTP/1.0 client's request goes as HTTP/1.0, so that the answer it gets is not chunked.
+        let httpVersion = version == .http10 ? "HTTP/1.0" : "HTTP/1.1"
+        bytes.writeString(
+            "\(method.rawValue) \(shared.target.pathPrefix + path) \(httpVersion)\r\nHost: \(host ?? shared.target.authority)\r\n")
         // The body's framing goes as the client sent it: its bytes are relayed unchanged.
         switch body {
         case .length(let length): bytes.writeString("Content-Length: \(length)\r\n")
@@ -369,7 +424,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         upstreamReused = false
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         ClientBootstrap(group: context.eventLoop)
-            .channelOption(.allowRemoteHalfClosure, value: false)
+            .connectTimeout(TimeAmount(shared.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: shared.target.host, port: shared.target.port)
             .assumeIsolated()
             .whenComplete { result in
@@ -450,26 +506,39 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         response = .head(ResponseHeadScanner(requestMethod: scanner.requestMethod))
                         continue
                     }
-                    responseTimer?.cancel()
                     resendable = nil
+                    armReadTimeout(context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
+                    dechunking = head.body == .chunked && exchange?.version == .http10
+                    _ = machine.responseHeadSent(opensTunnel: false, closesConnection: dechunking)
                     writeResponseHead(head, context: context)
                     upstreamBytes.moveReaderIndex(forwardBy: head.length)
                     response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
-                    _ = machine.responseHeadSent(opensTunnel: false)
                 }
             case .body(var framer, let reusable, let status):
-                let progress = framer.advance(upstreamBytes)
+                if upstreamBytes.readableBytes > 0 { armReadTimeout(context: context) }
+                let progress: BodyFramer.Progress
+                if dechunking {
+                    let start = upstreamBytes.readerIndex
+                    var content: [Range<Int>] = []
+                    progress = upstreamBytes.withUnsafeReadableBytes { bytes in framer.advance(bytes) { content.append($0) } }
+                    for range in content {
+                        context.write(wrapOutboundOut(upstreamBytes.getSlice(at: start + range.lowerBound, length: range.count)!), promise: nil)
+                    }
+                } else {
+                    progress = framer.advance(upstreamBytes)
+                }
                 switch progress {
                 case .needMore:
-                    if upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
+                    if !dechunking, upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
                     upstreamBytes.clear()
                     response = .body(framer, reusable: reusable, status: status)
                     context.flush()
                     return
                 case .ended(let bodyBytes):
-                    if bodyBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.readSlice(length: bodyBytes)!), promise: nil) }
+                    let body = upstreamBytes.readSlice(length: bodyBytes)!
+                    if !dechunking, bodyBytes > 0 { context.write(wrapOutboundOut(body), promise: nil) }
                     // Bytes past the answer's end: the upstream cannot be trusted with another request.
                     let clean = upstreamBytes.readableBytes == 0
                     upstreamBytes.clear()
@@ -480,6 +549,17 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     return
                 }
             }
+        }
+    }
+
+    /// Gives the upstream `upstream.read_timeout` for the next part of its answer; after it the answer
+    /// is cut off (it has begun: the client learns of it from the connection closing).
+    private func armReadTimeout(context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(shared.live.current.forwarding.readTimeout)) {
+            guard case .body(_, _, let status) = self.response else { return }
+            self.shared.accessLog.metrics.upstream("timeout")
+            self.cutOff(status: status, context: context)
         }
     }
 
@@ -528,8 +608,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return (String(decoding: raw[8..<lineEnd], as: UTF8.self), Self.fields(raw, lineEnd + 2..<head.fields.upperBound))
         }
         var fields = HTTPForwarder.clientHeaders(upstreamFields)
-        // The body is relayed as the upstream framed it.
-        if head.body == .chunked { fields[.transferEncoding] = "chunked" }
+        // The body is relayed as the upstream framed it, but to an HTTP/1.0 client, which knows no
+        // chunked coding.
+        if head.body == .chunked, !dechunking { fields[.transferEncoding] = "chunked" }
         exchange?.outcome?.apply(to: &fields)
         if !head.hasDate { fields[.date] = HTTPDate.now() }
         if machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { fields[.connection] = "close" }
@@ -540,6 +621,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
+        responseTimer?.cancel()
         response = .none
         context.flush()
         if let exchange { log(status: status, exchange, context: context) }
@@ -558,6 +640,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// An answer that began and cannot be completed: the client learns it from the connection closing.
     private func cutOff(status: Int, context: ChannelHandlerContext) {
+        responseTimer?.cancel()
         response = .none
         dropUpstream()
         if let exchange { log(status: status, exchange, context: context) }
@@ -608,7 +691,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .decide:
             decidePending(context: context)
         case .collectBody:
-            if bodyAtHand != nil { carry(machine.bodyCollected(), context: context) }
+            if bodyAtHand != nil || bodyBeyondCollecting { carry(machine.bodyCollected(), context: context) }
         case .parseHead:
             parseHead(context: context)
         case .relayRequestBody:

@@ -230,9 +230,11 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         return .none
     }
 
-    /// The upstream's response head was relayed to the client.
-    mutating func responseHeadSent(opensTunnel: Bool) -> Action {
-        guard case .forwarding(let request) = state else { return .none }
+    /// The upstream's response head is relayed to the client; `closesConnection`: the answer's end can
+    /// only be told by closing the connection (a body re-framed for an HTTP/1.0 client).
+    mutating func responseHeadSent(opensTunnel: Bool, closesConnection: Bool = false) -> Action {
+        guard case .forwarding(var request) = state else { return .none }
+        if closesConnection { request.keepAlive = false }
         if opensTunnel, request.upgrade {
             state = .tunnelling
             return readHeld ? resumeHeldRead() : .none

@@ -110,6 +110,28 @@ import Testing
         #expect(Self.advance(&framer, "0\r\n\r\n") == .failed(.bodyTooLarge))
     }
 
+    /// The content of a chunked body, without its framing, however the bytes are cut.
+    @Test func theContentIsFoundWithoutTheFraming() {
+        let body = Array("5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\nNEXT".utf8)
+        for piece in [1, 3, 100] {
+            var framer = BodyFramer(.chunked)
+            var content: [UInt8] = []
+            var offset = 0
+            while offset < body.count {
+                let part = Array(body[offset..<min(body.count, offset + piece)])
+                let progress = part.withUnsafeBytes { bytes in framer.advance(bytes) { content += part[$0] } }
+                if case .ended = progress { break }
+                offset += piece
+            }
+            #expect(String(decoding: content, as: UTF8.self) == "hello world", "piece \(piece)")
+        }
+        var length = BodyFramer(.length(3))
+        var content: [UInt8] = []
+        let bytes = Array("abcdef".utf8)
+        #expect(bytes.withUnsafeBytes { length.advance($0) { content += bytes[$0] } } == .ended(bodyBytes: 3))
+        #expect(content == Array("abc".utf8))
+    }
+
     @Test func chunkDataIsSkippedWhole() {
         var framer = BodyFramer(.chunked)
         #expect(Self.advance(&framer, "400\r\n") == .needMore)

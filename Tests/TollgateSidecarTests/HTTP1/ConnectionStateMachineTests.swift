@@ -230,6 +230,11 @@ final class ManualClock: Clock, Sendable {
         var plain = self.forwarding()
         #expect(plain.responseHeadSent(opensTunnel: true) == .none)
         #expect(plain.state == .streaming(.init(keepAlive: true, bodyRead: true, upgrade: false)))
+        // An answer whose end only the connection's end can tell closes it.
+        var closing = self.forwarding()
+        _ = closing.responseHeadSent(opensTunnel: false, closesConnection: true)
+        #expect(closing.closesAfterAnswer(requestsWaiting: true))
+        #expect(closing.responseEnded(requestsWaiting: true) == .close)
     }
 
     /// What the answer's `Connection` field says, known before the answer is written.
