@@ -35,10 +35,10 @@ struct ByteListenerShared: Sendable {
 /// to begin its answer (504 after it), and `upstream.read_timeout` for each next part of it. An idempotent request without a body whose reused upstream
 /// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
 ///
-/// Not yet done here (the listener in service is still `FastPath` under Hummingbird): TLS to the
-/// upstream, protocol switches (an `Upgrade` is forwarded as a plain request), routes whose cost is counted from a body that has not arrived whole,
-/// the built-in stand-in upstream, and a request head turned into `HTTPFields` for the limiter (an
-/// allocation per request).
+/// Not yet done here (so an `https://` upstream and the stand-in keep the Hummingbird listener): TLS
+/// to the upstream, the built-in stand-in, protocol switches (an `Upgrade` goes as a plain request), a
+/// cost counted from a body over 64 KiB, and a head given to the limiter as `HTTPFields` (allocations
+/// per request).
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
