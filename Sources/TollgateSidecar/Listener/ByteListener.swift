@@ -156,7 +156,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        guard machine.readRequested() == .read else { return }
+        guard machine.readRequested(bytesHeld: inbound.readableBytes > 0) == .read else { return }
         if let upstream, !upstream.isWritable {
             // The upstream has not taken the body sent so far: the client waits.
             readHeldForUpstream = true
@@ -455,7 +455,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func send(_ head: ByteBuffer, on upstream: Channel, context: ChannelHandlerContext) {
-        upstream.writeAndFlush(head, promise: nil)
+        // The head goes out with the body bytes at hand, if any: one write for both.
+        upstream.write(head, promise: nil)
         sentAt = .now
         let timeout = TimeAmount(shared.live.current.forwarding.responseTimeout)
         responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
@@ -464,7 +465,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.dropUpstream()
             self.upstreamFailed(.gatewayTimeout("the message API did not answer in time"), context: context)
         }
-        process(context: context)  // the body bytes at hand, if any
+        process(context: context)
+        upstream.flush()
     }
 
     private static func write(_ fields: HTTPFields, to bytes: inout ByteBuffer) {
@@ -745,10 +747,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     static let lingerTime = TimeAmount.seconds(2)
 
+    /// Sets the idle check, unless one is set already: deadlines only move later, and a check that comes
+    /// early sets the next one (the state machine says when). One timer per idle period, not one per
+    /// request.
     private func schedule(_ deadline: ContinuousClock.Instant?, context: ChannelHandlerContext) {
-        idleTask?.cancel()
-        guard let deadline else { return }
+        guard let deadline, idleTask == nil else { return }
         idleTask = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: deadline))) {
+            self.idleTask = nil
             self.carry(self.machine.idleTimeoutFired(), context: context)
         }
     }

@@ -6,8 +6,8 @@
 ///
 /// Rules it keeps:
 /// - One request at a time, answers in order: bytes of a pipelined request wait (`hold`) until the
-///   answer before them is complete, and reads stop while they wait or while a decision is pending, so a
-///   client cannot make the proxy buffer without bound.
+///   answer before them is complete, and reads stop while bytes wait (a pipelined request, or a body
+///   while the limiter decides), so a client cannot make the proxy buffer without bound.
 /// - A request refused (by the limiter, or for its framing before it was forwarded) has its body
 ///   drained, not forwarded; a connection whose request could not be read to its end closes after the
 ///   answer, since the next request's first byte cannot be found.
@@ -146,17 +146,22 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         }
     }
 
-    /// The channel asks whether to read on.
-    mutating func readRequested() -> Action {
+    /// The channel asks whether to read on; `bytesHeld`: bytes received are waiting their turn.
+    ///
+    /// Reads stop only once something waits (a pipelined request, or a body while the limiter
+    /// decides), which bounds what a client can make the proxy hold to about one read; stopping at
+    /// every request would cost two `epoll_ctl` calls a request.
+    mutating func readRequested(bytesHeld: Bool) -> Action {
         switch state {
         case .idle, .reading, .collecting, .tunnelling:
             return .read
         case .forwarding(let request), .streaming(let request), .answering(let request, _):
             // A body still coming is read (with the upstream's back-pressure); what follows it waits.
-            if !request.bodyRead { return .read }
+            if !request.bodyRead || !bytesHeld { return .read }
             readHeld = true
             return .none
         case .deciding:
+            if !bytesHeld { return .read }
             readHeld = true
             return .none
         case .closed:

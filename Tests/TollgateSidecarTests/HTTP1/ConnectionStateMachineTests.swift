@@ -65,15 +65,15 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.state == .reading)
         #expect(machine.headParsed(keepAlive: true, hasBody: false, upgrade: false) == .decide)
         // Reads wait for the limiter.
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         #expect(machine.bytesArrived() == .hold)
         #expect(machine.decided(admitted: true) == .forward(resumeReading: false))
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         #expect(machine.responseHeadSent(opensTunnel: false) == .none)
         clock.advance(by: .seconds(2))
         #expect(machine.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(33), resumeReading: true))
         #expect(machine.state == .idle)
-        #expect(machine.readRequested() == .read)
+        #expect(machine.readRequested(bytesHeld: true) == .read)
     }
 
     @Test func aBodyIsReadOnceTheRequestIsAdmitted() {
@@ -81,10 +81,10 @@ final class ManualClock: Clock, Sendable {
         _ = machine.activated()
         #expect(machine.bytesArrived() == .parseHead)
         #expect(machine.headParsed(keepAlive: true, hasBody: true, upgrade: false) == .decide)
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         // The held read resumes with the decision, for the body to flow upstream.
         #expect(machine.decided(admitted: true) == .forward(resumeReading: true))
-        #expect(machine.readRequested() == .read)
+        #expect(machine.readRequested(bytesHeld: true) == .read)
         #expect(machine.bytesArrived() == .relayRequestBody)
         #expect(machine.responseHeadSent(opensTunnel: false) == .none)
         // An upstream may answer before the body's end: the body still goes.
@@ -92,14 +92,14 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.requestBodyEnded() == .none)
         // What follows the body is the next request: it waits.
         #expect(machine.bytesArrived() == .hold)
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         #expect(machine.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: at(30), resumeReading: true))
     }
 
     @Test func aRefusedRequestsBodyIsDrainedAndTheConnectionStays() {
         var machine = self.deciding(hasBody: true)
         #expect(machine.decided(admitted: false) == .answer(closeAfter: false, resumeReading: false))
-        #expect(machine.readRequested() == .read)
+        #expect(machine.readRequested(bytesHeld: true) == .read)
         #expect(machine.bytesArrived() == .discardRequestBody)
         #expect(machine.requestBodyEnded() == .none)
         #expect(machine.bytesArrived() == .hold)
@@ -133,7 +133,7 @@ final class ManualClock: Clock, Sendable {
         _ = machine.bytesArrived()
         #expect(machine.headRefused() == .answer(closeAfter: true, resumeReading: false))
         #expect(machine.bytesArrived() == .hold)
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         #expect(machine.responseEnded(requestsWaiting: false) == .close)
     }
 
@@ -219,11 +219,11 @@ final class ManualClock: Clock, Sendable {
 
     @Test func anAcceptedUpgradeTunnelsBothWays() {
         var machine = self.forwarding(upgrade: true)
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         #expect(machine.responseHeadSent(opensTunnel: true) == .read)
         #expect(machine.state == .tunnelling)
         #expect(machine.bytesArrived() == .relayRequestBody)
-        #expect(machine.readRequested() == .read)
+        #expect(machine.readRequested(bytesHeld: true) == .read)
         #expect(machine.inputClosed(bodyAtHand: false) == .none)
         #expect(machine.closed() == .abandon)
         // A 101 to a request that asked for no switch is no tunnel.
@@ -253,6 +253,18 @@ final class ManualClock: Clock, Sendable {
         #expect(refusedHead.closesAfterAnswer(requestsWaiting: false))
     }
 
+    /// Reads go on while nothing waits: stopping them at every request would cost two `epoll_ctl`
+    /// calls a request.
+    @Test func readsStopOnlyWhileBytesWait() {
+        var machine = deciding()
+        #expect(machine.readRequested(bytesHeld: false) == .read)
+        #expect(machine.decided(admitted: true) == .forward(resumeReading: false))
+        #expect(machine.readRequested(bytesHeld: false) == .read)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
+        _ = machine.responseHeadSent(opensTunnel: false)
+        #expect(machine.responseEnded(requestsWaiting: true) == .nextRequest(idleDeadline: at(30), resumeReading: true))
+    }
+
     /// A small body is read whole before the limiter is asked (a route may count the cost from it);
     /// a body that stalls meanwhile counts as idle.
     @Test func aSmallBodyIsCollectedBeforeTheDecision() {
@@ -260,11 +272,11 @@ final class ManualClock: Clock, Sendable {
         _ = machine.activated()
         _ = machine.bytesArrived()
         #expect(machine.headParsed(keepAlive: true, hasBody: true, upgrade: false, collectBody: true) == .collectBody)
-        #expect(machine.readRequested() == .read)
+        #expect(machine.readRequested(bytesHeld: true) == .read)
         #expect(machine.bytesArrived() == .collectBody)
         #expect(machine.bodyCollected() == .decide)
         #expect(machine.bodyCollected() == .none)
-        #expect(machine.readRequested() == .none)
+        #expect(machine.readRequested(bytesHeld: true) == .none)
         #expect(machine.decided(admitted: true) == .forward(resumeReading: true))
         // Without a body there is nothing to collect.
         var bodiless = self.machine()
@@ -302,7 +314,7 @@ final class ManualClock: Clock, Sendable {
         var last = forwarding(keepAlive: false)
         _ = last.responseHeadSent(opensTunnel: false)
         #expect(last.responseEnded(requestsWaiting: false) == .close)
-        #expect(last.readRequested() == .read)
+        #expect(last.readRequested(bytesHeld: true) == .read)
     }
 
     /// Events that do not fit the state change nothing.
