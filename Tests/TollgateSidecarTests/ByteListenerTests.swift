@@ -8,11 +8,15 @@ import TollgateTestSupport
 
 /// A `ByteListenerHandler` listening on a free port in front of `upstream` (nil: a port where nothing
 /// listens), with the limiter, keys and settings of a sidecar made from the tests' configuration.
-func withByteListener(upstream: String?, _ body: (_ port: Int) async throws -> Void) async throws {
+func withByteListener(
+    upstream: String?, upstreamOptions: String = "response_timeout: 1s", _ body: (_ port: Int) async throws -> Void
+) async throws {
     let folder = try TestDirectory()
     defer { folder.remove() }
     _ = try folder.write("keys.yaml", keyFile(TestKey.all))
-    let sidecar = try Sidecar(configurationFile: try folder.write("tollgate.yaml", configuration(upstream: upstream)), logger: quietLogger)
+    let sidecar = try Sidecar(
+        configurationFile: try folder.write("tollgate.yaml", configuration(upstream: upstream, upstreamOptions: upstreamOptions)),
+        logger: quietLogger)
     let shared = try byteListenerShared(sidecar, upstream: upstream ?? "http://127.0.0.1:1")
     let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .childChannelOption(.allowRemoteHalfClosure, value: true)
@@ -188,6 +192,22 @@ extension EndToEnd {
             #expect(answer.text.contains("application/problem+json"))
             #expect(ContinuousClock.now - started < .seconds(3))
             #expect(received.count == 1)
+        }
+
+        /// An answer that stops half way for longer than `upstream.read_timeout` is cut off: the client
+        /// has its beginning and learns of the rest from the connection closing.
+        @Test func anAnswerThatStallsIsCutOff() async throws {
+            try await withUpstream { upstream in
+                try await withByteListener(upstream: upstream.url, upstreamOptions: "response_timeout: 1s, read_timeout: 500ms") { port in
+                    let started = ContinuousClock.now
+                    let answer = try await rawExchange(
+                        port: port, Array("GET /stall HTTP/1.1\r\nHost: x\r\n\(Self.roomy)\r\n".utf8), timeout: .seconds(4))
+                    #expect(answer.status == 200, "\(answer.text)")
+                    #expect(answer.text.contains("part") && !answer.text.contains("rest"))
+                    #expect(answer.closedByServer)
+                    #expect(ContinuousClock.now - started < .seconds(4))
+                }
+            }
         }
 
         /// A body larger than the sockets' buffers goes through whole, both ways: the relay waits for
