@@ -15,7 +15,9 @@ import UnixSignals
 
 /// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
 /// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`), run as swift-service-lifecycle
-/// services.
+/// services. The API's listener is the byte-level data path (`ByteListenerService`) for an `http://`
+/// upstream, and Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for an
+/// `https://` upstream or the built-in stand-in.
 ///
 /// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
 /// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
@@ -238,7 +240,21 @@ public final class Sidecar: Sendable {
             services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
         }
         services.append(.init(service: admin, serviceName: "admin"))
-        services.append(.init(service: proxy, serviceName: "proxy"))
+        if let forwarder, !forwarder.pool.target.tls {
+            // A plain-HTTP upstream: the byte-level data path is the listener. It speaks no TLS to the
+            // upstream yet and has no stand-in: those keep the Hummingbird listener above.
+            let shared = ByteListenerShared(
+                limiter: limiter, live: live, target: forwarder.pool.target, accessLog: accessLog, logger: logger, maxHeadSize: headerLimit,
+                connectTimeout: forwarder.pool.connectTimeout)
+            services.append(
+                .init(
+                    service: ByteListenerService(
+                        host: server.host, port: server.port, shared: shared, idleTimeout: server.idleTimeout,
+                        onRunning: { [weak self] port in self?.listening(proxy: port) }),
+                    serviceName: "proxy"))
+        } else {
+            services.append(.init(service: proxy, serviceName: "proxy"))
+        }
         if reloadOnHangup {
             services.append(.init(service: HangupReloader(sidecar: self), serviceName: "reload"))
         }

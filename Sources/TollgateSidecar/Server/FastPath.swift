@@ -17,9 +17,11 @@ struct FastPathShared: Sendable {
     let logger: Logger
 }
 
-/// The listener's data path for the common request, on the connection's event loop from the first
-/// byte to the last: a request without a body or with a `Content-Length` body of at most 64 KiB (and
-/// within `server.max_body_size`), while an upstream is configured.
+/// The Hummingbird listener's data path for the common request (the listener of an `https://`
+/// upstream or the stand-in; an `http://` upstream has the byte-level `ByteListenerService`), on the
+/// connection's event loop from the first byte to the last: a request without a body or with a
+/// `Content-Length` body of at most 64 KiB (and within `server.max_body_size`), while an upstream is
+/// configured.
 ///
 /// Such a request is read whole, decided by the same `RateLimiter` as the middleware — in line when the
 /// key's lookup is cached and the store answers at once (the in-memory store), else in a task that runs

@@ -34,6 +34,7 @@ struct Received: Sendable {
 ///   (`Connection: X-Up-Hop`, `X-Up-Hop`, `Keep-Alive`, `Proxy-Authenticate`) and one to be kept (`X-Up-Plain`).
 /// - `POST /echo`: streams the request body back as it arrives.
 /// - `GET /slow`: answers after 3 s.
+/// - `GET /stall`: 200, streams "part", then nothing for 5 s.
 /// - `GET /redirect`: 302 to `/api/v1/messages/send`.
 /// - `GET /api/v1/orgs/{org}/messages/{id}`: 200.
 final class TestUpstream: Sendable {
@@ -84,6 +85,17 @@ final class TestUpstream: Sendable {
             let milliseconds = request.uri.queryParameters.get("ms").flatMap { Int($0) } ?? 3_000
             try await Task.sleep(for: .milliseconds(milliseconds))
             return "late"
+        }
+        router.get("/stall") { _, _ -> Response in
+            // A part of the answer, then silence longer than the tests' read timeouts.
+            Response(
+                status: .ok, headers: [.contentType: "text/plain"],
+                body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(string: "part"))
+                    try await Task.sleep(for: .seconds(5))
+                    try await writer.write(ByteBuffer(string: "rest"))
+                    try await writer.finish(nil)
+                })
         }
         router.get("/redirect") { _, _ -> Response in
             Response(status: .found, headers: [.location: "/api/v1/messages/send"])

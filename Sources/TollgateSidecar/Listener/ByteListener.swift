@@ -1,0 +1,838 @@
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOPosix
+import Tollgate
+import TollgateHTTP
+import TollgateRedis
+
+/// What every connection of the byte-level listener shares.
+struct ByteListenerShared: Sendable {
+    let limiter: RateLimiter
+    let live: LiveSettings
+    /// The upstream, reached in plain HTTP/1.1 (this path does not speak TLS to it yet).
+    let target: UpstreamTarget
+    let accessLog: AccessLog
+    let logger: Logger
+    /// `server.max_header_size`.
+    let maxHeadSize: Int
+    /// `upstream.connect_timeout`.
+    let connectTimeout: Duration
+}
+
+/// The sidecar's data path over bytes for one client connection: the request head is parsed where it
+/// lies in the inbound buffer (`RequestHeadParser`), decided by the `RateLimiter` on this event loop
+/// (in line when the key's lookup is cached and the store answers at once, else in a task on this
+/// loop), written upstream with the hop-by-hop fields replaced by the forwarding fields, and its body
+/// relayed as it arrives, framing unchanged (`BodyFramer` says where it ends); the response head is
+/// scanned (`ResponseHeadScanner`), written to the client with the RateLimit fields, and its body
+/// relayed the same way. The upstream connection belongs to this client connection and lives on the
+/// same event loop, so no byte changes threads. `ConnectionStateMachine` decides what happens when;
+/// this handler only carries its actions out.
+///
+/// Bodies flow with back-pressure both ways: the client is read only while the upstream takes what it
+/// is sent, and the upstream only while the client does. The upstream has `upstream.response_timeout`
+/// to begin its answer (504 after it), and `upstream.read_timeout` for each next part of it. An idempotent request without a body whose reused upstream
+/// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
+///
+/// Not yet done here (so an `https://` upstream and the stand-in keep the Hummingbird listener): TLS
+/// to the upstream, the built-in stand-in, protocol switches (an `Upgrade` goes as a plain request), a
+/// cost counted from a body over 64 KiB, and a head given to the limiter as `HTTPFields` (allocations
+/// per request).
+final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The request being handled.
+    private struct Exchange {
+        var method: HTTPRequest.Method?
+        var path: String?
+        var started: ContinuousClock.Instant
+        var outcome: RateLimitOutcome?
+        var version = HTTP1Version.http11
+    }
+
+    private enum Response {
+        case none
+        case head(ResponseHeadScanner)
+        case body(BodyFramer, reusable: Bool, status: Int)
+    }
+
+    private let shared: ByteListenerShared
+    private var machine: ConnectionStateMachine<ContinuousClock>
+    private var parser: RequestHeadParser
+    /// Client bytes not used yet: a head in progress, body bytes not relayed, pipelined requests.
+    private var inbound = ByteBuffer()
+    private var requestBody = BodyFramer(.none)
+    private var exchange: Exchange?
+    /// The answer to write when the state machine says `answer`.
+    private var problem: Problem?
+    /// The proxy's answer is out; the request body is still being drained before the next request.
+    private var answeredAwaitingBody = false
+    private var upstream: Channel?
+    private var upstreamBytes = ByteBuffer()
+    private var response = Response.none
+    private var context: ChannelHandlerContext?
+    private var executor: EventLoopTaskExecutor?
+    private var idleTask: Scheduled<Void>?
+    /// From the request sent upstream to its response head (`upstream.response_timeout`).
+    private var responseTimer: Scheduled<Void>?
+    /// The client's bytes wait for the upstream to take what it was sent (back-pressure).
+    private var readHeldForUpstream = false
+    /// The upstream's relay, to resume its reads once the client takes what it was sent.
+    private var relay: UpstreamRelay?
+    /// The upstream connection carried an exchange before the one in progress.
+    private var upstreamReused = false
+    /// The head sent upstream, kept while the request may go again on a new connection (an idempotent
+    /// request without a body, on a reused connection the upstream closed before answering).
+    private var resendable: ByteBuffer?
+    /// When the request was sent upstream (the upstream's latency, to its response head).
+    private var sentAt = ContinuousClock.now
+    /// The client closed its sending side.
+    private var inputWasClosed = false
+    /// The answer's body is chunked and its client speaks HTTP/1.0: only the content is relayed, and
+    /// the connection's end ends it.
+    private var dechunking = false
+
+    init(shared: ByteListenerShared, idleTimeout: Duration?) {
+        self.shared = shared
+        machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
+        parser = RequestHeadParser(limits: Self.limits(shared))
+    }
+
+    /// The limits of the next request: `server.max_body_size` as reloaded last.
+    private static func limits(_ shared: ByteListenerShared) -> RequestHeadParser.Limits {
+        .init(maxHeadSize: shared.maxHeadSize, maxBodySize: shared.live.current.maxBodySize)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        executor = EventLoopTaskExecutor(context.eventLoop)
+        if context.channel.isActive { carry(machine.activated(), context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        carry(machine.activated(), context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        responseTimer?.cancel()
+        if machine.closed() == .abandon, let exchange, problem == nil, case .none = response {
+            // Nobody is left to read the answer (nginx logs such a request as 499).
+            log(status: 499, exchange, context: context)
+        }
+        exchange = nil
+        dropUpstream()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            if machine.state == .closed {
+                // The client read the last answer and closed its side: done lingering.
+                context.close(promise: nil)
+                return
+            }
+            inputWasClosed = true
+            var probe = requestBody
+            let bodyAtHand = inbound.withUnsafeReadableBytes { bytes in
+                if case .ended = probe.advance(bytes) { return true }
+                return false
+            }
+            carry(machine.inputClosed(bodyAtHand: bodyAtHand), context: context)
+        } else if event is ChannelShouldQuiesceEvent {
+            carry(machine.quiesce(), context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard machine.readRequested(bytesHeld: inbound.readableBytes > 0) == .read else { return }
+        if let upstream, !upstream.isWritable {
+            // The upstream has not taken the body sent so far: the client waits.
+            readHeldForUpstream = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The client took what it was sent: the upstream's answer may flow again.
+        if context.channel.isWritable { relay?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    fileprivate func upstreamWritabilityChanged(_ channel: Channel, context: ChannelHandlerContext) {
+        guard channel === upstream, channel.isWritable, readHeldForUpstream else { return }
+        readHeldForUpstream = false
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if machine.state == .closed { return }  // lingering after the last answer: input is dropped
+        var bytes = unwrapInboundIn(data)
+        Self.compact(&inbound)
+        inbound.writeBuffer(&bytes)
+        process(context: context)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: The request
+
+    /// Uses the inbound bytes as far as the state allows.
+    private func process(context: ChannelHandlerContext) {
+        guard inbound.readableBytes > 0 else { return }
+        carry(machine.bytesArrived(), context: context)
+    }
+
+    private func parseHead(context: ChannelHandlerContext) {
+        switch parser.parse(inbound) {
+        case .needMore:
+            return
+        case .failed(let error):
+            exchange = Exchange(started: .now)
+            problem = error.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+            // A body too large may still be on its way: read (and dropped) while the answer lingers,
+            // so that a client still sending it gets to read the answer.
+            requestBody = BodyFramer(error == .bodyTooLarge ? .untilClose : .none)
+            carry(machine.headRefused(), context: context)
+        case .head(let head):
+            let request = inbound.withUnsafeReadableBytes { bytes in
+                (
+                    method: HTTPRequest.Method(String(decoding: bytes[head.methodRange], as: UTF8.self)),
+                    target: Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method),
+                    host: head.host.map { String(decoding: bytes[$0], as: UTF8.self) },
+                    fields: Self.fields(bytes, head.fields)
+                )
+            }
+            exchange = Exchange(method: request.method, path: request.target.path, started: .now, version: head.version)
+            inbound.moveReaderIndex(forwardBy: head.length)
+            requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
+            parser = RequestHeadParser(limits: Self.limits(shared))
+            // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
+            pendingHead = (request.fields, request.target.authority ?? request.host, head.body, head.version)
+            if head.expectsContinue, head.body != .none {
+                // The body is read (or drained) in any case; a client waiting for this would stall.
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
+            }
+            // A small body is read whole before the decision: a route may count the cost from it, and
+            // the limiter then answers in line.
+            var collect = head.body == .chunked
+            if case .length(let length) = head.body { collect = length <= HTTPForwarder.bufferedBodySize }
+            // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
+            carry(
+                machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false, collectBody: collect),
+                context: context)
+        }
+    }
+
+    /// The declared body, when it is all at hand.
+    private var bodyAtHand: ByteBuffer? {
+        switch pendingHead?.body {
+        case .none?: return ByteBuffer()
+        case .length(let length)?: return inbound.getSlice(at: inbound.readerIndex, length: length)
+        case .chunked?: return chunkedBodyAtHand
+        case .untilClose?, nil: return nil
+        }
+    }
+
+    /// A chunked body's content when it has all arrived within `HTTPForwarder.bufferedBodySize`. Read
+    /// again from its start as more arrives: bounded by that size.
+    private var chunkedBodyAtHand: ByteBuffer? {
+        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        var content = ByteBuffer()
+        let progress = inbound.withUnsafeReadableBytes { bytes in
+            probe.advance(bytes) { content.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[$0])) }
+        }
+        guard case .ended = progress else { return nil }
+        return content
+    }
+
+    /// The body to collect will not be at hand: too large to hold, or its framing broke (the relay
+    /// answers that). The limiter is asked without it.
+    private var bodyBeyondCollecting: Bool {
+        guard pendingHead?.body == .chunked else { return false }
+        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        if case .failed = probe.advance(inbound) { return true }
+        return inbound.readableBytes > 2 * HTTPForwarder.bufferedBodySize
+    }
+
+    /// Asks the limiter about the request whose head (and small body) is in.
+    private func decidePending(context: ChannelHandlerContext) {
+        guard let pendingHead, let exchange, let path = exchange.path else { return }
+        guard let method = exchange.method else {
+            problem = HTTP1Error.invalidRequestLine.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+            carry(machine.decided(admitted: false), context: context)
+            return
+        }
+        decide(method: method, path: path, fields: pendingHead.fields, body: bodyAtHand, context: context)
+    }
+
+    /// The fields of the head being forwarded, and its body's framing.
+    private var pendingHead: (fields: HTTPFields, host: String?, body: BodyFraming, version: HTTP1Version)?
+
+    /// The path (with query) and authority of a request target: an absolute-form one
+    /// (`http://host/path`) split, the others as they are.
+    static func originForm(_ target: String, method: HTTP1Method) -> (path: String, authority: String?) {
+        guard !target.hasPrefix("/"), method != .connect, target != "*", let scheme = target.range(of: "://") else {
+            return (target, nil)
+        }
+        let rest = target[scheme.upperBound...]
+        let end = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let path = rest[end...]
+        return (path.hasPrefix("/") ? String(path) : "/" + path, String(rest[..<end]))
+    }
+
+    /// Gives back the space of bytes already used, before more are appended: a connection that lives
+    /// for many requests would otherwise grow its buffer for ever. Offsets the parsers hold count from
+    /// the first unread byte, which stays the first.
+    private static func compact(_ buffer: inout ByteBuffer) {
+        if buffer.readableBytes == 0 {
+            buffer.clear()
+        } else if buffer.readerIndex >= 4096 {
+            buffer.discardReadBytes()
+        }
+    }
+
+    private static func fields(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> HTTPFields {
+        var fields = HTTPFields()
+        bytes.forEachField(in: range) { name, value in
+            guard let fieldName = HTTPField.Name(String(decoding: bytes[name], as: UTF8.self)) else { return }
+            fields.append(HTTPField(name: fieldName, value: String(decoding: bytes[value], as: UTF8.self)))
+        }
+        return fields
+    }
+
+    private func decide(method: HTTPRequest.Method, path: String, fields: HTTPFields, body: ByteBuffer?, context: ChannelHandlerContext) {
+        let limiter = shared.limiter
+        if let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body) {
+            decided(judgement, context: context)
+            return
+        }
+        // A registry lookup or a store round trip: in a task on this loop, then back to the handler.
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        Task(executorPreference: executor) {
+            let judgement = await limiter.judge(method: method, path: path, headers: fields) { limit in
+                // A body not collected is larger than what is collected: too large for a route that
+                // counts at most that much.
+                guard let body else {
+                    if limit <= HTTPForwarder.bufferedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
+                    throw ByteListenerError.bodyNotAtHand
+                }
+                if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
+                return body
+            }
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.decided(judgement, context: context)
+            }
+        }
+    }
+
+    private func decided(_ judgement: RateLimiter.Judgement, context: ChannelHandlerContext) {
+        switch judgement {
+        case .refused(let refusal, let outcome):
+            exchange?.outcome = outcome
+            problem = refusal
+            carry(machine.decided(admitted: false), context: context)
+        case .admitted(let outcome):
+            exchange?.outcome = outcome
+            carry(machine.decided(admitted: true), context: context)
+        }
+    }
+
+    /// Sends the body bytes at hand upstream (or drops them, for a request answered here), up to the
+    /// body's end; what follows is the next request's.
+    private func relayRequestBody(forward: Bool, context: ChannelHandlerContext) {
+        // Connecting: the bytes wait. Answered already (early, by the upstream): the rest is dropped.
+        if forward, upstream == nil, !answeredAwaitingBody { return }
+        let progress = requestBody.advance(inbound)
+        let taken: Int
+        switch progress {
+        case .needMore:
+            taken = inbound.readableBytes
+        case .ended(let bodyBytes):
+            taken = bodyBytes
+        case .failed(let error):
+            // The body's framing broke (or passed the size limit): nothing more of this connection can
+            // be trusted. Answered if no answer has begun, else cut off.
+            inbound.clear()
+            if forward, case .head = response {
+                dropUpstream()
+                problem = error.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
+                carry(machine.upstreamFailed(), context: context)
+            } else {
+                context.close(promise: nil)
+            }
+            return
+        }
+        let slice = inbound.readSlice(length: taken)!
+        if forward, let upstream, taken > 0 { upstream.writeAndFlush(slice, promise: nil) }
+        guard case .ended = progress else { return }
+        _ = machine.requestBodyEnded()
+        if answeredAwaitingBody {
+            answeredAwaitingBody = false
+            carry(machine.responseEnded(requestsWaiting: inbound.readableBytes > 0), context: context)
+        }
+    }
+
+    // MARK: Upstream
+
+    private func forward(context: ChannelHandlerContext) {
+        guard let (fields, host, body, version) = pendingHead, let exchange, let method = exchange.method, let path = exchange.path else { return }
+        pendingHead = nil
+        let forwarded = HTTPForwarder.upstreamHeaders(
+            fields, client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome,
+            forwardCredentials: shared.live.current.forwarding.forwardCredentials)
+        var bytes = ByteBuffer()
+        // An HTTP/1.0 client's request goes as HTTP/1.0, so that the answer it gets is not chunked.
+        let httpVersion = version == .http10 ? "HTTP/1.0" : "HTTP/1.1"
+        bytes.writeString(
+            "\(method.rawValue) \(shared.target.pathPrefix + path) \(httpVersion)\r\nHost: \(host ?? shared.target.authority)\r\n")
+        // The body's framing goes as the client sent it: its bytes are relayed unchanged.
+        switch body {
+        case .length(let length): bytes.writeString("Content-Length: \(length)\r\n")
+        case .chunked: bytes.writeString("Transfer-Encoding: chunked\r\n")
+        case .none, .untilClose: if [.post, .put, .patch].contains(method) { bytes.writeString("Content-Length: 0\r\n") }
+        }
+        Self.write(forwarded, to: &bytes)
+        bytes.writeString("\r\n")
+        response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
+        resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
+        if let upstream, upstream.isActive {
+            upstreamReused = true
+            send(bytes, on: upstream, context: context)
+            return
+        }
+        connect(thenSend: bytes, context: context)
+    }
+
+    private func connect(thenSend bytes: ByteBuffer, context: ChannelHandlerContext) {
+        upstreamReused = false
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(TimeAmount(shared.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: shared.target.host, port: shared.target.port)
+            .assumeIsolated()
+            .whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .success(let channel):
+                    guard context.channel.isActive else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let relay = UpstreamRelay(owner: handler, ownerContext: context)
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(relay)
+                    } catch {
+                        channel.close(promise: nil)
+                        handler.upstreamFailed(.badGateway("the upstream connection could not be set up"), context: context)
+                        return
+                    }
+                    handler.upstream = channel
+                    handler.relay = relay
+                    handler.send(bytes, on: channel, context: context)
+                case .failure:
+                    handler.shared.accessLog.metrics.upstream("refused")
+                    handler.upstreamFailed(.badGateway("the message API cannot be reached"), context: context)
+                }
+            }
+    }
+
+    private func send(_ head: ByteBuffer, on upstream: Channel, context: ChannelHandlerContext) {
+        // The head goes out with the body bytes at hand, if any: one write for both.
+        upstream.write(head, promise: nil)
+        sentAt = .now
+        let timeout = TimeAmount(shared.live.current.forwarding.responseTimeout)
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard case .head = self.response else { return }
+            self.shared.accessLog.metrics.upstream("timeout")
+            self.dropUpstream()
+            self.upstreamFailed(.gatewayTimeout("the message API did not answer in time"), context: context)
+        }
+        process(context: context)
+        upstream.flush()
+    }
+
+    private static func write(_ fields: HTTPFields, to bytes: inout ByteBuffer) {
+        for field in fields {
+            bytes.writeString(field.name.rawName)
+            bytes.writeString(": ")
+            bytes.writeString(field.value)
+            bytes.writeString("\r\n")
+        }
+    }
+
+    fileprivate func upstreamRead(_ buffer: ByteBuffer, from channel: Channel, context: ChannelHandlerContext) {
+        guard channel === upstream else { return }  // a connection given up already
+        var buffer = buffer
+        Self.compact(&upstreamBytes)
+        upstreamBytes.writeBuffer(&buffer)
+        while true {
+            switch response {
+            case .none:
+                // Bytes no request asked for: the connection cannot be reused.
+                upstreamBytes.clear()
+                dropUpstream()
+                return
+            case .head(var scanner):
+                let outcome = scanner.scan(upstreamBytes)
+                switch outcome {
+                case .needMore:
+                    response = .head(scanner)
+                    return
+                case .failed:
+                    shared.accessLog.metrics.upstream("error")
+                    dropUpstream()
+                    upstreamFailed(.badGateway("the upstream's response is not valid HTTP/1.1"), context: context)
+                    return
+                case .head(let head):
+                    if head.isInterim {
+                        // A 100 Continue was sent already; other interim answers are not relayed.
+                        upstreamBytes.moveReaderIndex(forwardBy: head.length)
+                        response = .head(ResponseHeadScanner(requestMethod: scanner.requestMethod))
+                        continue
+                    }
+                    resendable = nil
+                    armReadTimeout(context: context)
+                    shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
+                    shared.accessLog.metrics.upstream(status: head.status)
+                    dechunking = head.body == .chunked && exchange?.version == .http10
+                    _ = machine.responseHeadSent(opensTunnel: false, closesConnection: dechunking)
+                    writeResponseHead(head, context: context)
+                    upstreamBytes.moveReaderIndex(forwardBy: head.length)
+                    response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
+                }
+            case .body(var framer, let reusable, let status):
+                if upstreamBytes.readableBytes > 0 { armReadTimeout(context: context) }
+                let progress: BodyFramer.Progress
+                if dechunking {
+                    let start = upstreamBytes.readerIndex
+                    var content: [Range<Int>] = []
+                    progress = upstreamBytes.withUnsafeReadableBytes { bytes in framer.advance(bytes) { content.append($0) } }
+                    for range in content {
+                        context.write(wrapOutboundOut(upstreamBytes.getSlice(at: start + range.lowerBound, length: range.count)!), promise: nil)
+                    }
+                } else {
+                    progress = framer.advance(upstreamBytes)
+                }
+                switch progress {
+                case .needMore:
+                    if !dechunking, upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
+                    upstreamBytes.clear()
+                    response = .body(framer, reusable: reusable, status: status)
+                    context.flush()
+                    return
+                case .ended(let bodyBytes):
+                    let body = upstreamBytes.readSlice(length: bodyBytes)!
+                    if !dechunking, bodyBytes > 0 { context.write(wrapOutboundOut(body), promise: nil) }
+                    // Bytes past the answer's end: the upstream cannot be trusted with another request.
+                    let clean = upstreamBytes.readableBytes == 0
+                    upstreamBytes.clear()
+                    finishResponse(status: status, reusable: reusable && clean, context: context)
+                    return
+                case .failed:
+                    cutOff(status: status, context: context)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Gives the upstream `upstream.read_timeout` for the next part of its answer; after it the answer
+    /// is cut off (it has begun: the client learns of it from the connection closing).
+    private func armReadTimeout(context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(shared.live.current.forwarding.readTimeout)) {
+            guard case .body(_, _, let status) = self.response else { return }
+            self.shared.accessLog.metrics.upstream("timeout")
+            self.cutOff(status: status, context: context)
+        }
+    }
+
+    /// Closes the upstream connection: it cannot carry another request.
+    private func dropUpstream() {
+        // Forgotten before it is closed: closing may report the channel inactive at once, and a
+        // connection given up is no failure to answer.
+        let channel = upstream
+        upstream = nil
+        relay = nil
+        channel?.close(promise: nil)
+    }
+
+    fileprivate func upstreamInactive(_ channel: Channel, context: ChannelHandlerContext) {
+        guard channel === upstream else { return }
+        upstream = nil
+        relay = nil
+        switch response {
+        case .none:
+            return
+        case .head:
+            if let resend = resendable, upstreamReused, upstreamBytes.readableBytes == 0 {
+                // The upstream may have closed the connection idle as the request left: once more, on a
+                // new one (an idempotent request without a body, so sending it twice does no harm).
+                resendable = nil
+                responseTimer?.cancel()
+                connect(thenSend: resend, context: context)
+                return
+            }
+            shared.accessLog.metrics.upstream("error")
+            upstreamFailed(.badGateway("the message API cannot be reached"), context: context)
+        case .body(var framer, _, let status):
+            if case .ended = framer.closed() {
+                context.flush()
+                finishResponse(status: status, reusable: false, context: context)
+            } else {
+                cutOff(status: status, context: context)
+            }
+        }
+    }
+
+    private func writeResponseHead(_ head: ResponseHead, context: ChannelHandlerContext) {
+        var bytes = ByteBuffer()
+        let (statusLine, upstreamFields) = upstreamBytes.withUnsafeReadableBytes { raw in
+            let lineEnd = raw[..<head.fields.upperBound].firstIndex(of: HTTP1Byte.cr) ?? 8
+            return (String(decoding: raw[8..<lineEnd], as: UTF8.self), Self.fields(raw, lineEnd + 2..<head.fields.upperBound))
+        }
+        var fields = HTTPForwarder.clientHeaders(upstreamFields)
+        // The body is relayed as the upstream framed it, but to an HTTP/1.0 client, which knows no
+        // chunked coding.
+        if head.body == .chunked, !dechunking { fields[.transferEncoding] = "chunked" }
+        exchange?.outcome?.apply(to: &fields)
+        if !head.hasDate { fields[.date] = HTTPDate.now() }
+        if machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { fields[.connection] = "close" }
+        bytes.writeString("HTTP/1.1" + statusLine + "\r\n")
+        Self.write(fields, to: &bytes)
+        bytes.writeString("\r\n")
+        context.write(wrapOutboundOut(bytes), promise: nil)
+    }
+
+    private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        response = .none
+        context.flush()
+        if let exchange { log(status: status, exchange, context: context) }
+        exchange = nil
+        guard requestBody.isComplete else {
+            // The upstream answered before the request's body was all sent: the rest is drained, not
+            // sent (the upstream may not read it), and the upstream connection is not used again.
+            dropUpstream()
+            answeredAwaitingBody = true
+            process(context: context)
+            return
+        }
+        if !reusable { dropUpstream() }
+        carry(machine.responseEnded(requestsWaiting: inbound.readableBytes > 0), context: context)
+    }
+
+    /// An answer that began and cannot be completed: the client learns it from the connection closing.
+    private func cutOff(status: Int, context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        response = .none
+        dropUpstream()
+        if let exchange { log(status: status, exchange, context: context) }
+        exchange = nil
+        context.close(promise: nil)
+    }
+
+    private func upstreamFailed(_ failure: Problem, context: ChannelHandlerContext) {
+        responseTimer?.cancel()
+        response = .none
+        problem = failure
+        carry(machine.upstreamFailed(), context: context)
+    }
+
+    // MARK: Answers and actions
+
+    private func answer(closeAfter: Bool, context: ChannelHandlerContext) {
+        guard let problem else { return }
+        self.problem = nil
+        var (head, body) = problem.responseParts()
+        if let outcome = exchange?.outcome, outcome.refusal == nil {
+            // Admitted and counted, then the upstream failed: the fields say what it cost.
+            outcome.apply(to: &head.headerFields)
+        }
+        head.headerFields[.date] = HTTPDate.now()
+        if closeAfter || machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { head.headerFields[.connection] = "close" }
+        var bytes = ByteBuffer()
+        bytes.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
+        Self.write(head.headerFields, to: &bytes)
+        bytes.writeString("\r\n")
+        bytes.writeBuffer(&body)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        if let exchange { log(status: head.status.code, exchange, context: context) }
+        exchange = nil
+        if requestBody.isComplete || closeAfter {
+            carry(machine.responseEnded(requestsWaiting: inbound.readableBytes > 0), context: context)
+        } else {
+            // The request's body is drained first, so that the next request is found after it.
+            answeredAwaitingBody = true
+            process(context: context)
+        }
+    }
+
+    private func carry(_ action: ConnectionStateMachine<ContinuousClock>.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none, .hold:
+            break
+        case .decide:
+            decidePending(context: context)
+        case .collectBody:
+            if bodyAtHand != nil || bodyBeyondCollecting { carry(machine.bodyCollected(), context: context) }
+        case .parseHead:
+            parseHead(context: context)
+        case .relayRequestBody:
+            relayRequestBody(forward: true, context: context)
+        case .discardRequestBody:
+            relayRequestBody(forward: false, context: context)
+        case .read:
+            context.read()
+        case .forward(let resume):
+            forward(context: context)
+            if resume { context.read() }
+        case .answer(let closeAfter, let resume):
+            answer(closeAfter: closeAfter, context: context)
+            if resume, context.channel.isActive { context.read() }
+        case .nextRequest(let deadline, let resume):
+            schedule(deadline, context: context)
+            if resume { context.read() }
+            process(context: context)
+            if inputWasClosed, machine.state == .reading || machine.state == .idle {
+                // What is left is part of a request the client will never finish.
+                carry(machine.inputClosed(bodyAtHand: false), context: context)
+            }
+        case .scheduleIdleTimeout(let deadline):
+            schedule(deadline, context: context)
+        case .close:
+            closeAfterLinger(context: context)
+        case .abandon:
+            dropUpstream()
+            context.close(promise: nil)
+        }
+    }
+
+    /// Stops writing and reads what the client still sends for a while before closing: closing at once
+    /// with unread input makes the kernel reset the connection, and the client may lose the last answer.
+    private func closeAfterLinger(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        context.flush()
+        if requestBody.isComplete {
+            // Nothing more is expected: the end of output tells the client at once (and ends an answer
+            // read until close). A client still sending a body would take it for an error, so it is
+            // left to read the answer and close first.
+            let channel = context.channel
+            let halfClosed = context.eventLoop.makePromise(of: Void.self)
+            halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+            context.close(mode: .output, promise: halfClosed)
+        }
+        idleTask = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
+            context.close(promise: nil)
+        }
+    }
+
+    static let lingerTime = TimeAmount.seconds(2)
+
+    /// Sets the idle check, unless one is set already: deadlines only move later, and a check that comes
+    /// early sets the next one (the state machine says when). One timer per idle period, not one per
+    /// request.
+    private func schedule(_ deadline: ContinuousClock.Instant?, context: ChannelHandlerContext) {
+        guard let deadline, idleTask == nil else { return }
+        idleTask = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(ContinuousClock.now.duration(to: deadline))) {
+            self.idleTask = nil
+            self.carry(self.machine.idleTimeoutFired(), context: context)
+        }
+    }
+
+    private func log(status: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
+        guard let method = exchange.method else {
+            // A head refused before its method was known: counted, as `ProtocolGuard` counts it, not logged.
+            shared.accessLog.metrics.response(status)
+            return
+        }
+        shared.accessLog.record(
+            status: status, method: method, path: exchange.path, started: exchange.started,
+            client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome, logger: shared.logger)
+    }
+}
+
+/// Why the byte-level listener could not judge a request.
+enum ByteListenerError: Error {
+    /// The route counts its cost from the body, which had not arrived whole with the head.
+    case bodyNotAtHand
+}
+
+/// The upstream side of a `ByteListenerHandler`: hands what the upstream sends to its owner, on the
+/// same event loop, and reads from the upstream only while the client takes what it is sent.
+private final class UpstreamRelay: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+
+    private var owner: ByteListenerHandler?
+    private let ownerContext: ChannelHandlerContext
+    private var context: ChannelHandlerContext?
+    private var readHeld = false
+
+    init(owner: ByteListenerHandler, ownerContext: ChannelHandlerContext) {
+        self.owner = owner
+        self.ownerContext = ownerContext
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if ownerContext.channel.isWritable {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    /// The client's connection is writable again.
+    func resumeReading() {
+        guard readHeld, let context else { return }
+        readHeld = false
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        owner?.upstreamRead(unwrapInboundIn(data), from: context.channel, context: ownerContext)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        owner?.upstreamWritabilityChanged(context.channel, context: ownerContext)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Once only, and the cycle between the two handlers ends here.
+        let owner = self.owner
+        self.owner = nil
+        owner?.upstreamInactive(context.channel, context: ownerContext)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
