@@ -3,9 +3,9 @@ SWIFT ?= swift
 
 .PHONY: deps build test run check bench-core bench-redis
 
-deps:  ## Debian packages the build and the tests need
-	@command -v redis-server >/dev/null && [ -f /usr/include/hiredis/hiredis.h ] || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhiredis-dev redis-server redis-tools)
+deps:  ## Debian packages the build and the tests need (openssl: the TLS tests' certificates)
+	@command -v redis-server >/dev/null && command -v openssl >/dev/null && [ -f /usr/include/hiredis/hiredis.h ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhiredis-dev redis-server redis-tools openssl)
 
 build: deps
 	$(SWIFT) build

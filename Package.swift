@@ -69,9 +69,12 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                // TLS to Redis (rediss://): hiredis 0.14 has none, so it is a handler in front of the RESP one.
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
             ]
         ),
-        // What the live tests share: a redis-server launcher, free ports.
+        // What the live tests share: a redis-server launcher (plain or TLS), free ports, test certificates.
         .target(
             name: "TollgateTestSupport",
             dependencies: [

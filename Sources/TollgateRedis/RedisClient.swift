@@ -29,13 +29,16 @@ public final class RedisClient: Sendable {
     private let lifecycle = Mutex<Lifecycle>(.idle)
     /// Scripts loaded through `scriptLoad`, by SHA1, so that `evalSHA` can load them again.
     let scripts = Mutex<[String: String]>([:])
+    /// Made once from `configuration.tls` and shared by every connection.
+    let tls: RedisTLSContext?
 
     private enum Lifecycle {
         case idle, running, finished
     }
 
     /// - Parameters:
-    ///   - configuration: where Redis is and how patient to be; validated here.
+    ///   - configuration: where Redis is and how patient to be; validated here, and the TLS files it
+    ///     names are read here (an unreadable or invalid file throws `.invalidConfiguration` naming it).
     ///   - eventLoopGroup: the loops the connections run on (each connection stays on one loop).
     ///   - logger: where connection events go; commands and their arguments are never logged.
     public init(
@@ -45,6 +48,7 @@ public final class RedisClient: Sendable {
     ) throws(RedisClientError) {
         try configuration.validate()
         self.configuration = configuration
+        tls = try RedisTLSContext.make(for: configuration)
         var logger = logger
         logger[metadataKey: "redis.endpoint"] = "\(configuration.endpointDescription)"
         self.logger = logger
@@ -101,6 +105,7 @@ public final class RedisClient: Sendable {
                     configuration: configuration,
                     eventLoop: slot.eventLoop,
                     taskExecutor: loops.first { $0.eventLoop === slot.eventLoop }?.executor,
+                    tls: tls,
                     logger: logger
                 )
                 slot.state.withLock { $0 = .connected(connection) }

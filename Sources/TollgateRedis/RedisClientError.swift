@@ -37,7 +37,7 @@ public struct RedisClientError: Error, Sendable, CustomStringConvertible {
         public static var serverError: Self { Self(.serverError) }
         /// No connection is up (the client is reconnecting, or not running); the command was not sent.
         public static var notConnected: Self { Self(.notConnected) }
-        /// Connecting, authenticating or selecting the database failed.
+        /// Connecting, the TLS handshake, authenticating or selecting the database failed.
         public static var connectFailed: Self { Self(.connectFailed) }
         /// A `RedisConfiguration` field is out of range.
         public static var invalidConfiguration: Self { Self(.invalidConfiguration) }
@@ -53,11 +53,15 @@ public struct RedisClientError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The error underneath, when there is one (a socket error, the server's error reply, …).
     public var underlying: (any Error)?
+    /// For `.invalidConfiguration`: the `RedisConfiguration` field at fault, such as `connections` or
+    /// `tls.caFile`, so that a caller that reads its own configuration format can name its own field.
+    public var field: String?
 
-    public init(_ code: Code, message: String, underlying: (any Error)? = nil) {
+    public init(_ code: Code, message: String, underlying: (any Error)? = nil, field: String? = nil) {
         self.code = code
         self.message = message
         self.underlying = underlying
+        self.field = field
     }
 
     public var description: String {
@@ -83,6 +87,12 @@ public struct RedisClientError: Error, Sendable, CustomStringConvertible {
 }
 
 extension RedisClientError {
+    /// The error for a `RedisConfiguration` field out of range: which field, what was expected, what was found.
+    static func invalidField(_ field: String, expected: String, found: String) -> RedisClientError {
+        RedisClientError(
+            .invalidConfiguration, message: "RedisConfiguration.\(field) must be \(expected), found \(found)", field: field)
+    }
+
     /// The error for a server error reply. Some servers echo the arguments of an unknown command
     /// (`ERR unknown command 'X', with args beginning with: …`); that part is dropped so that arguments
     /// never reach an error message or a log line.

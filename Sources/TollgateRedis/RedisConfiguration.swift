@@ -16,6 +16,7 @@
 /// | `maximumPendingCommands` | `Int` | `1024` | commands waiting on one connection before callers get `.overloaded` |
 /// | `reconnectBackoffMinimum` | `Duration` | 50 ms | first wait before reconnecting after a failure |
 /// | `reconnectBackoffMaximum` | `Duration` | 5 s | longest wait between reconnection attempts |
+/// | `tls` | `RedisTLSConfiguration?` | `nil` | when set, TLS over TCP: trust, server name, client certificate |
 ///
 /// The wait between reconnection attempts doubles from the minimum up to the maximum, each wait drawn
 /// at random between half and all of its nominal value so that replicas do not reconnect in step.
@@ -32,6 +33,7 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var maximumPendingCommands: Int
     public var reconnectBackoffMinimum: Duration
     public var reconnectBackoffMaximum: Duration
+    public var tls: RedisTLSConfiguration?
 
     public init(
         host: String = "127.0.0.1",
@@ -45,7 +47,8 @@ public struct RedisConfiguration: Sendable, Hashable {
         commandTimeout: Duration = .seconds(1),
         maximumPendingCommands: Int = 1024,
         reconnectBackoffMinimum: Duration = .milliseconds(50),
-        reconnectBackoffMaximum: Duration = .seconds(5)
+        reconnectBackoffMaximum: Duration = .seconds(5),
+        tls: RedisTLSConfiguration? = nil
     ) {
         self.host = host
         self.port = port
@@ -59,6 +62,7 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.maximumPendingCommands = maximumPendingCommands
         self.reconnectBackoffMinimum = reconnectBackoffMinimum
         self.reconnectBackoffMaximum = reconnectBackoffMaximum
+        self.tls = tls
     }
 
     /// Where the server is, for logs and error messages (never includes credentials).
@@ -70,7 +74,7 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Checks every field; the error names the field, what was expected and what was found.
     public func validate() throws(RedisClientError) {
         func fail(_ field: String, _ expected: String, _ found: String) -> RedisClientError {
-            RedisClientError(.invalidConfiguration, message: "RedisConfiguration.\(field) must be \(expected), found \(found)")
+            RedisClientError.invalidField(field, expected: expected, found: found)
         }
         if unixSocketPath == nil {
             guard !host.isEmpty else { throw fail("host", "a host name or address", "an empty string") }
@@ -94,11 +98,17 @@ public struct RedisConfiguration: Sendable, Hashable {
         guard reconnectBackoffMaximum >= reconnectBackoffMinimum else {
             throw fail("reconnectBackoffMaximum", "at least reconnectBackoffMinimum (\(reconnectBackoffMinimum))", "\(reconnectBackoffMaximum)")
         }
+        if let tls {
+            // Redis serves TLS on TCP ports only (tls-port).
+            guard unixSocketPath == nil else { throw fail("tls", "nil when unixSocketPath is set", "TLS settings") }
+            try tls.validate()
+        }
     }
 }
 
 extension RedisConfiguration {
-    /// A configuration from a URL: `redis://[[username]:password@]host[:port][/database]` or
+    /// A configuration from a URL: `redis://[[username]:password@]host[:port][/database]`, the same with
+    /// `rediss://` for TLS (trusting the system's roots: set `tls` for more), or
     /// `unix://[[username]:password@]/path/to/socket[?db=N]`. Percent-escapes in the user and password are
     /// decoded. Fields the URL does not mention keep their defaults.
     public init(url: String) throws(RedisClientError) {
@@ -112,11 +122,15 @@ extension RedisConfiguration {
         if url.hasPrefix("redis://") {
             rest = url.dropFirst("redis://".count)
             isUnix = false
+        } else if url.hasPrefix("rediss://") {
+            rest = url.dropFirst("rediss://".count)
+            isUnix = false
+            tls = RedisTLSConfiguration()
         } else if url.hasPrefix("unix://") {
             rest = url.dropFirst("unix://".count)
             isUnix = true
         } else {
-            throw invalid("expected it to start with redis:// or unix://")
+            throw invalid("expected it to start with redis://, rediss:// or unix://")
         }
         var location = rest
         if let at = rest.lastIndex(of: "@") {
@@ -201,6 +215,6 @@ extension RedisConfiguration: CustomStringConvertible {
             + "password: \(password == nil ? "nil" : "<redacted>"), database: \(database), "
             + "connections: \(connections), connectTimeout: \(connectTimeout), commandTimeout: \(commandTimeout), "
             + "maximumPendingCommands: \(maximumPendingCommands), "
-            + "reconnectBackoff: \(reconnectBackoffMinimum)...\(reconnectBackoffMaximum))"
+            + "reconnectBackoff: \(reconnectBackoffMinimum)...\(reconnectBackoffMaximum), tls: \(tls.map { "\($0)" } ?? "off"))"
     }
 }

@@ -36,40 +36,68 @@ public final actor RedisConnection {
         self.commandTimeout = TimeAmount(configuration.commandTimeout)
     }
 
-    /// Connects over TCP or the unix socket of `configuration`, then authenticates and selects the
-    /// database, all within `configuration.connectTimeout`.
+    /// Connects over TCP (with TLS when `configuration.tls` is set) or the unix socket of
+    /// `configuration`, then authenticates and selects the database, all within
+    /// `configuration.connectTimeout`.
     public static func connect(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
         logger: Logger
     ) async throws(RedisClientError) -> RedisConnection {
-        try await connect(configuration: configuration, eventLoop: eventLoop, taskExecutor: nil, logger: logger)
+        try configuration.validate()
+        return try await connect(
+            configuration: configuration, eventLoop: eventLoop, taskExecutor: nil,
+            tls: RedisTLSContext.make(for: configuration), logger: logger)
+    }
+
+    /// A new channel and, with TLS, the outcome of its handshake.
+    private struct NewChannel: Sendable {
+        var channel: any Channel
+        var handshake: EventLoopFuture<Void>?
     }
 
     /// Connects; `taskExecutor`, when given, is the client's executor on `eventLoop`, whose jobs the
-    /// handler can flush after (see `RedisChannelHandler.scheduleFlush`).
+    /// handler can flush after (see `RedisChannelHandler.scheduleFlush`); `tls` is the client's TLS
+    /// context, made once from `configuration.tls`.
     static func connect(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         taskExecutor: EventLoopTaskExecutor?,
+        tls: RedisTLSContext?,
         logger: Logger
     ) async throws(RedisClientError) -> RedisConnection {
         try configuration.validate()
         let started = ContinuousClock.now
+        let deadline = NIODeadline.now() + TimeAmount(configuration.connectTimeout)
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(logger: logger, taskExecutor: taskExecutor))
+        // Called for every address tried; each channel returns its own handshake, and only the channel
+        // that connected comes back.
+        let initialize: @Sendable (any Channel) -> EventLoopFuture<NewChannel> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let pipeline = channel.pipeline.syncOperations
+                var handshake: EventLoopFuture<Void>?
+                if let tls {
+                    let waiter = TLSHandshakeHandler(eventLoop: channel.eventLoop, deadline: deadline)
+                    do {
+                        try pipeline.addHandlers([tls.makeHandler(), waiter])
+                    } catch {
+                        waiter.abandon(error)
+                        throw error
+                    }
+                    handshake = waiter.handshake
                 }
+                try pipeline.addHandler(RedisChannelHandler(logger: logger, taskExecutor: taskExecutor))
+                return NewChannel(channel: channel, handshake: handshake)
             }
-        let channel: any Channel
+        }
+        let connected: NewChannel
         do {
             if let path = configuration.unixSocketPath {
-                channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+                connected = try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initialize)
             } else {
-                channel = try await bootstrap.connect(host: configuration.host, port: configuration.port).get()
+                connected = try await bootstrap.connect(host: configuration.host, port: configuration.port, channelInitializer: initialize)
             }
         } catch let error as RedisClientError {
             throw error
@@ -86,8 +114,21 @@ public final actor RedisConnection {
                 underlying: error
             )
         }
+        let channel = connected.channel
+        if let handshake = connected.handshake, let tls {
+            do {
+                try await handshake.get()
+            } catch {
+                channel.close(promise: nil)
+                throw tls.failure(error, endpoint: configuration.endpointDescription)
+                    ?? RedisClientError(
+                        .connectFailed,
+                        message: "the TLS handshake with Redis at \(configuration.endpointDescription) failed",
+                        underlying: error)
+            }
+        }
         let remaining = configuration.connectTimeout - (ContinuousClock.now - started)
-        return try await handshake(channel: channel, configuration: configuration, timeout: remaining, logger: logger)
+        return try await handshake(channel: channel, configuration: configuration, tls: tls, timeout: remaining, logger: logger)
     }
 
     /// Wraps a channel whose pipeline already ends in a `RedisChannelHandler` (tests use this with
@@ -95,6 +136,7 @@ public final actor RedisConnection {
     static func handshake(
         channel: any Channel,
         configuration: RedisConfiguration,
+        tls: RedisTLSContext? = nil,
         timeout: Duration,
         logger: Logger
     ) async throws(RedisClientError) -> RedisConnection {
@@ -109,7 +151,7 @@ public final actor RedisConnection {
         }
         let connection = RedisConnection(channel: channel, handler: handler, configuration: configuration, logger: logger)
         do {
-            try await connection.authenticateAndSelect(timeout: max(timeout, .milliseconds(1)))
+            try await connection.authenticateAndSelect(tls: tls, timeout: max(timeout, .milliseconds(1)))
         } catch {
             channel.close(promise: nil)
             throw error
@@ -125,7 +167,7 @@ public final actor RedisConnection {
         }.get()
     }
 
-    private nonisolated func authenticateAndSelect(timeout: Duration) async throws(RedisClientError) {
+    private nonisolated func authenticateAndSelect(tls: RedisTLSContext?, timeout: Duration) async throws(RedisClientError) {
         var commands: [[RedisArgument]] = []
         if let password = configuration.password {
             if let username = configuration.username {
@@ -137,6 +179,11 @@ public final actor RedisConnection {
         if configuration.database != 0 {
             commands.append(["SELECT", RedisArgument(configuration.database)])
         }
+        if commands.isEmpty, tls != nil {
+            // Under TLS 1.3 a server that requires a client certificate refuses it only after the
+            // client's handshake has completed: one round trip shows the refusal here, not on a check.
+            commands.append(["PING"])
+        }
         guard !commands.isEmpty else { return }
         // Pipelined: every reply is awaited so that no command is left behind unobserved.
         let futures = try commands.map { (arguments) throws(RedisClientError) in
@@ -146,7 +193,14 @@ public final actor RedisConnection {
             do {
                 _ = try await future.get()
             } catch {
-                let step = commands[index][0] == "AUTH" ? "authenticating" : "selecting database \(configuration.database)"
+                if let tls, let failure = tls.failure(error, endpoint: configuration.endpointDescription) {
+                    throw failure
+                }
+                let step = switch commands[index][0] {
+                case "AUTH": "authenticating"
+                case "SELECT": "selecting database \(configuration.database)"
+                default: "the first command"
+                }
                 var failure = RedisClientError(
                     .connectFailed,
                     message: "\(step) on Redis at \(configuration.endpointDescription) failed",

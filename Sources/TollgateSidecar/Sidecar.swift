@@ -84,14 +84,13 @@ public final class Sidecar: Sendable {
         func redisClient(_ url: String, field: String) throws(ConfigurationError) -> RedisClient {
             if let client = clients[url] { return client }
             do {
-                var redis = try RedisConfiguration(url: url)
-                redis.connections = settings.store.connections
-                redis.commandTimeout = settings.store.timeout
+                let redis = try settings.store.redisConfiguration(url: url, configurationFile: configurationFile)
                 let client = try RedisClient(configuration: redis, logger: logger)
                 clients[url] = client
                 return client
             } catch {
-                throw ConfigurationError(file: configurationFile, line: nil, path: field, message: error.message)
+                throw ConfigurationError(
+                    file: configurationFile, line: nil, path: StoreSettings.field(of: error, urlField: field), message: error.message)
             }
         }
 

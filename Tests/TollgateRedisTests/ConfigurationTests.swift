@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import TollgateRedis
@@ -60,6 +61,65 @@ import Testing
         let configuration = RedisConfiguration(username: "u", password: "hunter2")
         #expect(!"\(configuration)".contains("hunter2"))
         #expect("\(configuration)".contains("<redacted>"))
+    }
+
+    @Test func redissURLsTurnTLSOn() throws {
+        let secure = try RedisConfiguration(url: "rediss://user:pw@redis.example.com:6380/1")
+        #expect(secure.tls == RedisTLSConfiguration())
+        #expect(secure.host == "redis.example.com" && secure.port == 6380 && secure.database == 1 && secure.username == "user")
+        #expect(try RedisConfiguration(url: "redis://redis.example.com").tls == nil)
+        #expect("\(secure)".contains("tls: TLS(trust: system roots)") && !"\(secure)".contains("pw@"))
+    }
+
+    @Test(arguments: [
+        (RedisTLSConfiguration(certificateFile: "/c.pem"), "tls.privateKeyFile", "set when certificateFile is set"),
+        (RedisTLSConfiguration(privateKeyFile: "/k.pem"), "tls.certificateFile", "set when privateKeyFile is set"),
+        (RedisTLSConfiguration(caFile: ""), "tls.caFile", "a file path or nil"),
+        (RedisTLSConfiguration(serverName: "10.0.0.1"), "tls.serverName", "not an IP address"),
+        (RedisTLSConfiguration(serverName: "redis .example"), "tls.serverName", "a DNS name"),
+    ])
+    func tlsValidationNamesTheField(_ tls: RedisTLSConfiguration, field: String, expected: String) {
+        let configuration = RedisConfiguration(tls: tls)
+        do {
+            try configuration.validate()
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .invalidConfiguration && error.field == field)
+            #expect(error.message.hasPrefix("RedisConfiguration.\(field) must be") && error.message.contains(expected), "\(error)")
+        }
+    }
+
+    @Test func tlsNeedsTCP() {
+        let configuration = RedisConfiguration(unixSocketPath: "/run/redis.sock", tls: RedisTLSConfiguration())
+        #expect(throws: RedisClientError.self) { try configuration.validate() }
+    }
+
+    /// A client reads the files when it is made: a missing, unreadable or wrong file is named, with its field.
+    @Test func aBadTLSFileIsNamed() throws {
+        let directory = NSTemporaryDirectory() + "tollgate-tls-config-\(UInt64.random(in: 0...UInt64.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let notPEM = directory + "/not.pem"
+        try Data("not a certificate\n".utf8).write(to: URL(fileURLWithPath: notPEM))
+        let cases: [(RedisTLSConfiguration, String, String)] = [
+            (RedisTLSConfiguration(caFile: directory + "/missing.pem"), "tls.caFile", "does not exist"),
+            (RedisTLSConfiguration(caFile: directory), "tls.caFile", "is a directory"),
+            (RedisTLSConfiguration(caFile: notPEM), "tls.caFile", "holds no PEM certificate"),
+            (RedisTLSConfiguration(certificateFile: notPEM, privateKeyFile: notPEM), "tls.certificateFile", "holds no PEM certificate"),
+        ]
+        for (tls, field, why) in cases {
+            var configuration = RedisConfiguration(tls: tls)
+            configuration.password = "file-test-pw"
+            do {
+                _ = try RedisClient(configuration: configuration, logger: quietLogger)
+                Issue.record("expected \(tls) to be refused")
+            } catch {
+                #expect(error.code == .invalidConfiguration && error.field == field, "\(error)")
+                #expect(error.message.contains(why), "\(error)")
+                #expect(error.message.contains(tls.caFile ?? notPEM), "\(error)")
+                #expect(!error.description.contains("file-test-pw"))
+            }
+        }
     }
 
     @Test func backoffDoublesUpToTheMaximumWithJitter() {

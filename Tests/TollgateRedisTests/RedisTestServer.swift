@@ -7,10 +7,14 @@ import TollgateTestSupport
 @testable import TollgateRedis
 
 extension RedisTestServer {
-    /// A client configuration for this server over TCP (or its unix socket when it has one).
+    /// A client configuration for this server over TCP (or its unix socket when it has one); for a TLS
+    /// server, TLS trusting the test CA and expecting the name its certificate carries.
     var configuration: RedisConfiguration {
         var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
         configuration.unixSocketPath = unixSocketPath
+        if let tls {
+            configuration.tls = RedisTLSConfiguration(caFile: tls.caFile, serverName: "localhost")
+        }
         return configuration
     }
 }

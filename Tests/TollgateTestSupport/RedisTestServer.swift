@@ -16,7 +16,7 @@ public struct TestSetupError: Error, CustomStringConvertible {
 }
 
 /// A `redis-server` that a test starts on a free loopback port and kills when it is done, or when the test
-/// wants Redis gone mid-run.
+/// wants Redis gone mid-run. With a `TestCertificateAuthority` it serves TLS only, on that port.
 ///
 /// Stopped with SIGKILL, never `Process.terminate()` (a process started from a Swift Testing worker can
 /// ignore SIGTERM and hang the suite).
@@ -24,25 +24,33 @@ public final class RedisTestServer {
     public let port: Int
     /// The server's unix socket, when it was started with one.
     public let unixSocketPath: String?
+    /// The certificates of a TLS server; nil for a plain one.
+    public let tls: TestCertificateAuthority?
     private let process: Process
     private let logPath: String
 
-    private init(port: Int, unixSocketPath: String?, process: Process, logPath: String) {
+    private init(port: Int, unixSocketPath: String?, tls: TestCertificateAuthority?, process: Process, logPath: String) {
         self.port = port
         self.unixSocketPath = unixSocketPath
+        self.tls = tls
         self.process = process
         self.logPath = logPath
     }
 
-    /// `redis://127.0.0.1:<port>`.
-    public var url: String { "redis://127.0.0.1:\(port)" }
+    /// `redis://127.0.0.1:<port>`, or `rediss://localhost:<port>` for a TLS server (its certificate
+    /// names localhost).
+    public var url: String { tls == nil ? "redis://127.0.0.1:\(port)" : "rediss://localhost:\(port)" }
 
     /// Starts `redis-server --port <port> --save '' --appendonly no` plus `arguments`, and waits until it
     /// accepts connections. Fails (loudly) when `redis-server` is not installed.
-    public static func start(port: Int? = nil, unixSocket: Bool = false, arguments: [String] = []) async throws
-        -> RedisTestServer
-    {
-        guard let executable = locate("redis-server") else {
+    ///
+    /// With `tls`, the port is a TLS port (`--tls-port`, no plain port) serving `tls`' server certificate;
+    /// with `requireClientCertificate`, clients must present a certificate signed by `tls.caFile`.
+    public static func start(
+        port: Int? = nil, unixSocket: Bool = false, tls: TestCertificateAuthority? = nil,
+        requireClientCertificate: Bool = false, arguments: [String] = []
+    ) async throws -> RedisTestServer {
+        guard let executable = locateExecutable("redis-server") else {
             throw TestSetupError(
                 description: "redis-server was not found on PATH nor in /usr/bin, /usr/sbin, /usr/local/bin. "
                     + "Install it (Debian: apt-get install redis-server redis-tools); the live tests need it.")
@@ -53,9 +61,19 @@ public final class RedisTestServer {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         var serverArguments = [
-            "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--dir", "/tmp", "--logfile", logPath,
+            "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", "/tmp",
+            "--logfile", logPath,
         ]
+        if let tls {
+            // Debian's redis-server is built with TLS (it links libssl).
+            serverArguments += [
+                "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", tls.serverCertificateFile,
+                "--tls-key-file", tls.serverKeyFile, "--tls-ca-cert-file", tls.caFile,
+                "--tls-auth-clients", requireClientCertificate ? "yes" : "no",
+            ]
+        } else {
+            serverArguments += ["--port", "\(port)"]
+        }
         if let socketPath {
             serverArguments += ["--unixsocket", socketPath, "--unixsocketperm", "700"]
         }
@@ -64,7 +82,7 @@ public final class RedisTestServer {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let server = RedisTestServer(port: port, unixSocketPath: socketPath, process: process, logPath: logPath)
+        let server = RedisTestServer(port: port, unixSocketPath: socketPath, tls: tls, process: process, logPath: logPath)
 
         // Generous: the whole suite starts servers side by side on two shared cores.
         let deadline = ContinuousClock.now + .seconds(30)
@@ -97,12 +115,6 @@ public final class RedisTestServer {
         if let unixSocketPath { try? FileManager.default.removeItem(atPath: unixSocketPath) }
     }
 
-    private static func locate(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
-        return directories.lazy.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
     private static func acceptsConnections(port: Int) async -> Bool {
         do {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -119,10 +131,13 @@ public final class RedisTestServer {
 /// Runs `body` with a fresh server, killing it afterwards whatever happens.
 public func withRedisServer(
     unixSocket: Bool = false,
+    tls: TestCertificateAuthority? = nil,
+    requireClientCertificate: Bool = false,
     arguments: [String] = [],
     _ body: (RedisTestServer) async throws -> Void
 ) async throws {
-    let server = try await RedisTestServer.start(unixSocket: unixSocket, arguments: arguments)
+    let server = try await RedisTestServer.start(
+        unixSocket: unixSocket, tls: tls, requireClientCertificate: requireClientCertificate, arguments: arguments)
     do {
         try await body(server)
     } catch {
@@ -142,4 +157,11 @@ public func freePort() async throws -> Int {
     }
     try await channel.close()
     return port
+}
+
+/// The path of the executable `name` on PATH or in the usual system folders, if there is one.
+func locateExecutable(_ name: String) -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+    let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+    return directories.lazy.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }

@@ -14,7 +14,9 @@ extension ConfigReader {
     static let memoryStoreFields = ["backend", "max_entries"]
     static let redisStoreFields = [
         "backend", "url", "failure_policy", "timeout", "connections", "unavailable_retry_after", "coalesce", "max_batch",
+        "tls",
     ]
+    static let storeTLSFields = ["ca_file", "cert_file", "key_file", "server_name"]
     static let commonKeyFields = ["source", "cache_ttl", "negative_cache_ttl", "cache_size", "stale_if_error"]
     static let routeFields = ["method", "path", "scope", "cost", "limits"]
 
@@ -134,6 +136,7 @@ extension ConfigReader {
             case "unavailable_retry_after": store.unavailableRetryAfter = try timeAmount(value, at: at)
             case "coalesce": store.coalesce = try bool(value, at: at)
             case "max_batch": store.maxBatch = try count(value, at: at)
+            case "tls": store.tls = try storeTLS(value, at: at)
             default: break
             }
         }
@@ -142,19 +145,69 @@ extension ConfigReader {
                 at: node, path.appending("url"),
                 "missing required field for the redis backend; expected a URL such as redis://127.0.0.1:6379")
         }
+        if let tlsKey = fields.entries.first(where: { $0.name == "tls" })?.key, let url = store.url, !url.hasPrefix("rediss://") {
+            // Only the scheme is named: the URL may hold a password.
+            throw error(
+                at: tlsKey, path.appending("tls"),
+                "expected a rediss:// store.url with tls (TLS settings apply to TLS connections), found a "
+                    + "\(url.hasPrefix("unix://") ? "unix://" : "redis://") URL")
+        }
         return store
+    }
+
+    /// `store.tls`: the files are checked when the sidecar starts (they are read then), their shape here.
+    func storeTLS(_ node: Node, at path: FieldPath) throws(ConfigurationError) -> StoreTLSSettings {
+        let fields = try fields(of: node, at: path, expected: "a mapping of TLS settings (\(list(Self.storeTLSFields)))")
+        try rejectUnknown(fields, allowed: Self.storeTLSFields, in: "store.tls")
+        func file(_ name: String, _ what: String) throws(ConfigurationError) -> String? {
+            guard let node = fields[name] else { return nil }
+            return try string(node, at: path.appending(name), expected: "the path of a PEM file of \(what)")
+        }
+        var tls = StoreTLSSettings(
+            caFile: try file("ca_file", "CA certificates"), certFile: try file("cert_file", "the client certificate"),
+            keyFile: try file("key_file", "the client's private key"))
+        if let node = fields["server_name"] {
+            tls.serverName = try tlsServerName(node, at: path.appending("server_name"))
+        }
+        if let certificate = fields["cert_file"], tls.keyFile == nil {
+            throw error(at: certificate, path.appending("key_file"), "missing; cert_file needs the certificate's private key in key_file")
+        }
+        if let key = fields["key_file"], tls.certFile == nil {
+            throw error(at: key, path.appending("cert_file"), "missing; key_file needs the client certificate in cert_file")
+        }
+        return tls
+    }
+
+    /// A DNS name for SNI and certificate verification. SNI carries no address: an address host is
+    /// verified against the address itself, with no `server_name`.
+    func tlsServerName(_ node: Node, at path: FieldPath) throws(ConfigurationError) -> String {
+        let expected = "a DNS name such as redis.example.com"
+        let text = try string(node, at: path, expected: expected)
+        let isName = text.utf8.count <= 253 && text.utf8.allSatisfy { byte in
+            byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_")
+                || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+        }
+        guard isName else { throw error(at: node, path, "expected \(expected) (letters, digits, '-', '.'), found \(describe(node))") }
+        guard !text.utf8.allSatisfy({ $0 == UInt8(ascii: ".") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }) else {
+            throw error(
+                at: node, path,
+                "expected \(expected), not an address: leave server_name out and the address is verified, found \(describe(node))")
+        }
+        return text
     }
 
     /// A Redis URL, checked for its scheme only (the sidecar parses the rest). Never echoed: it may hold
     /// a password.
     func redisURL(_ node: Node, at path: FieldPath) throws(ConfigurationError) -> String {
-        let expected = "a URL such as redis://127.0.0.1:6379 or unix:///run/redis.sock"
+        let expected = "a URL such as redis://127.0.0.1:6379, rediss://redis.example.com:6380 or unix:///run/redis.sock"
         guard case .scalar(let scalar) = node, !Self.isNull(scalar), !scalar.string.isEmpty else {
             throw error(at: node, path, "expected \(expected), found \(describe(node))")
         }
         let text = scalar.string
-        guard text.hasPrefix("redis://") || text.hasPrefix("unix://") else {
-            throw error(at: node, path, "expected \(expected), found a value that starts with neither redis:// nor unix://")
+        guard text.hasPrefix("redis://") || text.hasPrefix("rediss://") || text.hasPrefix("unix://") else {
+            throw error(at: node, path, "expected \(expected), found a value that starts with none of redis://, rediss:// or unix://")
         }
         return text
     }

@@ -42,7 +42,8 @@ import Foundation
 /// - `store` (mapping, optional): where counters live.
 ///   - `backend` (string, default `memory`): `memory` (in process) or `redis` (shared by every replica).
 ///   - `max_entries` (int, default 1_000_000, memory only): the in-memory store's bound.
-///   - `url` (string, required for redis): `redis://[[user]:password@]host[:port][/db]` or `unix:///path`.
+///   - `url` (string, required for redis): `redis://[[user]:password@]host[:port][/db]`, the same with
+///     `rediss://` for TLS, or `unix:///path`.
 ///   - `failure_policy` (string, default `deny`, redis only): when Redis fails or is too slow: `deny`
 ///     (503 with Retry-After), `allow` (pass unchecked) or `local` (limit in process meanwhile).
 ///   - `timeout` (duration, default 250ms, redis only): each check's time budget.
@@ -51,6 +52,15 @@ import Foundation
 ///   - `coalesce` (bool, default true, redis only): checks of a key that arrive while a call for it is in
 ///     flight go together as one call when it returns (hot keys cost Redis a fraction of a call each).
 ///   - `max_batch` (int, default 64, redis only): the most checks one such call decides.
+///   - `tls` (mapping, optional, redis only, needs a `rediss://` URL): TLS to Redis, for every `rediss://`
+///     connection the sidecar makes (the key registry's too). Paths are relative to the configuration file.
+///     The server's certificate is always verified, its name included.
+///     - `ca_file` (string, optional): PEM file of the CA certificates that sign the server's certificate;
+///       without it, the system's roots.
+///     - `cert_file` (string, optional, with `key_file`): PEM file of the client certificate (mutual TLS).
+///     - `key_file` (string, optional, with `cert_file`): PEM file of its unencrypted private key.
+///     - `server_name` (string, optional): the name sent as SNI and verified in the server's certificate,
+///       when it is not the URL's host (a DNS name, not an address).
 ///
 /// - `keys` (mapping, optional): where API keys are looked up, by the SHA-256 of the key.
 ///   - `source` (string, default `file`): `file` or `redis`.
@@ -149,8 +159,19 @@ public struct StoreSettings: Sendable, Equatable {
     public var unavailableRetryAfter: Duration = .seconds(1)
     public var coalesce = true
     public var maxBatch = 64
+    /// TLS to Redis; nil when `tls` is absent (a `rediss://` URL then trusts the system's roots).
+    public var tls: StoreTLSSettings?
 
     public init() {}
+}
+
+/// The `store.tls` section: whom the sidecar trusts for Redis, the name it expects, its own certificate.
+public struct StoreTLSSettings: Sendable, Equatable {
+    /// As written: relative paths are relative to the configuration file's folder.
+    public var caFile: String?
+    public var certFile: String?
+    public var keyFile: String?
+    public var serverName: String?
 }
 
 /// The `keys` section: the key registry's source and cache.
