@@ -72,6 +72,7 @@ let package = Package(
                 // TLS to Redis (rediss://): hiredis 0.14 has none, so it is a handler in front of the RESP one.
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // What the live tests share: a redis-server launcher (plain or TLS), free ports, test certificates.

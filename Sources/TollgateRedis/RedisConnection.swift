@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -54,6 +55,8 @@ public final actor RedisConnection {
     private struct NewChannel: Sendable {
         var channel: any Channel
         var handshake: EventLoopFuture<Void>?
+        /// The first TLS error after the handshake (`TLSHandshakeHandler.laterError`).
+        var tlsError: NIOLockedValueBox<(any Error)?>?
     }
 
     /// Connects; `taskExecutor`, when given, is the client's executor on `eventLoop`, whose jobs the
@@ -78,6 +81,7 @@ public final actor RedisConnection {
             channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations
                 var handshake: EventLoopFuture<Void>?
+                var tlsError: NIOLockedValueBox<(any Error)?>?
                 if let tls {
                     let waiter = TLSHandshakeHandler(eventLoop: channel.eventLoop, deadline: deadline)
                     do {
@@ -87,9 +91,10 @@ public final actor RedisConnection {
                         throw error
                     }
                     handshake = waiter.handshake
+                    tlsError = waiter.laterError
                 }
                 try pipeline.addHandler(RedisChannelHandler(logger: logger, taskExecutor: taskExecutor))
-                return NewChannel(channel: channel, handshake: handshake)
+                return NewChannel(channel: channel, handshake: handshake, tlsError: tlsError)
             }
         }
         let connected: NewChannel
@@ -128,7 +133,18 @@ public final actor RedisConnection {
             }
         }
         let remaining = configuration.connectTimeout - (ContinuousClock.now - started)
-        return try await handshake(channel: channel, configuration: configuration, tls: tls, timeout: remaining, logger: logger)
+        do {
+            return try await handshake(channel: channel, configuration: configuration, tls: tls, timeout: remaining, logger: logger)
+        } catch {
+            // A refusal after the TLS handshake (no client certificate) may close the connection before
+            // AUTH, SELECT or PING can report it: the TLS error kept for that says why.
+            if let tls, let later = connected.tlsError?.withLockedValue({ $0 }),
+                let failure = tls.failure(later, endpoint: configuration.endpointDescription)
+            {
+                throw failure
+            }
+            throw error
+        }
     }
 
     /// Wraps a channel whose pipeline already ends in a `RedisChannelHandler` (tests use this with

@@ -1,14 +1,20 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import NIOTLS
 
 /// Sits right behind the TLS handler of a new connection until its handshake ends, so that connecting
 /// waits for the handshake and reports why it failed (an untrusted certificate, a wrong name) rather than
-/// handing out a connection that closes on its first command. Removes itself once the handshake is done:
-/// replies then go straight from the TLS handler to the Redis handler.
+/// handing out a connection that closes on its first command. It stays in the pipeline after the
+/// handshake, passing everything on, to keep the first TLS error that follows it: under TLS 1.3 a server
+/// refuses a missing client certificate only after the client's handshake has completed, and the
+/// connection may be closed and its pipeline gone before the first command can say why.
 final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
+    /// The first error after the handshake completed.
+    let laterError = NIOLockedValueBox<(any Error)?>(nil)
+    private var completed = false
     private let promise: EventLoopPromise<Void>
     private let deadline: NIODeadline
     private var timer: Scheduled<Void>?
@@ -44,13 +50,17 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
         context.fireUserInboundEventTriggered(event)
         if case TLSUserEvent.handshakeCompleted = event {
             timer?.cancel()
+            completed = true
             promise.succeed()
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(error)
+        if completed {
+            laterError.withLockedValue { first in if first == nil { first = error } }
+        } else {
+            promise.fail(error)
+        }
         context.fireErrorCaught(error)
     }
 
