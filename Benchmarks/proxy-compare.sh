@@ -113,7 +113,7 @@ for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTR
   RPS[$name]=$rps; P99[$name]=$p99; CPU[$name]=$cpu
   [ "$pid" = "$REDIS_PID" ] && REDIS_SERVER_CPU=$(cat "$WORK/redis.cpu")
 done
-echo "Redis server's own CPU during the Redis row: $REDIS_SERVER_CPU us/request (one EVALSHA of the plan's three limits each)"
+echo "Redis server's own CPU during the Redis row: $REDIS_SERVER_CPU us/request (the plan's three limits; concurrent checks of its one key share calls)"
 python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" \
   "${CPU[nginx limit_req (never rejects)]}" "${CPU[Tollgate, Redis store]}" "${CPU[Tollgate, in-memory store]}" <<'PY'
 import sys
