@@ -32,18 +32,28 @@ final class CheckQueues: Sendable {
         let continuation: CheckedContinuation<Outcome, Never>
     }
 
-    /// The checks waiting per set of keys; a key is present while a call for it is in flight.
-    private let queues = Mutex<[Key: [Waiter]]>([:])
+    /// The checks waiting per set of keys, in shards so that checks of different keys on different
+    /// event loops rarely take the same lock; a key is present while a call for it is in flight.
+    private let shards: [Shard]
+
+    private final class Shard: Sendable {
+        let queues = Mutex<[Key: [Waiter]]>([:])
+    }
     let maximumBatch: Int
 
-    init(maximumBatch: Int) {
+    init(maximumBatch: Int, shards: Int = 16) {
         precondition(maximumBatch >= 1, "a batch holds at least one check")
         self.maximumBatch = maximumBatch
+        self.shards = (0..<max(1, shards)).map { _ in Shard() }
+    }
+
+    private func shard(_ key: Key) -> Shard {
+        shards[Int((key.partition.apiKeyHash ^ key.partition.organizationHash) % UInt64(shards.count))]
     }
 
     /// Claims the keys when no call for them is in flight: the caller then makes the call.
     func claim(_ key: Key) -> Bool {
-        queues.withLock { queues in
+        shard(key).queues.withLock { queues in
             guard queues[key] == nil else { return false }
             queues[key] = []
             return true
@@ -53,7 +63,7 @@ final class CheckQueues: Sendable {
     /// Waits behind the call in flight for `key`, or claims the keys when that call has just ended.
     func wait(_ key: Key, cost: Int, now: Int64) async -> Outcome {
         await withCheckedContinuation { continuation in
-            let claimed = queues.withLock { queues -> Bool in
+            let claimed = shard(key).queues.withLock { queues -> Bool in
                 guard queues[key] != nil else {
                     queues[key] = []
                     return true
@@ -68,7 +78,7 @@ final class CheckQueues: Sendable {
     /// Called by the caller whose call for `key` has returned: the next batch (at most `maximumBatch`
     /// checks, in arrival order), or an empty list when nothing waits, which releases the keys.
     func next(_ key: Key) -> [Waiter] {
-        queues.withLock { queues in
+        shard(key).queues.withLock { queues in
             guard let waiting = queues[key], !waiting.isEmpty else {
                 queues[key] = nil
                 return []
@@ -80,8 +90,8 @@ final class CheckQueues: Sendable {
     }
 
     /// The number of sets of keys with a call in flight (tests).
-    var inFlight: Int { queues.withLock { $0.count } }
+    var inFlight: Int { shards.reduce(0) { $0 + $1.queues.withLock { $0.count } } }
 
     /// The number of checks waiting behind the call in flight for `key` (tests).
-    func waiting(_ key: Key) -> Int { queues.withLock { $0[key]?.count ?? 0 } }
+    func waiting(_ key: Key) -> Int { shard(key).queues.withLock { $0[key]?.count ?? 0 } }
 }
