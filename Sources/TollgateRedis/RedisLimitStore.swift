@@ -305,31 +305,35 @@ public final class RedisLimitStore: LimitStore {
         }
         // This check leads the next call for its keys: its own, then the others', in arrival order.
         metrics.batchSize.record(1 + others.count)
-        let outcome: Result<[Decision], Failure>
-        do {
-            if others.isEmpty {
-                outcome = .success([try await evaluate(plan, partition: partition, cost: cost, instant: nil, callerClock: callerClock)])
-            } else {
-                let sentAt = clock.now()
-                for waiter in others { metrics.queueWait.recordNanoseconds(max(0, sentAt - waiter.queuedAt) * 1_000) }
-                outcome = .success(try await evaluate(plan, partition: partition, costs: [cost] + others.map(\.cost), callerClock: callerClock))
+        let own: Result<Decision, Failure>
+        if others.isEmpty {
+            do {
+                let decision = try await evaluate(plan, partition: partition, cost: cost, instant: nil, callerClock: callerClock)
+                own = .success(decision)
+                if let observe = callObserver.withLock({ $0 }) { observe(partition, [cost], [decision]) }
+            } catch {
+                own = .failure(error)
             }
-        } catch {
-            outcome = .failure(error)
-        }
-        switch outcome {
-        case .success(let decisions):
-            for (waiter, decision) in zip(others, decisions.dropFirst()) { waiter.continuation.resume(returning: .decision(decision)) }
-            if let observe = callObserver.withLock({ $0 }) { observe(partition, [cost] + others.map(\.cost), decisions) }
-        case .failure(let failure):
-            // A call that failed is never sent again: every check in it gets the failure policy.
-            for waiter in others { waiter.continuation.resume(returning: .failure(failure)) }
+        } else {
+            let sentAt = clock.now()
+            for waiter in others { metrics.queueWait.recordNanoseconds(max(0, sentAt - waiter.queuedAt) * 1_000) }
+            let costs = [cost] + others.map(\.cost)
+            do {
+                let decisions = try await evaluate(plan, partition: partition, costs: costs, callerClock: callerClock)
+                own = .success(decisions[0])
+                for (waiter, decision) in zip(others, decisions.dropFirst()) { waiter.continuation.resume(returning: .decision(decision)) }
+                if let observe = callObserver.withLock({ $0 }) { observe(partition, costs, decisions) }
+            } catch {
+                // A call that failed is never sent again: every check in it gets the failure policy.
+                own = .failure(error)
+                for waiter in others { waiter.continuation.resume(returning: .failure(error)) }
+            }
         }
         let next = queues.next(key)
         if let first = next.first {
             first.continuation.resume(returning: .lead(others: Array(next.dropFirst())))
         }
-        return try outcome.get()[0]
+        return try own.get()
     }
 
     /// The plan's prepared call, made (and its script loaded) on its first check.

@@ -70,7 +70,7 @@ import TollgateTestSupport
                 let answers = try await withThrowingTaskGroup(of: [Decision].self) { group in
                     for caller in 0..<24 {
                         group.addTask {
-                            var random = SplitMix(seed: seed &* 1_000 &+ UInt64(caller))
+                            var random = SplitMix64(seed: seed &* 1_000 &+ UInt64(caller))
                             var answers: [Decision] = []
                             for _ in 0..<40 {
                                 let roll = random.next() % 100

@@ -45,7 +45,7 @@ import TollgateTestSupport
                 let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
                 let run = String(UInt64.random(in: 0..<1_000_000_000_000), radix: 36)
                 let partitions = (0..<3).map { Partition(organization: "b\(run)-\($0 % 2)", apiKey: "key-\($0)") }
-                var random = SplitMix(seed: seed)
+                var random = SplitMix64(seed: seed)
                 var batched = 0
                 for step in 0..<250 {
                     let roll = random.next() % 100
@@ -86,7 +86,7 @@ import TollgateTestSupport
                 let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
                 let run = String(UInt64.random(in: 0..<1_000_000_000_000), radix: 36)
                 let partitions = (0..<4).map { Partition(organization: "u\(run)-\($0 % 2)", apiKey: "key-\($0)") }
-                var random = SplitMix(seed: seed)
+                var random = SplitMix64(seed: seed)
                 func nextCost() -> Int { Int(random.next() % 3) + (random.next() % 10 == 0 ? 4 : 0) }
                 // The previous version counts (the clock only moves forward: its calendar periods are the caller's).
                 for _ in 0..<120 {

@@ -83,7 +83,7 @@ final class CapturedLogs: Sendable {
                 // Organizations short enough to be their own hash tag, so that the keys can be listed by name.
                 let run = String(UInt64.random(in: 0..<1_000_000_000_000), radix: 36)
                 let partitions = (0..<4).map { Partition(organization: "o\(run)-\($0 % 2)", apiKey: "key-\($0)") }
-                var random = SplitMix(seed: seed)
+                var random = SplitMix64(seed: seed)
                 for step in 0..<1_200 {
                     let roll = random.next() % 100
                     let gap: Int64 =
@@ -355,18 +355,5 @@ final class CapturedLogs: Sendable {
         }
         #expect(recovered, "checks did not reach Redis again within 5 s of its restart")
         await restarted.kill()
-    }
-}
-
-/// SplitMix64, for reproducible sequences.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }

@@ -47,7 +47,7 @@ import Testing
 
     /// Also exercises very large numbers: a bucket of a billion tokens refilled at a prime rate.
     @Test func tokenBucketLargeNumbers() throws {
-        var random = SeededGenerator(seed: 7)
+        var random = SplitMix64(seed: 7)
         let capacity: Int64 = 1_000_000_000
         let limit = Limit(name: "big", algorithm: .tokenBucket(capacity: capacity, refillTokens: 999_999_937, refillPeriod: 1_000_000))
         let reference = ReferenceTokenBucket(capacity: capacity, tokens: 999_999_937, period: 1_000_000)

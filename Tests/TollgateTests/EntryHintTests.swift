@@ -23,7 +23,7 @@ import Testing
                 ]),
         ]
         var kept = (0..<40).map { Partition(organization: "org_\($0 % 3)", apiKey: "key_\($0)") }
-        var random = SeededGenerator(seed: 7)
+        var random = SplitMix64(seed: 7)
         var hintsUsed = 0
         for step in 0..<20_000 {
             let k = Int.random(in: 0..<kept.count, using: &random)
@@ -84,7 +84,7 @@ import Testing
             try Plan(name: "shadow", limits: [bucket(capacity: 2, per: second, tokens: 1, shadow: true)]),
             try Plan(name: "org", limits: [bucket(capacity: 5, per: second, tokens: 2, scope: .organization)]),
         ]
-        var random = SeededGenerator(seed: 11)
+        var random = SplitMix64(seed: 11)
         for step in 0..<20_000 {
             let k = Int.random(in: 0..<30, using: &random)
             let partition = Partition(organization: "org_\(k % 4)", apiKey: "key_\(k)")

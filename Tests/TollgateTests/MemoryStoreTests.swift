@@ -50,7 +50,7 @@ import Testing
         // homes sit at the end of the index, so that runs wrap around it.
         var table = ShardTable(maximumCount: 10_000, seed: 1)
         var present: [String: UInt64] = [:]
-        var random = SeededGenerator(seed: 42)
+        var random = SplitMix64(seed: 42)
         for step in 0..<20_000 {
             let name = "s\(Int.random(in: 0..<3_000, using: &random))"
             let hash = (StableHash.of(name) & 0xff) | highBits | 1

@@ -117,16 +117,3 @@ struct ReferenceFixedWindow: ReferenceLimit {
     mutating func record(at now: Int64, cost: Int64) { counts[index(now), default: 0] += cost }
     var horizon: Int64 { window + 1 }
 }
-
-/// A small deterministic generator for test sequences (SplitMix64).
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
