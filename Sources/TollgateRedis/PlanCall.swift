@@ -66,7 +66,7 @@ final class PlanCall: Sendable {
         let subject = LimitKeys.subject(for: partition)
         let subjectBytes = subject.utf8.count
         precondition((now != nil) == script.explicitInstant, "an explicit instant needs the script that takes one")
-        let argc = 3 + keys.count + (now == nil ? 0 : 1) + 2 * script.calendars.count + costs.count
+        let argc = 3 + keys.count + (now == nil ? 0 : 1) + script.periodArguments + costs.count
         // Every byte is counted first, so that the command is written with one capacity check.
         var count = RESPWriter.arrayHeaderCount(argc) + head.count
         for key in keys {
@@ -75,7 +75,7 @@ final class PlanCall: Sendable {
         count += now.map { RESPWriter.bulkIntegerCount($0) } ?? 0
         // The period that holds the caller's clock (or the instant the script asked for), in seconds.
         var periods = InlineArray<8, (start: Int64, end: Int64)>(repeating: (0, 0))
-        for (position, index) in script.calendars.enumerated() {
+        for (position, index) in script.calendars.enumerated() where !script.keptPeriods {
             let around = plan.compiled.calendars[index]!.neighbourhood(of: anchors?[index] ?? callerClock)
             periods[position] = (around.c0 / 1_000_000, around.c1 / 1_000_000)
             count += RESPWriter.bulkIntegerCount(periods[position].start) + RESPWriter.bulkIntegerCount(periods[position].end)
@@ -95,7 +95,7 @@ final class PlanCall: Sendable {
                 writer.crlf()
             }
             if let now { writer.bulkInteger(now) }
-            for position in script.calendars.indices {
+            for position in script.calendars.indices where !script.keptPeriods {
                 writer.bulkInteger(periods[position].start)
                 writer.bulkInteger(periods[position].end)
             }
@@ -105,6 +105,13 @@ final class PlanCall: Sendable {
     }
 
     private static let keyPrefix = Array("tg:{".utf8)
+
+    /// Whether `reply` is a script with kept periods saying it needs them (`PlanScript`): nothing was
+    /// written, and the same checks go to the script that takes the periods.
+    func needsPeriods(_ reply: RedisReply) -> Bool {
+        guard script.keptPeriods, case .integer(0) = reply else { return false }
+        return true
+    }
 
     /// The decision of a call of one check.
     func decision(from reply: RedisReply, cost: Int, hashTag: String) throws(LimiterError) -> Decision {

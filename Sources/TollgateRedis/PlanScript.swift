@@ -21,6 +21,14 @@ import Tollgate
 /// -1). Integers are little-endian. The caller derives every limit's remaining, reset and retry-after
 /// from these with `Plan.decide`, and checks that its verdicts agree.
 ///
+/// **Kept periods.** When each calendar quota of a plan is the only limit of its scope (a monthly quota
+/// per organization, say), its key already tells its period: the start is stored, and the second at
+/// which the key's TTL ends is always the period's end plus `keptPeriodMargin` seconds (see `write`).
+/// The script generated with `keptPeriods` takes no periods in ARGV: it decides within the stored
+/// period, and answers the integer 0, having written nothing, when a quota's key is absent or the
+/// instant has left its period; the caller then sends the same checks to the script that takes the
+/// periods. That happens once a period per organization and saves every other check two arguments.
+///
 /// Errors, raised before anything is written: `TOLLGATE_BADSTATE <key index>` when a key holds
 /// something that is not Tollgate state; `TOLLGATE_CLOCK <limit> <instant>` (limit numbered from 1)
 /// when a calendar quota's instant (Redis' clock, or its stored period when the clock went back past
@@ -46,18 +54,40 @@ struct PlanScript: Sendable {
     let calendars: [Int]
     /// The instant is the first argument, not Redis' `TIME`.
     let explicitInstant: Bool
+    /// The calendar quotas' periods come from their keys, not from ARGV (`keepsPeriods`).
+    let keptPeriods: Bool
     let source: String
 
-    /// The 1-based ARGV index of the first cost.
-    var firstCostArgument: Int { (explicitInstant ? 2 : 1) + 2 * calendars.count }
+    /// Seconds from a calendar quota's period end to the end of its key's TTL, when the quota is its
+    /// scope's only limit: `write` renews such a key's TTL to exactly this far past the period's end
+    /// (the period plus a second, plus a second of headroom, rounded up to the next second).
+    static let keptPeriodMargin: Int64 = 3
 
-    init(plan: Plan, explicitInstant: Bool = false) {
+    /// The 1-based ARGV index of the first cost.
+    var firstCostArgument: Int { (explicitInstant ? 2 : 1) + periodArguments }
+
+    /// Arguments that carry calendar periods (two per quota, none with kept periods).
+    var periodArguments: Int { keptPeriods ? 0 : 2 * calendars.count }
+
+    /// Whether `plan` has calendar quotas and each is the only limit of its scope, so that a script
+    /// with `keptPeriods` can decide without being sent their periods.
+    static func keepsPeriods(_ plan: Plan) -> Bool {
+        let specs = plan.compiled.specs
+        let calendars = plan.limits.indices.filter { specs[$0].kind == .calendar }
+        return !calendars.isEmpty
+            && calendars.allSatisfy { index in ScopeLayout.scopes(of: plan).contains { $0.members == [index] } }
+    }
+
+    init(plan: Plan, explicitInstant: Bool = false, keptPeriods: Bool = false) {
+        precondition(!keptPeriods || Self.keepsPeriods(plan), "plan \(plan.name) cannot keep its periods in its keys")
         self.plan = plan
         self.explicitInstant = explicitInstant
+        self.keptPeriods = keptPeriods
         scopes = ScopeLayout.scopes(of: plan)
         logs = plan.limits.indices.filter { plan.compiled.specs[$0].kind == .slidingLog }
         calendars = plan.limits.indices.filter { plan.compiled.specs[$0].kind == .calendar }
-        var writer = LuaWriter(plan: plan, scopes: scopes, logs: logs, calendars: calendars, explicitInstant: explicitInstant)
+        var writer = LuaWriter(
+            plan: plan, scopes: scopes, logs: logs, calendars: calendars, explicitInstant: explicitInstant, keptPeriods: keptPeriods)
         source = writer.script()
     }
 }
@@ -70,15 +100,17 @@ private struct LuaWriter {
     let logs: [Int]
     let calendars: [Int]
     let explicitInstant: Bool
+    let keptPeriods: Bool
     var lines: [String] = []
 
-    init(plan: Plan, scopes: [ScopeLayout], logs: [Int], calendars: [Int], explicitInstant: Bool) {
+    init(plan: Plan, scopes: [ScopeLayout], logs: [Int], calendars: [Int], explicitInstant: Bool, keptPeriods: Bool) {
         self.plan = plan
         specs = plan.compiled.specs
         self.scopes = scopes
         self.logs = logs
         self.calendars = calendars
         self.explicitInstant = explicitInstant
+        self.keptPeriods = keptPeriods
     }
 
     mutating func line(_ text: String) { lines.append(text) }
@@ -98,24 +130,28 @@ private struct LuaWriter {
             line("local now = t[1] * 1000000 + t[2]")
         }
         let first = explicitInstant ? 2 : 1
-        for (position, index) in calendars.enumerated() {
+        for (position, index) in calendars.enumerated() where !keptPeriods {
             let o = first + 2 * position
             let j = n(index)
             line("local C\(j), K\(j) = ARGV[\(o)] * 1000000, ARGV[\(o + 1)] * 1000000")
         }
         read()
         for index in plan.limits.indices { prologue(index) }
-        // The reply's head: now, which scope values are there, the values, each log's prologue.
+        // The reply's head: now, which scope values are there, the values, each log's prologue (made
+        // once, at the end, from variables the checks leave as they were read).
         var head = "struct.pack('<i8B', now, " + scopes.indices.map { "(r\($0 + 1) and \(1 << $0) or 0)" }.joined(separator: " + ")
         head += ")" + scopes.indices.map { " .. (r\($0 + 1) or '')" }.joined()
         if !logs.isEmpty {
             let fields = logs.map { "nw\(n($0)) or -1, od\(n($0)) or -1, u\(n($0))" }.joined(separator: ", ")
             head += " .. struct.pack('<\(String(repeating: "i8i8i8", count: logs.count))', \(fields))"
         }
-        // Before the checks change the logs' numbers.
-        line("local head = \(head)")
+        if !logs.isEmpty {
+            // Before the checks change the logs' numbers.
+            line("local head = \(head)")
+            head = "head"
+        }
         line("local out = ''")
-        line("for i = \(first + 2 * calendars.count), #ARGV do")
+        line("for i = \(first + (keptPeriods ? 0 : 2 * calendars.count)), #ARGV do")
         line("  local cost = tonumber(ARGV[i])")
         for index in plan.limits.indices { admission(index) }
         let enforced = plan.limits.indices.filter { !specs[$0].shadow }.map { "k\(n($0))" }
@@ -131,7 +167,7 @@ private struct LuaWriter {
         line("end")
         for index in logs { writeLog(index) }
         for (position, scope) in scopes.enumerated() { write(scope, number: position + 1) }
-        line("return head .. out")
+        line("return \(head) .. out")
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -149,11 +185,16 @@ private struct LuaWriter {
             let variables = scope.fields.map(\.variable) + ["ex\(g)"]
             line("local \(variables.joined(separator: ", ")) = \(variables.map { _ in "0" }.joined(separator: ", "))")
             line("local w\(g), o\(g) = false, nil")
+            let kept = keptPeriods && scope.members.count == 1 && specs[scope.members[0]].kind == .calendar
+            // Kept periods: an absent key (or the previous layout's) is the script with periods' to read.
+            if kept { line("if not r\(g) then return 0 end") }
             line("if r\(g) then")
             line("  if #r\(g) ~= \(scope.byteCount) or string.byte(r\(g)) ~= \(ScopeLayout.tag) then \(bad("\(g)")) end")
             line("  \(variables.joined(separator: ", ")) = struct.unpack('<x\(scope.fieldFormat)', r\(g))")
-            line("else")
-            migrate(scope, number: g)
+            if !kept {
+                line("else")
+                migrate(scope, number: g)
+            }
             line("end")
         }
     }
@@ -266,6 +307,15 @@ private struct LuaWriter {
                 // The previous window's weight, times the ticks in a window.
                 line("local g\(j) = pv\(j) * (\(spec.tickCount) - \(elapsedTicks))")
             }
+        case .calendar where keptPeriods:
+            let g = scopeNumber(of: index)
+            line("local t\(j) = now")
+            line("local z\(j) = s\(j) * 1000000")
+            line("if z\(j) > now then t\(j) = z\(j) end")
+            // The stored period, [start, TTL end - margin), while it holds t; else the periods are needed.
+            line("local a\(j), b\(j) = z\(j), (ex\(g) - \(PlanScript.keptPeriodMargin)) * 1000000")
+            line("if t\(j) >= b\(j) then return 0 end")
+            line("local un\(j) = n\(j)")
         case .calendar:
             line("local t\(j) = now")
             line("local z\(j) = s\(j) * 1000000")
@@ -408,6 +458,11 @@ private struct LuaWriter {
         // calendar quotas, which last until their period ends; and how much longer a renewed TTL lasts.
         let lifetime = scope.members.map { self.lifetime(specs[$0]) }.max()! + 1_000_000
         let headroom = min(lifetime, 60_000_000)
+        if scope.members.count == 1 && specs[scope.members[0]].kind == .calendar {
+            // A kept period's end is read back from the TTL's end (`PlanScript.keptPeriodMargin`): the
+            // renewal below sets it to the period's end + lifetime + headroom, rounded up, exactly.
+            precondition((lifetime + headroom) / 1_000_000 + 1 == PlanScript.keptPeriodMargin)
+        }
         line("if w\(g) then")
         line("  local need = now + \(lifetime)")
         for index in scope.members where specs[index].kind == .calendar {

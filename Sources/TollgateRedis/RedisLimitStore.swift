@@ -92,12 +92,13 @@ public final class RedisLimitStore: LimitStore {
     /// True while the breaker is closed with no failure counted: the common case skips its lock.
     private let breakerClean = Atomic<Bool>(true)
     /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused)
-    /// and whether the instant is explicit (tests).
+    /// whether the instant is explicit (tests) and whether calendar periods are read from their keys.
     private let calls = Mutex<[CallKey: PlanCall]>([:])
 
     private struct CallKey: Hashable {
         let plan: ObjectIdentifier
         let explicitInstant: Bool
+        let keptPeriods: Bool
     }
     private let metrics: StoreMetrics
 
@@ -125,7 +126,10 @@ public final class RedisLimitStore: LimitStore {
     /// Loads the scripts of `plans`. Optional: the first check of a plan loads its script, and a server
     /// that forgot it (restart, `SCRIPT FLUSH`, failover) gets it again on `NOSCRIPT`.
     public func prepare(_ plans: [Plan]) async throws {
-        for plan in plans { _ = try await call(for: plan, explicitInstant: false) }
+        for plan in plans {
+            _ = try await call(for: plan, explicitInstant: false, keptPeriods: false)
+            if PlanScript.keepsPeriods(plan) { _ = try await call(for: plan, explicitInstant: false, keptPeriods: true) }
+        }
     }
 
     nonisolated(nonsending) public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
@@ -241,13 +245,19 @@ public final class RedisLimitStore: LimitStore {
         // at most two more attempts per quota.
         var anchors: [Int64?]?
         var clockRetries = 0
+        // The script that reads calendar periods from their keys first, while it can (`PlanScript`).
+        var keptPeriods = PlanScript.keepsPeriods(plan)
         while true {
             do {
-                let call = try await call(for: plan, explicitInstant: instant != nil)
+                let call = try await call(for: plan, explicitInstant: instant != nil, keptPeriods: keptPeriods)
                 let reply = try await client.evalSHA(call.sha, source: call.script.source) { buffer in
                     call.encode(
                         partition: partition, hashTag: hashTag, costs: costs, now: instant, callerClock: callerClock,
                         anchors: anchors, into: &buffer)
+                }
+                if call.needsPeriods(reply) {
+                    keptPeriods = false
+                    continue
                 }
                 do {
                     return try read(call, reply, hashTag)
@@ -270,7 +280,9 @@ public final class RedisLimitStore: LimitStore {
                     continue
                 }
                 if prefix == "TOLLGATE_BADSTATE" || prefix == "WRONGTYPE" {
-                    let cached = calls.withLock { $0[CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: instant != nil)] }
+                    let cached = calls.withLock {
+                        $0[CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: instant != nil, keptPeriods: keptPeriods)]
+                    }
                     let what = prefix == "WRONGTYPE" ? "one of the keys" : cached?.describeKey(Self.keyIndex(error.message)) ?? "(unknown)"
                     throw Failure(
                         kind: .badReply,
@@ -337,10 +349,10 @@ public final class RedisLimitStore: LimitStore {
     }
 
     /// The plan's prepared call, made (and its script loaded) on its first check.
-    nonisolated(nonsending) private func call(for plan: Plan, explicitInstant: Bool) async throws(RedisClientError) -> PlanCall {
-        let id = CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: explicitInstant)
+    nonisolated(nonsending) private func call(for plan: Plan, explicitInstant: Bool, keptPeriods: Bool) async throws(RedisClientError) -> PlanCall {
+        let id = CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: explicitInstant, keptPeriods: keptPeriods)
         if let cached = calls.withLock({ $0[id] }) { return cached }
-        let script = PlanScript(plan: plan, explicitInstant: explicitInstant)
+        let script = PlanScript(plan: plan, explicitInstant: explicitInstant, keptPeriods: keptPeriods)
         let sha = try await client.scriptLoad(script.source)
         let call = PlanCall(plan: plan, script: script, sha: sha)
         calls.withLock { table in
@@ -376,18 +388,22 @@ public final class RedisLimitStore: LimitStore {
         return Int(message[range.upperBound...].prefix { $0.isNumber }) ?? 0
     }
 
-    /// The Lua source of `plan`'s script (for benchmarks that run it with other clients).
-    public static func scriptSource(for plan: Plan) -> String {
-        PlanScript(plan: plan).source
+    /// The Lua source of `plan`'s script (for benchmarks that run it with other clients): the one most
+    /// checks call, which reads calendar periods from their keys where the plan allows it, or with
+    /// `periodsInArguments` the one that is sent them (and starts a period's key).
+    public static func scriptSource(for plan: Plan, periodsInArguments: Bool = false) -> String {
+        PlanScript(plan: plan, keptPeriods: !periodsInArguments && PlanScript.keepsPeriods(plan)).source
     }
 
     /// The script's KEYS and ARGV for one check of `plan` for `partition` at Redis' own clock (for
-    /// benchmarks that run it with other clients).
-    public static func scriptKeysAndArguments(for plan: Plan, partition: Partition, cost: Int) -> (keys: [String], arguments: [String]) {
-        let script = PlanScript(plan: plan)
+    /// benchmarks that run it with other clients), for the script `scriptSource` gives.
+    public static func scriptKeysAndArguments(
+        for plan: Plan, partition: Partition, cost: Int, periodsInArguments: Bool = false
+    ) -> (keys: [String], arguments: [String]) {
+        let script = PlanScript(plan: plan, keptPeriods: !periodsInArguments && PlanScript.keepsPeriods(plan))
         let callerClock = SystemClock().now()
         var arguments: [String] = []
-        for index in script.calendars {
+        for index in script.calendars where !script.keptPeriods {
             let around = plan.compiled.calendars[index]!.neighbourhood(of: callerClock)
             arguments += [around.c0 / 1_000_000, around.c1 / 1_000_000].map { String($0) }
         }

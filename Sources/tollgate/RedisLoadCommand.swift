@@ -64,6 +64,12 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var printArguments = false
     @Flag(help: "With --print-script or --print-arguments: the previous version's script (one key per limit), the benchmark's baseline.")
     var previousScript = false
+    @Flag(
+        help: """
+            With --print-script or --print-arguments: the script that is sent the calendar quotas' periods \
+            (it starts a period's key; the default is the script most checks call, which reads them from the keys).
+            """)
+    var periodsInArguments = false
     @Flag(help: "Run the callers on the cooperative thread pool instead of the connections' event loops.")
     var noAffinity = false
 
@@ -78,7 +84,7 @@ struct RedisLoadCommand: AsyncParsableCommand {
     func run() async throws {
         let plan = try loadPlan()
         if printScript {
-            print(previousScript ? RedisLimitStore.previousScriptSource : RedisLimitStore.scriptSource(for: plan))
+            print(previousScript ? RedisLimitStore.previousScriptSource : RedisLimitStore.scriptSource(for: plan, periodsInArguments: periodsInArguments))
             return
         }
         if printArguments {
@@ -86,7 +92,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
             let (keys, arguments) =
                 previousScript
                 ? RedisLimitStore.previousScriptKeysAndArguments(for: plan, partition: partition, cost: 1)
-                : RedisLimitStore.scriptKeysAndArguments(for: plan, partition: partition, cost: 1)
+                : RedisLimitStore.scriptKeysAndArguments(
+                    for: plan, partition: partition, cost: 1, periodsInArguments: periodsInArguments)
             print(([String(keys.count)] + keys + arguments).joined(separator: "\n"))
             return
         }

@@ -283,16 +283,85 @@ import TollgateTestSupport
         }
     }
 
+    /// The script with kept periods decides within the period its key holds (start stored, end read
+    /// from the TTL's end) and answers 0, writing nothing, when the key is absent or the period is over;
+    /// the script with periods starts the key. Decisions are the in-process store's throughout, and the
+    /// TTL's end stays exactly the period's end plus `keptPeriodMargin`.
+    @Test func aKeptPeriodIsReadFromItsKeyUntilItEnds() async throws {
+        let plan = try Self.threeLimitPlan()
+        try await withAnyRedis { configuration in
+            try await withClient(configuration) { client in
+                let full = PlanScript(plan: plan, explicitInstant: true)
+                let kept = PlanScript(plan: plan, explicitInstant: true, keptPeriods: true)
+                let fullCall = PlanCall(plan: plan, script: full, sha: try await client.scriptLoad(full.source))
+                let keptCall = PlanCall(plan: plan, script: kept, sha: try await client.scriptLoad(kept.source))
+                let partition = Partition(organization: "kept-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
+                let hashTag = LimitKeys.hashTag(for: partition)
+                let organizationKey = stateKeys(plan, partition)[1]
+                let february: Int64 = 1_769_904_000  // 2026-02-01 00:00 UTC
+                let clock = ManualClock(microseconds: (february - 2) * second)
+                let memory = MemoryStore(configuration: .init(maximumEntries: 100, shards: 1), clock: clock)
+                func send(_ call: PlanCall) async throws -> RedisReply {
+                    try await client.evalSHA(call.sha, source: call.script.source) { buffer in
+                        call.encode(
+                            partition: partition, hashTag: hashTag, costs: [1], now: clock.now(), callerClock: clock.now(), into: &buffer)
+                    }
+                }
+                func expectSame(_ reply: RedisReply, _ call: PlanCall, _ step: String) throws {
+                    let decision = try call.decision(from: reply, cost: 1, hashTag: hashTag)
+                    let expected = try memory.checkNow(plan, partition: partition, cost: 1)
+                    #expect(decision.denial == expected.denial && Array(decision.results) == Array(expected.results), "\(step)")
+                }
+                func ttlEnd() async throws -> Int64? {
+                    guard case .bulkString(var value) = try await client.send(["GET", organizationKey]) else { return nil }
+                    value.moveReaderIndex(forwardBy: value.readableBytes - 4)
+                    return Int64(value.readInteger(endianness: .little, as: UInt32.self)!)
+                }
+                // No key yet: the periods are needed, and nothing is written.
+                #expect(keptCall.needsPeriods(try await send(keptCall)))
+                #expect(try await client.send(["EXISTS", organizationKey]) == .integer(0))
+                try expectSame(try await send(fullCall), fullCall, "the script with periods starts January's key")
+                #expect(try await ttlEnd() == february + PlanScript.keptPeriodMargin)
+                clock.advance(microseconds: second)
+                try expectSame(try await send(keptCall), keptCall, "January, read from the key")
+                // The period's last microsecond, then its end: the next period's periods are needed.
+                clock.advance(microseconds: second - 1)
+                try expectSame(try await send(keptCall), keptCall, "January's last microsecond")
+                clock.advance(microseconds: 1)
+                let before = try await client.send(["GET", organizationKey])
+                #expect(keptCall.needsPeriods(try await send(keptCall)))
+                #expect(try await client.send(["GET", organizationKey]) == before, "nothing written")
+                try expectSame(try await send(fullCall), fullCall, "the script with periods starts February")
+                let march: Int64 = 1_772_323_200
+                #expect(try await ttlEnd() == march + PlanScript.keptPeriodMargin)
+                for _ in 0..<3 {
+                    clock.advance(microseconds: 3_600 * second)
+                    try expectSame(try await send(keptCall), keptCall, "February, read from the key")
+                }
+                // The clock back in January: the check counts on in February, as in process.
+                clock.advance(microseconds: -86_400 * second)
+                try expectSame(try await send(keptCall), keptCall, "the clock back in January")
+                #expect(try await ttlEnd() == march + PlanScript.keptPeriodMargin)
+            }
+        }
+    }
+
     /// The script has each limit's numbers in its code: a check sends its instant, its calendar
     /// quotas' periods and its cost, nothing about the limits.
     @Test func aCheckSendsNoDefinitions() throws {
         let plan = try Self.threeLimitPlan()
         let script = PlanScript(plan: plan)
         let partition = Partition(organization: "org_1", apiKey: "k")
-        let (keys, arguments) = RedisLimitStore.scriptKeysAndArguments(for: plan, partition: partition, cost: 1)
+        let (keys, arguments) = RedisLimitStore.scriptKeysAndArguments(
+            for: plan, partition: partition, cost: 1, periodsInArguments: true)
         #expect(keys == stateKeys(plan, partition) && keys.count == 2)
         #expect(arguments.count == 2 + 1 && arguments.last == "1")
         #expect(script.firstCostArgument == 3)
+        // The month is its scope's only limit: most checks send the cost alone.
+        #expect(PlanScript.keepsPeriods(plan))
+        #expect(RedisLimitStore.scriptKeysAndArguments(for: plan, partition: partition, cost: 1) == (keys, ["1"]))
+        #expect(PlanScript(plan: plan, keptPeriods: true).firstCostArgument == 1)
+        #expect(!PlanScript.keepsPeriods(try everyAlgorithmPlan()), "its minute shares the organization's scope with a log")
         #expect(PlanScript(plan: plan, explicitInstant: true).firstCostArgument == 4)
         #expect(!script.source.contains("ARGV[1])") && script.source.contains("redis.call('TIME')"))
         // The bucket's 3 tokens a second and the counter's 40 a minute are written into the code.
