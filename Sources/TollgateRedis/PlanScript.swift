@@ -186,16 +186,21 @@ private struct LuaWriter {
             line("local \(variables.joined(separator: ", ")) = \(variables.map { _ in "0" }.joined(separator: ", "))")
             line("local w\(g), o\(g) = false, nil")
             let kept = keptPeriods && scope.members.count == 1 && specs[scope.members[0]].kind == .calendar
-            // Kept periods: an absent key (or the previous layout's) is the script with periods' to read.
-            if kept { line("if not r\(g) then return 0 end") }
-            line("if r\(g) then")
-            line("  if #r\(g) ~= \(scope.byteCount) or string.byte(r\(g)) ~= \(ScopeLayout.tag) then \(bad("\(g)")) end")
-            line("  \(variables.joined(separator: ", ")) = struct.unpack('<x\(scope.fieldFormat)', r\(g))")
-            if !kept {
+            let check = "#r\(g) ~= \(scope.byteCount) or string.byte(r\(g)) ~= \(ScopeLayout.tag)"
+            let unpack = "\(variables.joined(separator: ", ")) = struct.unpack('<x\(scope.fieldFormat)', r\(g))"
+            if kept {
+                // An absent key (or the previous layout's) is for the script that is sent the periods.
+                line("if not r\(g) then return 0 end")
+                line("if \(check) then \(bad("\(g)")) end")
+                line(unpack)
+            } else {
+                line("if r\(g) then")
+                line("  if \(check) then \(bad("\(g)")) end")
+                line("  \(unpack)")
                 line("else")
                 migrate(scope, number: g)
+                line("end")
             }
-            line("end")
         }
     }
 

@@ -4,8 +4,9 @@ import TollgateTestSupport
 
 @testable import TollgateRedis
 
-/// Exactness under contention across processes: two `tollgate redis-load` processes with 32 concurrent
-/// callers each, all on one key limited to 1,000 per minute, admit exactly 1,000 between them.
+/// Exactness under contention across processes: `tollgate redis-load` processes with 32 concurrent
+/// callers each, all on one key (so the group commit batches their checks), admit exactly the limit
+/// between them.
 @Suite struct MultiProcessTests {
     /// The `tollgate` executable built next to this test binary.
     static func tollgateExecutable() throws -> String {
@@ -20,16 +21,19 @@ import TollgateTestSupport
         throw TestSetupError(description: "the tollgate executable was not found near \(testBinary.path); build it with `swift build`")
     }
 
-    /// Runs `tollgate redis-load` twice at once with `arguments` (plus the URL and organization) and
-    /// returns the checks admitted between them, after checking that each made 3,200 checks unfailed.
-    private func admittedByTwoProcesses(_ arguments: [String], organization: String) async throws -> Int {
+    /// Runs `tollgate redis-load` `processes` times at once with `arguments` (plus the URL and
+    /// organization) and returns the checks admitted between them, after checking that each made 3,200
+    /// checks unfailed; `batched` asks that some of its calls decided several checks.
+    private func admittedByProcesses(
+        _ arguments: [String], organization: String, processes count: Int = 2, batched: Bool = false
+    ) async throws -> Int {
         let executable = try Self.tollgateExecutable()
         var admitted = 0
         try await withAnyRedis { configuration in
             let url =
                 configuration.unixSocketPath.map { "unix://\($0)" }
                 ?? "redis://\(configuration.password.map { ":\($0)@" } ?? "")\(configuration.host):\(configuration.port)/\(configuration.database)"
-            let processes = try (0..<2).map { _ in
+            let processes = try (0..<count).map { _ in
                 let process = Process()
                 process.executableURL = URL(fileURLWithPath: executable)
                 process.arguments =
@@ -50,6 +54,7 @@ import TollgateTestSupport
                 #expect(report["failures"] as? Int == 0)
                 #expect(report["checks"] as? Int == 3_200)
                 #expect((report["redis_cpu_us_per_check"] as? Double ?? 0) > 0)
+                if batched { #expect((report["checks_per_call"] as? Double ?? 0) > 1, "the group commit batched no check") }
                 admitted += try #require(report["admitted"] as? Int)
             }
         }
@@ -63,7 +68,7 @@ import TollgateTestSupport
         if secondOfMinute >= 55 {
             try await Task.sleep(for: .seconds(61 - secondOfMinute))
         }
-        let admitted = try await admittedByTwoProcesses(
+        let admitted = try await admittedByProcesses(
             ["--limit", "1000", "--window", "60"], organization: "org-contention-\(UInt64.random(in: 0...UInt64.max))")
         #expect(admitted == 1_000)
     }
@@ -81,8 +86,27 @@ import TollgateTestSupport
                   - { name: month, algorithm: calendar, limit: 1000000, period: month, scope: organization }
             """.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        let admitted = try await admittedByTwoProcesses(
+        let admitted = try await admittedByProcesses(
             ["--config", file.path, "--plan", "three"], organization: "org-three-\(UInt64.random(in: 0...UInt64.max))")
         #expect(admitted == 600)
+    }
+
+    /// 128 callers in four processes on one key of the three-limit plan, with the group commit on (the
+    /// default): batches decided in one call each still admit exactly the tightest limit.
+    @Test func hundredTwentyEightCallersInFourProcessesAdmitExactlyTheLimit() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-hot-\(UInt64.random(in: 0...UInt64.max)).yaml")
+        try """
+            plans:
+              three:
+                limits:
+                  - { name: burst, algorithm: token_bucket, capacity: 5000, refill: { tokens: 1, per: 1d } }
+                  - { name: minute, algorithm: sliding_window, limit: 1500, window: 1h }
+                  - { name: month, algorithm: calendar, limit: 1000000, period: month, scope: organization }
+            """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let admitted = try await admittedByProcesses(
+            ["--config", file.path, "--plan", "three"], organization: "org-hot-\(UInt64.random(in: 0...UInt64.max))",
+            processes: 4, batched: true)
+        #expect(admitted == 1_500)
     }
 }
