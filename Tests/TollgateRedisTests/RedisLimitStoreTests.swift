@@ -142,8 +142,10 @@ final class CapturedLogs: Sendable {
                 }
                 let keys = stateKeys(plan, partition)
                 #expect(keys.count == 2)
+                // Valkey 8 keeps the key's name in the object too, and a value this long apart from it.
+                let valkey = try await client.send(["INFO", "server"]).string?.contains("valkey_version") == true
                 for key in keys {
-                    #expect(try await client.send(["OBJECT", "ENCODING", key]).string == "embstr", "\(key)")
+                    if !valkey { #expect(try await client.send(["OBJECT", "ENCODING", key]).string == "embstr", "\(key)") }
                     let bytes = try #require(try await client.send(["MEMORY", "USAGE", key]).int64)
                     #expect(bytes <= 140, "\(key): \(bytes) bytes")
                     let ttl = try #require(try await client.send(["PTTL", key]).int64)

@@ -7,7 +7,11 @@ import TollgateTestSupport
 
 /// Against a real `redis-server` serving TLS only (`--tls-port`), with a CA, server and client
 /// certificates made by `openssl` for each test.
-@Suite(.serialized) struct TLSTests {
+@Suite(
+    .enabled(
+        if: RedisTestServer.serverSupportsTLS,
+        "SKIPPED: TOLLGATE_REDIS_SERVER_TLS=no says the server under test (TOLLGATE_REDIS_SERVER) was built without TLS"),
+    .serialized) struct TLSTests {
     /// The password given to refused connections: no error may repeat it.
     static let password = "tls-Secret-pw"
 

