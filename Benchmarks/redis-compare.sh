@@ -267,6 +267,7 @@ PY
 # The three-limit plan through Tollgate's client with coalescing on (the default) and off, for one hot key,
 # a Zipf(1.1) spread over 10,000 keys and uniform keys, at 1, 16 and 128 callers.
 if [ -z "${TOLLGATE_SKIP_COALESCE:-}" ]; then
+  declare -A MAXRATE
   echo
   echo "Group commit, three-limit plan: coalescing on | off (Redis µs/check from INFO; checks/call = mean batch)"
   printf '%-26s %-7s | %-50s | %s\n' keys callers "on: checks/s p50 p99 Redis-us/check checks/call" "off: checks/s p50 p99 Redis-us/check"
@@ -284,7 +285,25 @@ if [ -z "${TOLLGATE_SKIP_COALESCE:-}" ]; then
       read -r frs fp50 fp99 fcpu _ <<<"$(cg "$C" "$K" "${flags[@]}" --no-coalesce)"
       printf '%-26s %-7s | %8d %7.3fms %7.3fms %7.2f %6.2f | %8d %7.3fms %7.3fms %7.2f\n' "$label" "$C" \
         "$ors" "$op50" "$op99" "$ocpu" "$obatch" "$frs" "$fp50" "$fp99" "$fcpu"
+      [ "$C" -eq 128 ] && MAXRATE[$label]=$(( ors < frs ? ors : frs ))
     done
+  done
+  # The same load as an open loop at the same rate for both (half the lower of the two closed-loop
+  # rates at 128 callers): latency from when each check was due, so p99 compares at equal throughput.
+  echo
+  echo "Group commit, open loop at half the 128-caller rate: on | off (p50 p99 p99.9, Redis µs/check)"
+  for spread in "one hot key|--shared-key" "Zipf(1.1), 10,000 keys|--keys 10000 --distribution zipf" "uniform, 10,000 keys|--keys 10000"; do
+    label=${spread%%|*}; read -r -a flags <<<"${spread#*|}"
+    rate=$(( ${MAXRATE[$label]} / 2 ))
+    ol() {
+      "$TOLLGATE" redis-load --url "redis://127.0.0.1:$PORT" --config "$PLANS" --plan three --callers 128 --connections "$CONNS" \
+        --seconds "$SECS" --organization "co-$RANDOM" --rate "$rate" "$@" |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["p999_us"]/1000, r.get("redis_cpu_us_per_check", 0))'
+    }
+    read -r ors op50 op99 op999 ocpu <<<"$(ol "${flags[@]}")"
+    read -r frs fp50 fp99 fp999 fcpu <<<"$(ol "${flags[@]}" --no-coalesce)"
+    printf '%-26s %7d/s | %7.3fms %7.3fms %7.3fms %6.2f | %7.3fms %7.3fms %7.3fms %6.2f\n' "$label" "$rate" \
+      "$op50" "$op99" "$op999" "$ocpu" "$fp50" "$fp99" "$fp999" "$fcpu"
   done
 fi
 

@@ -20,7 +20,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
             own CPU time, user and system, over the checks made: on a server that serves only this \
             load, its cost of a check), commands_per_read (how many EVALSHA calls each read of the \
             server's carried: how well the client's pipelining batches) and checks_per_call (how many \
-            checks each call decided: the group commit's mean batch).
+            checks each call decided: the group commit's mean batch). With --rate, the load is an open loop at that rate and \
+            latencies count from when each check was due (p999_us too).
             """
     )
 
@@ -48,6 +49,12 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var distribution = "uniform"
     @Flag(help: "Send every check on its own, even while a call for the same keys is in flight (no group commit).")
     var noCoalesce = false
+    @Option(
+        help: """
+            Open loop: checks a second, all callers together, each caller on a fixed schedule; latency is \
+            measured from the instant a check was due, so a stall is not hidden by callers waiting for it.
+            """)
+    var rate: Double?
     @Option(help: "Algorithm: fixed_window or token_bucket.")
     var algorithm = "fixed_window"
     @Option(help: "A configuration file whose plan --plan is checked (instead of --algorithm, --limit and --window).")
@@ -119,6 +126,11 @@ struct RedisLoadCommand: AsyncParsableCommand {
         // cooperative pool instead.
         let deadline = seconds.map { Self.monotonicNanoseconds() + Int64($0 * 1e9) }
         let requests = requests
+        if let rate, !(rate > 0) { throw ValidationError("--rate: expected checks a second above 0, found \(rate)") }
+        // Each caller's interval between checks, its schedule offset by its share of one interval.
+        let callerCount = callers
+        let interval = rate.map { Int64(1e9 * Double(callerCount) / $0) }
+        let origin = Self.monotonicNanoseconds()
         let start = ContinuousClock.now
         let results = try await withThrowingTaskGroup(of: CallerResult.self) { group in
             for caller in 0..<callers {
@@ -130,7 +142,11 @@ struct RedisLoadCommand: AsyncParsableCommand {
                     var done = 0
                     var now = Self.monotonicNanoseconds()
                     while deadline.map({ now < $0 }) ?? (done < requests) {
-                        let started = now
+                        var started = now
+                        if let interval {
+                            started = origin + interval * Int64(caller) / Int64(callerCount) + interval * Int64(done)
+                            if started > now { try await Task.sleep(for: .nanoseconds(started - now)) }
+                        }
                         let partition = picker?.pick(&random) ?? own
                         let decision = try await store.check(plan, partition: partition, cost: 1)
                         now = Self.monotonicNanoseconds()
@@ -162,6 +178,10 @@ struct RedisLoadCommand: AsyncParsableCommand {
             "seconds": (seconds * 1000).rounded() / 1000, "checks_per_second": (Double(latencies.count) / seconds).rounded(),
             "p50_us": percentile(0.5).rounded(), "p99_us": percentile(0.99).rounded(), "plan": plan.name,
         ]
+        if let rate {
+            report["rate"] = rate
+            report["p999_us"] = percentile(0.999).rounded()
+        }
         if !latencies.isEmpty {
             report["redis_cpu_us_per_check"] = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / Double(latencies.count) * 100).rounded() / 100
         }
