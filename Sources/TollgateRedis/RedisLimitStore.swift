@@ -92,13 +92,20 @@ public final class RedisLimitStore: LimitStore {
     /// True while the breaker is closed with no failure counted: the common case skips its lock.
     private let breakerClean = Atomic<Bool>(true)
     /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused)
-    /// whether the instant is explicit (tests) and whether calendar periods are read from their keys.
-    private let calls = Mutex<[CallKey: PlanCall]>([:])
+    /// and whether the instant is explicit (tests).
+    private let calls = Mutex<[CallKey: PlanCalls]>([:])
 
     private struct CallKey: Hashable {
         let plan: ObjectIdentifier
         let explicitInstant: Bool
-        let keptPeriods: Bool
+    }
+
+    /// A plan's prepared calls: of the script that is sent the calendar quotas' periods, and of the one
+    /// that reads them from their keys, when the plan allows it (`PlanScript.keepsPeriods`), which
+    /// checks call first.
+    private struct PlanCalls: Sendable {
+        let full: PlanCall
+        let kept: PlanCall?
     }
     private let metrics: StoreMetrics
 
@@ -126,10 +133,7 @@ public final class RedisLimitStore: LimitStore {
     /// Loads the scripts of `plans`. Optional: the first check of a plan loads its script, and a server
     /// that forgot it (restart, `SCRIPT FLUSH`, failover) gets it again on `NOSCRIPT`.
     public func prepare(_ plans: [Plan]) async throws {
-        for plan in plans {
-            _ = try await call(for: plan, explicitInstant: false, keptPeriods: false)
-            if PlanScript.keepsPeriods(plan) { _ = try await call(for: plan, explicitInstant: false, keptPeriods: true) }
-        }
+        for plan in plans { _ = try await calls(for: plan, explicitInstant: false) }
     }
 
     nonisolated(nonsending) public func check(_ plan: Plan, partition: Partition, cost: Int) async throws -> Decision {
@@ -246,10 +250,11 @@ public final class RedisLimitStore: LimitStore {
         var anchors: [Int64?]?
         var clockRetries = 0
         // The script that reads calendar periods from their keys first, while it can (`PlanScript`).
-        var keptPeriods = PlanScript.keepsPeriods(plan)
+        var keptPeriods = true
         while true {
             do {
-                let call = try await call(for: plan, explicitInstant: instant != nil, keptPeriods: keptPeriods)
+                let calls = try await calls(for: plan, explicitInstant: instant != nil)
+                let call = (keptPeriods ? calls.kept : nil) ?? calls.full
                 let reply = try await client.evalSHA(call.sha, source: call.script.source) { buffer in
                     call.encode(
                         partition: partition, hashTag: hashTag, costs: costs, now: instant, callerClock: callerClock,
@@ -280,9 +285,7 @@ public final class RedisLimitStore: LimitStore {
                     continue
                 }
                 if prefix == "TOLLGATE_BADSTATE" || prefix == "WRONGTYPE" {
-                    let cached = calls.withLock {
-                        $0[CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: instant != nil, keptPeriods: keptPeriods)]
-                    }
+                    let cached = calls.withLock { $0[CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: instant != nil)]?.full }
                     let what = prefix == "WRONGTYPE" ? "one of the keys" : cached?.describeKey(Self.keyIndex(error.message)) ?? "(unknown)"
                     throw Failure(
                         kind: .badReply,
@@ -348,18 +351,21 @@ public final class RedisLimitStore: LimitStore {
         return try own.get()
     }
 
-    /// The plan's prepared call, made (and its script loaded) on its first check.
-    nonisolated(nonsending) private func call(for plan: Plan, explicitInstant: Bool, keptPeriods: Bool) async throws(RedisClientError) -> PlanCall {
-        let id = CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: explicitInstant, keptPeriods: keptPeriods)
+    /// The plan's prepared calls, made (and their scripts loaded) on its first check.
+    nonisolated(nonsending) private func calls(for plan: Plan, explicitInstant: Bool) async throws(RedisClientError) -> PlanCalls {
+        let id = CallKey(plan: ObjectIdentifier(plan.compiled), explicitInstant: explicitInstant)
         if let cached = calls.withLock({ $0[id] }) { return cached }
-        let script = PlanScript(plan: plan, explicitInstant: explicitInstant, keptPeriods: keptPeriods)
-        let sha = try await client.scriptLoad(script.source)
-        let call = PlanCall(plan: plan, script: script, sha: sha)
+        var prepared: [PlanCall] = []
+        for keptPeriods in PlanScript.keepsPeriods(plan) ? [false, true] : [false] {
+            let script = PlanScript(plan: plan, explicitInstant: explicitInstant, keptPeriods: keptPeriods)
+            prepared.append(PlanCall(plan: plan, script: script, sha: try await client.scriptLoad(script.source)))
+        }
+        let made = PlanCalls(full: prepared[0], kept: prepared.count > 1 ? prepared[1] : nil)
         calls.withLock { table in
             if table.count > 1_024 { table.removeAll() }
-            table[id] = call
+            table[id] = made
         }
-        return call
+        return made
     }
 
     private static func kind(of error: RedisClientError) -> Failure.Kind {
