@@ -15,7 +15,9 @@
 #    the same script: checks/s, p50, p99, the server's CPU per check and the commands each server read
 #    carried, at 1 to 512 callers.
 # 4. Group commit of hot keys: the three-limit plan with coalescing on and off, one hot key, a Zipf(1.1)
-#    spread over 10,000 keys and uniform keys, at 1, 16 and 128 callers.
+#    spread over 10,000 keys and uniform keys, at 1, 16 and 128 callers (closed loop); then the same
+#    three spreads as an open loop (`redis-load --rate`) at the same rate for on and off, half the lower
+#    128-caller throughput of the two, so that p50/p99/p99.9 compare at equal throughput.
 # 5. The Python `limits` library (moving window), the reference many users know.
 #
 # Tollgate's callers run on the event loops of the client's connections (`tollgate redis-load`'s default,
