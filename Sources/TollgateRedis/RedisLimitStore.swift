@@ -47,6 +47,7 @@ public final class RedisLimitStore: LimitStore {
     /// | `localFallback` | `MemoryStore.Configuration()` | sizing of the `.local` limiter |
     /// | `coalesce` | true | checks of the same keys that arrive while a call for them is in flight go together as one call when it returns (`CheckQueues`) |
     /// | `maximumBatch` | 64 | the most checks one such call decides |
+    /// | `maximumInFlight` | 1 | calls of the same keys sent before later checks queue (2: a key queues only when two calls are out) |
     public struct Configuration: Sendable {
         public var failurePolicy: FailurePolicy
         public var unavailableRetryAfter: Duration
@@ -59,14 +60,19 @@ public final class RedisLimitStore: LimitStore {
         public var coalesce: Bool
         /// The most checks one call decides when coalescing (at least 1).
         public var maximumBatch: Int
+        /// Calls of the same keys in flight at once before later checks queue, when coalescing (at
+        /// least 1): with 2, a check that finds one call out is sent at once, as without coalescing,
+        /// and only a key with two calls out queues.
+        public var maximumInFlight: Int
         public init(
             failurePolicy: FailurePolicy = .deny, unavailableRetryAfter: Duration = .seconds(1),
             breakerFailureThreshold: Int = 3, breakerProbeInterval: Duration = .seconds(1), denyCache: Bool = true,
             denyCacheCapacity: Int = 100_000, localFallback: MemoryStore.Configuration = .init(),
-            coalesce: Bool = true, maximumBatch: Int = 64
+            coalesce: Bool = true, maximumBatch: Int = 64, maximumInFlight: Int = 1
         ) {
             self.coalesce = coalesce
             self.maximumBatch = maximumBatch
+            self.maximumInFlight = maximumInFlight
             self.failurePolicy = failurePolicy
             self.unavailableRetryAfter = unavailableRetryAfter
             self.breakerFailureThreshold = breakerFailureThreshold
@@ -125,7 +131,8 @@ public final class RedisLimitStore: LimitStore {
                 failureThreshold: configuration.breakerFailureThreshold,
                 probeInterval: configuration.breakerProbeInterval.microseconds))
         denyCache = configuration.denyCache ? DenyCache(capacity: configuration.denyCacheCapacity) : nil
-        queues = configuration.coalesce ? CheckQueues(maximumBatch: max(1, configuration.maximumBatch)) : nil
+        queues = configuration.coalesce ? CheckQueues(
+                maximumBatch: max(1, configuration.maximumBatch), maximumInFlight: max(1, configuration.maximumInFlight)) : nil
         fallback = MemoryStore(configuration: configuration.localFallback, clock: clock)
         metrics = StoreMetrics(factory: metricsFactory)
     }

@@ -49,6 +49,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
     var distribution = "uniform"
     @Flag(help: "Send every check on its own, even while a call for the same keys is in flight (no group commit).")
     var noCoalesce = false
+    @Option(help: "With the group commit: calls of the same keys in flight before later checks queue.")
+    var inFlight = 1
     @Option(
         help: """
             Open loop: checks a second, all callers together, each caller on a fixed schedule; latency is \
@@ -112,7 +114,7 @@ struct RedisLoadCommand: AsyncParsableCommand {
         let runner = Task { await client.run() }
         defer { runner.cancel() }
         try await client.waitUntilConnected(timeout: .seconds(5))
-        let store = RedisLimitStore(client: client, configuration: .init(denyCache: false, coalesce: !noCoalesce), logger: logger)
+        let store = RedisLimitStore(client: client, configuration: .init(denyCache: false, coalesce: !noCoalesce, maximumInFlight: inFlight), logger: logger)
         guard ["uniform", "zipf"].contains(distribution) else {
             throw ValidationError("--distribution: expected uniform or zipf, found \(distribution)")
         }

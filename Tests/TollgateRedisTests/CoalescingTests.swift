@@ -50,6 +50,29 @@ import TollgateTestSupport
         #expect(outcomes == ["lead+2", "decision", "lead+"])
     }
 
+    /// With two calls allowed in flight, a check that finds one call out goes at once; only a key with two
+    /// out queues, and a later check never overtakes one that waits.
+    @Test func withTwoCallsInFlightAKeyQueuesOnlyBehindTheSecond() async throws {
+        let queues = CheckQueues(maximumBatch: 8, maximumInFlight: 2)
+        let key = CheckQueues.Key(plan: ObjectIdentifier(queues), partition: Partition(organization: "o", apiKey: "k"))
+        #expect(queues.claim(key) && queues.claim(key), "two calls go at once")
+        #expect(!queues.claim(key), "a third check waits")
+        let waiter = Task {
+            if case .lead(let others) = await queues.wait(key, cost: 7, now: 0) { return others.count }
+            return -1
+        }
+        while queues.waiting(key) < 1 { await Task.yield() }
+        // The first call returns: the waiting check leads the next call in its place (still two out).
+        let batch = queues.next(key)
+        #expect(batch.map(\.cost) == [7] && queues.calls(key) == 2)
+        batch[0].continuation.resume(returning: .lead(others: []))
+        #expect(await waiter.value == 0)
+        // Calls end with nothing waiting: one fewer out, and a new check may go again at once.
+        #expect(queues.next(key).isEmpty && queues.calls(key) == 1)
+        #expect(queues.claim(key) && queues.calls(key) == 2)
+        #expect(queues.next(key).isEmpty && queues.next(key).isEmpty && queues.inFlight == 0, "released after the last")
+    }
+
     // MARK: Against Redis
 
     /// Random concurrent checks (two hot keys, six cold ones, costs 0 to 12, refusals) through the
@@ -104,8 +127,9 @@ import TollgateTestSupport
     }
 
     /// 128 concurrent callers on one key of a small limit admit exactly the limit, most of them in
-    /// batches; the batch sizes are in the metrics.
-    @Test func hundredsOfCallersOnOneKeyAdmitExactlyTheLimit() async throws {
+    /// batches, with one or two calls in flight per key; the batch sizes are in the metrics.
+    @Test(arguments: [1, 2])
+    func hundredsOfCallersOnOneKeyAdmitExactlyTheLimit(maximumInFlight: Int) async throws {
         let plan = try Plan(
             name: "hot",
             limits: [
@@ -116,7 +140,9 @@ import TollgateTestSupport
         try await withAnyRedis { configuration in
             try await withClient(configuration) { client in
                 let metrics = TestMetrics()
-                let store = RedisLimitStore(client: client, configuration: .init(denyCache: false), logger: quietLogger, metricsFactory: metrics)
+                let store = RedisLimitStore(
+                    client: client, configuration: .init(denyCache: false, maximumInFlight: maximumInFlight), logger: quietLogger,
+                    metricsFactory: metrics)
                 let partition = Partition(organization: "hot-\(UInt64.random(in: 0...UInt64.max))", apiKey: "k")
                 let admitted = try await withThrowingTaskGroup(of: Int.self) { group in
                     for _ in 0..<128 {
