@@ -14,14 +14,15 @@ import TollgateRedis
 import UnixSignals
 
 /// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
-/// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`), run as swift-service-lifecycle
+/// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`, and with a token the admin API
+/// under `/v1`, see `AdminAPI`), run as swift-service-lifecycle
 /// services. The API's listener is the byte-level data path (`ByteListenerService`) for an `http://`
 /// upstream, and Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for an
 /// `https://` upstream or the built-in stand-in.
 ///
 /// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
 /// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
-/// `tollgate serve`) reads the files again and puts plans, routes, keys and the other live settings in
+/// `tollgate serve`, `POST /v1/reload`, or a change of either file with `server.watch_files`) reads the files again and puts plans, routes, keys and the other live settings in
 /// force without losing counters — the store is the same instance, and plans defined as before keep
 /// their counters — or refuses an invalid file with a log line and keeps the old configuration. Settings
 /// tied to sockets and connections (listen addresses, upstream URL and pool, store, key source) take
