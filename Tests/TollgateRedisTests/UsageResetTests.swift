@@ -95,3 +95,31 @@ import TollgateTestSupport
         }
     }
 }
+
+/// The keys and arguments of a reset, as values.
+@Suite struct ResetPlanTests {
+    @Test func wholeScopesAreDeletedOneLimitIsRewritten() throws {
+        let plan = try UsageResetTests.plan()
+        let partition = Partition(organization: "org_1", apiKey: "0123456789abcdef")
+        let names = LimitKeys.keys(plan: plan, partition: partition)  // key scope, organization scope, the log's list
+        #expect(names.count == 3)
+
+        let all = ResetPlan(plan: plan, partition: partition, limits: [0, 1, 2])
+        #expect(all.keys.first == names[0])
+        #expect(all.keys.contains(names[2]))
+        #expect(!all.keys.contains(names[1]))
+        let deleted = Int(all.arguments[0]) ?? -1
+        #expect(deleted == all.keys.count && all.arguments.count == 1)
+
+        // The fixed window alone: its fields rewritten in place, no list deleted, its previous-layout key deleted.
+        let one = ResetPlan(plan: plan, partition: partition, limits: [2])
+        let deletes = Int(one.arguments[0]) ?? -1
+        #expect(!one.keys[..<deletes].contains(names[0]) && !one.keys[..<deletes].contains(names[2]))
+        #expect(Array(one.keys[deletes...]) == [names[0], names[0]])  // window index and count
+        let layout = ScopeLayout(plan: plan, scope: .apiKey)
+        #expect(one.arguments.dropFirst().allSatisfy { Int($0) != nil })
+        #expect(one.arguments.last == String(layout.byteCount))
+
+        #expect(ResetPlan(plan: plan, partition: partition, limits: []).keys.isEmpty)
+    }
+}
