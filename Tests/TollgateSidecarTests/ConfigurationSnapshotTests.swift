@@ -22,10 +22,12 @@ import Testing
             server: { admin_token: abcdefghijklmnopqrstuvwxyz, port: 8080 }
             store: { backend: redis, url: "redis://:pw@r:6379", tls: { key_file: client.key } }
             extra: [ { password: x }, { client_secret: y }, 1.5, true, null ]
+            plans: { free: { limits: [ { name: burst, refill: { tokens: 7, per: 1s } } ] } }
             """
         let redacted = ConfigurationSnapshot(file: "tollgate.yaml", text: text, sha256: "").redacted
         let json = String(decoding: try JSONSerialization.data(withJSONObject: redacted, options: [.sortedKeys]), as: UTF8.self)
         #expect(!json.contains("abcdefghijklmnopqrstuvwxyz") && !json.contains(":pw@") && !json.contains("\"x\"") && !json.contains("\"y\""))
         #expect(json.contains("\"port\":8080") && json.contains("client.key") && json.contains("null"))
+        #expect(json.contains("\"tokens\":7"))
     }
 }

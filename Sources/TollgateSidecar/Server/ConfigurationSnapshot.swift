@@ -23,7 +23,8 @@ public struct ConfigurationSnapshot: Sendable, Equatable {
     }
 
     /// The configuration as JSON-ready values with every secret replaced by `"<redacted>"`: fields
-    /// named like a token, password or secret, and the password of any URL (`redis://user:pw@host`).
+    /// named `token`, `password` or `secret`, or ending in `_token`, `_password` or `_secret` (not
+    /// `tokens`, a refill's count), and the password of any URL (`redis://user:pw@host`).
     public var redacted: Any {
         let loaded = (try? Yams.load(yaml: text)) ?? nil
         return Self.redact(loaded as Any, field: "")
@@ -32,7 +33,8 @@ public struct ConfigurationSnapshot: Sendable, Equatable {
     static let secretFields = ["token", "password", "secret"]
 
     static func redact(_ value: Any, field: String) -> Any {
-        if secretFields.contains(where: { field.lowercased().contains($0) }) { return "<redacted>" }
+        let name = field.lowercased()
+        if secretFields.contains(where: { name == $0 || name.hasSuffix("_" + $0) }) { return "<redacted>" }
         switch value {
         case let mapping as [AnyHashable: Any]:
             var out: [String: Any] = [:]
