@@ -48,6 +48,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "TollgateSidecar",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                // `tollgate usage|reset --admin URL`: the admin API's client.
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -10,6 +10,10 @@ import Tollgate
 /// - `tollgate_decisions_total{plan, limit, outcome}`: every limit of every check, by whether that limit
 ///   admitted the request (`allowed`) or not (`denied`); shadow limits included, so a shadow limit's
 ///   would-be refusals show here before it is enforced.
+/// - `tollgate_limit_refusals_total{plan, limit}`: refused requests, by each enforced limit that refused
+///   them (a request refused by two limits counts under both).
+/// - `tollgate_near_limit_total{plan, limit}`: admitted requests that left an enforced limit with less
+///   than 20 % of its quota (as Envoy's `near_limit`): a customer about to be limited.
 /// - `tollgate_deny_cache_hits_total`: refusals answered from the deny cache without asking the store.
 /// - `tollgate_store_check_duration_seconds`: time of each check, whatever the store (a histogram).
 /// - `tollgate_store_errors_total`: checks that threw (answered 503).
@@ -43,11 +47,24 @@ final class RateLimitMetrics: Sendable {
         var checks: [Counter?]
         /// `tollgate_decisions_total`, at `limit * 2` (allowed) and `limit * 2 + 1` (denied).
         var decisions: [Counter?]
+        /// `tollgate_limit_refusals_total` and `tollgate_near_limit_total`, at the limit's index.
+        var refusals: [Counter?]
+        var nearLimit: [Counter?]
 
         init(_ plan: Plan) {
+            refusals = Array(repeating: nil, count: plan.limits.count)
+            nearLimit = Array(repeating: nil, count: plan.limits.count)
             compiled = plan.compiled
             checks = Array(repeating: nil, count: RateLimitMetrics.outcomes.count * RateLimitMetrics.origins.count)
             decisions = Array(repeating: nil, count: plan.limits.count * 2)
+        }
+
+        /// Increments the `label` counter of limit `index`, made on first use.
+        func count(_ table: inout [Counter?], _ index: Int, _ label: String, plan: Plan, factory: any MetricsFactory) {
+            if table[index] == nil {
+                table[index] = Counter(label: label, dimensions: [("plan", plan.name), ("limit", plan.limits[index].name)], factory: factory)
+            }
+            table[index]!.increment()
         }
     }
 
@@ -92,6 +109,12 @@ final class RateLimitMetrics: Sendable {
                         factory: factory)
                 }
                 series.decisions[slot]!.increment()
+                guard !result.shadow, decision.origin != .failOpen else { continue }
+                if !result.admits {
+                    series.count(&series.refusals, result.index, "tollgate_limit_refusals_total", plan: plan, factory: factory)
+                } else if decision.isAllowed, result.remaining * 5 < result.quota {
+                    series.count(&series.nearLimit, result.index, "tollgate_near_limit_total", plan: plan, factory: factory)
+                }
             }
         }
         if decision.origin == .denyCache { denyCacheHits.increment() }

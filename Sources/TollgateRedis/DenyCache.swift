@@ -55,6 +55,13 @@ final class DenyCache: Sendable {
         }
     }
 
+    /// Forgets every refusal of `partition`, whatever its plan (its counters were reset).
+    func forget(_ partition: Partition) {
+        shards[Int(UInt(bitPattern: partition.hashValue) % UInt(shards.count))].table.withLock { table in
+            table = table.filter { $0.key.partition != partition }
+        }
+    }
+
     /// Records a refusal of `cost` that was sent at local instant `sentAt`.
     func record(_ key: Key, cost: Int, sentAt: Int64, decision: Decision) {
         guard decision.denial == .limited, let retry = decision.retryAfterMicroseconds, retry > 0 else { return }

@@ -85,16 +85,16 @@ public final class RedisLimitStore: LimitStore {
 
     public let client: RedisClient
     public let configuration: Configuration
-    private let clock: any LimiterClock
+    let clock: any LimiterClock
     private let logger: Logger
     private let breaker: Mutex<CircuitBreaker>
-    private let denyCache: DenyCache?
+    let denyCache: DenyCache?
     /// Nil when coalescing is off.
     private let queues: CheckQueues?
     /// Tests: sees each coalesced call's partition, costs and decisions, in the order the calls for one
     /// set of keys were made.
     let callObserver = Mutex<(@Sendable (Partition, [Int], [Decision]) -> Void)?>(nil)
-    private let fallback: MemoryStore
+    let fallback: MemoryStore
     /// True while the breaker is closed with no failure counted: the common case skips its lock.
     private let breakerClean = Atomic<Bool>(true)
     /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused)
@@ -231,7 +231,7 @@ public final class RedisLimitStore: LimitStore {
         var description: String { message }
     }
 
-    nonisolated(nonsending) private func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
+    nonisolated(nonsending) func evaluate(_ plan: Plan, partition: Partition, cost: Int, instant: Int64?, callerClock: Int64) async throws(Failure) -> Decision {
         try await roundTrip(plan, partition: partition, costs: CollectionOfOne(cost), instant: instant, callerClock: callerClock) {
             (call, reply, hashTag) throws(LimiterError) in try call.decision(from: reply, cost: cost, hashTag: hashTag)
         }

@@ -14,14 +14,15 @@ import TollgateRedis
 import UnixSignals
 
 /// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
-/// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`), run as swift-service-lifecycle
+/// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`, and with a token the admin API
+/// under `/v1`, see `AdminAPI`), run as swift-service-lifecycle
 /// services. The API's listener is the byte-level data path (`ByteListenerService`) for an `http://`
 /// upstream, and Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for an
 /// `https://` upstream or the built-in stand-in.
 ///
 /// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
 /// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
-/// `tollgate serve`) reads the files again and puts plans, routes, keys and the other live settings in
+/// `tollgate serve`, `POST /v1/reload`, or a change of either file with `server.watch_files`) reads the files again and puts plans, routes, keys and the other live settings in
 /// force without losing counters — the store is the same instance, and plans defined as before keep
 /// their counters — or refuses an invalid file with a log line and keeps the old configuration. Settings
 /// tied to sockets and connections (listen addresses, upstream URL and pool, store, key source) take
@@ -48,6 +49,12 @@ public final class Sidecar: Sendable {
     let metrics: SidecarMetrics
     let storeClient: RedisClient?
     private let state = Mutex(RunState())
+    /// The configuration file in force (for `/v1/config`).
+    private let applied: Mutex<ConfigurationSnapshot>
+    /// The admin API's token in force; nil: no admin API.
+    let adminToken: Mutex<String?>
+    /// One reload at a time (SIGHUP, the file watcher and the admin API may ask at once).
+    private let reloading = Mutex(())
 
     struct RunState {
         var proxyPort: Int?
@@ -62,9 +69,11 @@ public final class Sidecar: Sendable {
     public init(configurationFile: String, logger: Logger) throws(ConfigurationError) {
         self.configurationFile = configurationFile
         self.logger = logger
-        let configuration = try TollgateConfiguration.load(contentsOfFile: configurationFile)
+        let (configuration, snapshot) = try ConfigurationSnapshot.read(configurationFile)
         let settings = configuration.sidecar
         startup = settings
+        applied = Mutex(snapshot)
+        adminToken = Mutex(AdminAPI.token(settings.server))
 
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -227,7 +236,7 @@ public final class Sidecar: Sendable {
                     guard let storeClient else { return true }
                     return (try? await storeClient.send(["PING"]))?.string == "PONG"
                 },
-                keysReady: { await keyRegistry.isReachable() }),
+                keysReady: { await keyRegistry.isReachable() }, api: AdminAPI(sidecar: self)),
             configuration: ApplicationConfiguration(address: .hostname(server.adminHost, port: server.adminPort)),
             onServerRunning: { [weak self] channel in self?.listening(admin: channel.localAddress?.port) },
             logger: logger)
@@ -256,6 +265,9 @@ public final class Sidecar: Sendable {
         }
         if reloadOnHangup {
             services.append(.init(service: HangupReloader(sidecar: self), serviceName: "reload"))
+        }
+        if server.watchFiles {
+            services.append(.init(service: FileWatcher(sidecar: self, interval: server.watchInterval), serviceName: "file-watcher"))
         }
         var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
         configuration.maximumGracefulShutdownDuration = server.shutdownTimeout
@@ -309,12 +321,33 @@ public final class Sidecar: Sendable {
 
     // MARK: Reloading
 
+    /// The files a change of which reloads the sidecar: the configuration file, and the key file when
+    /// keys come from one (as the configuration in force names it).
+    func watchedFiles() -> [String] {
+        var files = [configurationFile]
+        if startup.keys.source == .file, let source = keyRegistry.source as? FileKeySource { files.append(source.file.path) }
+        return files
+    }
+
+    /// The configuration file in force: its text and hash.
+    public var snapshot: ConfigurationSnapshot { applied.withLock { $0 } }
+
     /// Reads the configuration file (and key file) again and puts them in force; on any error, logs it
     /// and keeps the configuration in force. Returns whether the new configuration was applied.
     @discardableResult
     public func reload() -> Bool {
+        (try? reloadOrThrow()) != nil
+    }
+
+    /// `reload()`, answering the new file's snapshot, or throwing the error that refused it.
+    @discardableResult
+    public func reloadOrThrow() throws(ConfigurationError) -> ConfigurationSnapshot {
+        try reloading.withLock { _ in Result { () throws(ConfigurationError) in try reloadLocked() } }.get()
+    }
+
+    private func reloadLocked() throws(ConfigurationError) -> ConfigurationSnapshot {
         do {
-            let configuration = try TollgateConfiguration.load(contentsOfFile: configurationFile)
+            let (configuration, snapshot) = try ConfigurationSnapshot.read(configurationFile)
             let settings = configuration.sidecar
             var source = keyRegistry.source
             if startup.keys.source == .file, settings.keys.source == .file {
@@ -327,6 +360,8 @@ public final class Sidecar: Sendable {
             limiter.update(RateLimitPolicy(configuration: configuration))
             keyRegistry.replace(source: source, policy: Self.cachePolicy(settings.keys))
             live.update(settings)
+            applied.withLock { $0 = snapshot }
+            adminToken.withLock { $0 = AdminAPI.token(settings.server) }
             metrics.reload("applied")
             logger.info(
                 "configuration reloaded",
@@ -336,13 +371,13 @@ public final class Sidecar: Sendable {
                     "configuration changes that take effect only at the next start were not applied",
                     metadata: ["fields": "\(pending.joined(separator: ", "))"])
             }
-            return true
+            return snapshot
         } catch {
             metrics.reload("refused")
             logger.error(
                 "configuration reload refused; the previous configuration stays in force",
                 metadata: ["error": "\(error.description)"])
-            return false
+            throw error
         }
     }
 
@@ -364,6 +399,8 @@ public final class Sidecar: Sendable {
         check("store", old.store, new.store)
         check("keys.source", old.keys.source, new.keys.source)
         check("keys.url", old.keys.url, new.keys.url)
+        check("server.watch_files", old.server.watchFiles, new.server.watchFiles)
+        check("server.watch_interval", old.server.watchInterval, new.server.watchInterval)
         return changed
     }
 }

@@ -15,7 +15,8 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Reads the plans and the server, upstream, store, keys, routes and unmatched sections of the \
             configuration file. An invalid file is refused before anything starts, naming the file, line and \
-            field (exit status 1). SIGHUP reloads the configuration and the key file without losing counters \
+            field (exit status 1). SIGHUP, or a change of the configuration or key file (server.watch_files), \
+            reloads them without losing counters \
             (an invalid new file is refused and the old one stays in force); SIGTERM or SIGINT stops accepting \
             connections, lets requests in flight finish and exits. Logs go to standard error.
             """

@@ -6,6 +6,6 @@ struct TollgateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tollgate",
         abstract: "Rate limiting and quota enforcement for the message API.",
-        subcommands: [CheckCommand.self, RedisLoadCommand.self, ServeCommand.self]
+        subcommands: [CheckCommand.self, ServeCommand.self, KeysCommand.self, UsageCommand.self, ResetCommand.self, RedisLoadCommand.self]
     )
 }

@@ -146,7 +146,7 @@ extension EndToEnd {
                     limits:
                       - { name: burst, algorithm: token_bucket, capacity: 3, refill: { tokens: 1, per: 1h } }
                 \(extraPlan)
-                server: { port: \(proxy), admin_port: \(admin) }
+                server: { port: \(proxy), admin_port: \(admin), watch_files: false }
                 keys: { file: keys.yaml }
                 routes:
                   - { method: POST, path: /api/v1/messages/send, scope: \(routeScope) }

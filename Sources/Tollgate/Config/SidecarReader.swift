@@ -5,7 +5,7 @@ import Yams
 /// `SidecarSettings`; the keys and their defaults are listed there.
 extension ConfigReader {
     static let serverFields = [
-        "host", "port", "admin_host", "admin_port", "max_header_size", "max_body_size", "idle_timeout",
+        "host", "port", "admin_host", "admin_port", "admin_token", "watch_files", "watch_interval", "max_header_size", "max_body_size", "idle_timeout",
         "legacy_headers", "access_log", "access_log_sample", "shutdown_timeout",
     ]
     static let upstreamFields = [
@@ -34,6 +34,14 @@ extension ConfigReader {
             case "port": server.port = try port(value, at: at)
             case "admin_host": server.adminHost = try host(value, at: at)
             case "admin_port": server.adminPort = try port(value, at: at)
+            case "admin_token":
+                let token = try string(value, at: at, expected: "the admin API's bearer token")
+                guard token.utf8.count >= 16, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+                    throw error(at: value, at, "expected at least 16 visible ASCII characters, without spaces")
+                }
+                server.adminToken = token
+            case "watch_files": server.watchFiles = try bool(value, at: at)
+            case "watch_interval": server.watchInterval = try timeAmount(value, at: at)
             case "max_header_size": server.maxHeaderSize = try byteSize(value, at: at, minimum: 1024)
             case "max_body_size": server.maxBodySize = try byteSize(value, at: at)
             case "idle_timeout": server.idleTimeout = try timeAmount(value, at: at)

@@ -9,6 +9,14 @@ import Foundation
 ///   - `port` (int 0-65535, default 8080): its TCP port; 0 picks a free port (tests).
 ///   - `admin_host` (string, default `127.0.0.1`): address of `/healthz`, `/readyz` and `/metrics`.
 ///   - `admin_port` (int 0-65535, default 9090): their port; must differ from `port` unless either is 0.
+///   - `admin_token` (string, optional, at least 16 characters): the bearer token of the admin API
+///     (`/v1/usage`, `/v1/config`, `/v1/reload`); the environment variable `TOLLGATE_ADMIN_TOKEN`, when
+///     set, takes its place (a Kubernetes Secret). Without either, the admin listener answers only
+///     `/healthz`, `/readyz` and `/metrics`. Never returned by `/v1/config`.
+///   - `watch_files` (bool, default true): reload, as SIGHUP does, when the configuration file or the key
+///     file changes (their contents are compared, so an edit, a rename over the file and a Kubernetes
+///     ConfigMap's symlink swap all count); a broken file is refused and logged, the old one stays.
+///   - `watch_interval` (duration, default 2s): how often the files are compared.
 ///   - `max_header_size` (size, default 32KiB): the request target and header fields (names and
 ///     values) together; larger → 431.
 ///   - `max_body_size` (size, default 16MiB): request body; larger → 413 (by `Content-Length` before
@@ -107,6 +115,10 @@ public struct ServerSettings: Sendable, Equatable {
     public var port = 8080
     public var adminHost = "127.0.0.1"
     public var adminPort = 9090
+    /// The admin API's bearer token from the file (the environment's `TOLLGATE_ADMIN_TOKEN` wins).
+    public var adminToken: String?
+    public var watchFiles = true
+    public var watchInterval: Duration = .seconds(2)
     public var maxHeaderSize = 32 * 1024
     public var maxBodySize = 16 * 1024 * 1024
     public var idleTimeout: Duration = .seconds(30)

@@ -9,12 +9,14 @@ import Prometheus
 /// - `GET /readyz`: 200 when the limit store and the key registry answer, 503 otherwise, with a JSON body
 ///   saying which (`{"store":"ok","keys":"unreachable"}`); a memory store and a key file are always ready.
 /// - `GET /metrics`: every metric in the Prometheus text format.
+/// - `/v1/…`: the admin API (`AdminAPI`), when a token is configured.
 enum AdminRoutes {
     static func router(
         registry: PrometheusCollectorRegistry, storeReady: @escaping @Sendable () async -> Bool,
-        keysReady: @escaping @Sendable () async -> Bool
-    ) -> Router<BasicRequestContext> {
-        let router = Router()
+        keysReady: @escaping @Sendable () async -> Bool, api: AdminAPI? = nil
+    ) -> Router<AdminRequestContext> {
+        let router = Router(context: AdminRequestContext.self)
+        api?.add(to: router)
         router.get("/healthz") { _, _ in
             text(.ok, "ok\n", contentType: "text/plain; charset=utf-8")
         }

@@ -18,6 +18,8 @@ final class SidecarMetrics: Sendable {
     init(factory: any MetricsFactory) {
         self.factory = factory
         upstreamLatency = Timer(label: "tollgate_upstream_duration_seconds", dimensions: [], factory: factory)
+        // Both series from the start, at 0: an alert on their increase has something to compare with.
+        for result in ["applied", "refused"] { _ = counter("tollgate_config_reloads_total", "result", result) }
     }
 
     private func counter(_ label: String, _ name: String, _ value: String) -> Counter {

@@ -50,7 +50,7 @@ func keyFile(_ keys: [TestKey]) -> String {
 /// unlimited), the message API's routes, and the given sections.
 func configuration(
     upstream: String? = nil, store: String = "store: { backend: memory }", keys: String = "keys: { file: keys.yaml }",
-    server: String = "max_body_size: 32MiB, idle_timeout: 1s", upstreamOptions: String = "response_timeout: 1s",
+    server: String = "max_body_size: 32MiB, idle_timeout: 1s, watch_files: false", upstreamOptions: String = "response_timeout: 1s",
     basicCapacity: Int = 3, unmatched: String = "pass", extra: String = ""
 ) -> String {
     """
