@@ -317,9 +317,10 @@ private struct LuaWriter {
             line("local t\(j) = now")
             line("local z\(j) = s\(j) * 1000000")
             line("if z\(j) > now then t\(j) = z\(j) end")
-            // The stored period, [start, TTL end - margin), while it holds t; else the periods are needed.
+            // The stored period, [start, TTL end - margin), while it holds t; else (or with no start: a
+            // quota reset in place) the periods are needed.
             line("local a\(j), b\(j) = z\(j), (ex\(g) - \(PlanScript.keptPeriodMargin)) * 1000000")
-            line("if t\(j) >= b\(j) then return 0 end")
+            line("if t\(j) >= b\(j) or z\(j) == 0 then return 0 end")
             line("local un\(j) = n\(j)")
         case .calendar:
             line("local t\(j) = now")
