@@ -46,9 +46,10 @@ public final class RedisTestServer {
     ///
     /// With `tls`, the port is a TLS port (`--tls-port`, no plain port) serving `tls`' server certificate;
     /// with `requireClientCertificate`, clients must present a certificate signed by `tls.caFile`.
+    /// `configurationFile`, when given, comes first (a sentinel's, which it rewrites).
     public static func start(
         port: Int? = nil, unixSocket: Bool = false, tls: TestCertificateAuthority? = nil,
-        requireClientCertificate: Bool = false, arguments: [String] = []
+        requireClientCertificate: Bool = false, configurationFile: String? = nil, arguments: [String] = []
     ) async throws -> RedisTestServer {
         guard let executable = locateExecutable("redis-server") else {
             throw TestSetupError(
@@ -77,7 +78,7 @@ public final class RedisTestServer {
         if let socketPath {
             serverArguments += ["--unixsocket", socketPath, "--unixsocketperm", "700"]
         }
-        process.arguments = serverArguments + arguments
+        process.arguments = (configurationFile.map { [$0] } ?? []) + serverArguments + arguments
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
