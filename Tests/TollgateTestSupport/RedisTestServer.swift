@@ -15,8 +15,9 @@ public struct TestSetupError: Error, CustomStringConvertible {
     }
 }
 
-/// A `redis-server` that a test starts on a free loopback port and kills when it is done, or when the test
-/// wants Redis gone mid-run. With a `TestCertificateAuthority` it serves TLS only, on that port.
+/// A `redis-server` (or the server `TOLLGATE_REDIS_SERVER` names, such as Valkey's `valkey-server`) that
+/// a test starts on a free loopback port and kills when it is done, or when the test wants Redis gone
+/// mid-run. With a `TestCertificateAuthority` it serves TLS only, on that port.
 ///
 /// Stopped with SIGKILL, never `Process.terminate()` (a process started from a Swift Testing worker can
 /// ignore SIGTERM and hang the suite).
@@ -51,7 +52,13 @@ public final class RedisTestServer {
         port: Int? = nil, unixSocket: Bool = false, tls: TestCertificateAuthority? = nil,
         requireClientCertificate: Bool = false, configurationFile: String? = nil, arguments: [String] = []
     ) async throws -> RedisTestServer {
-        guard let executable = locateExecutable("redis-server") else {
+        if let chosen = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_SERVER"], !chosen.isEmpty {
+            // Another server of the same protocol, such as Valkey's valkey-server.
+            guard FileManager.default.isExecutableFile(atPath: chosen) || locateExecutable(chosen) != nil else {
+                throw TestSetupError(description: "TOLLGATE_REDIS_SERVER names \(chosen), which is not an executable file nor on PATH")
+            }
+        }
+        guard let executable = serverExecutable else {
             throw TestSetupError(
                 description: "redis-server was not found on PATH nor in /usr/bin, /usr/sbin, /usr/local/bin. "
                     + "Install it (Debian: apt-get install redis-server redis-tools); the live tests need it.")
@@ -146,6 +153,15 @@ public func withRedisServer(
         throw error
     }
     await server.kill()
+}
+
+/// The server the live tests start: `TOLLGATE_REDIS_SERVER` (a path, or a name on PATH) when it is set,
+/// else `redis-server`.
+var serverExecutable: String? {
+    if let chosen = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_SERVER"], !chosen.isEmpty {
+        return FileManager.default.isExecutableFile(atPath: chosen) ? chosen : locateExecutable(chosen)
+    }
+    return locateExecutable("redis-server")
 }
 
 /// A loopback port that was free a moment ago (bound to port 0, read back, closed).

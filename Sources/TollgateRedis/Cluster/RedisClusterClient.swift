@@ -303,6 +303,17 @@ public final class RedisClusterClient: Sendable {
         }
     }
 
+    /// A task executor on the event loop of connection `index % connections` of the primaries (they
+    /// share the loops): a caller with it as executor preference makes its checks without a thread hop,
+    /// whichever primary they go to (see `RedisClient.taskExecutor(for:)`).
+    public func taskExecutor(for index: Int) -> any TaskExecutor {
+        let nodes = state.withLock { Array($0.nodes.values) }
+        guard let first = nodes.min(by: { $0.address.description < $1.address.description }) else {
+            return EventLoopTaskExecutor(eventLoopGroup.next())
+        }
+        return first.client.taskExecutor(for: index)
+    }
+
     /// The addresses of the current map's primaries.
     public var primaryAddresses: [ClusterAddress] { primaries.map(\.address) }
 
