@@ -31,7 +31,8 @@
 # TOLLGATE_SKIP_BUILD=1 uses the release build as it is (TOLLGATE_BIN=path: that binary instead);
 # TOLLGATE_CALLGRIND=1 also counts Redis' instructions per check (valgrind; a few minutes more);
 # TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2; TOLLGATE_SKIP_COALESCE=1 skips part 4;
-# TOLLGATE_SKIP_PYTHON=1 skips part 5; TOLLGATE_SKIP_CLUSTER=1 skips part 6.
+# TOLLGATE_SKIP_PYTHON=1 skips part 5; TOLLGATE_SKIP_CLUSTER=1 skips part 6; TOLLGATE_CLUSTER_ONLY=1 runs
+# part 6 alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
@@ -57,7 +58,10 @@ trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WOR
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 cli() { redis-cli -p "$PORT" "$@"; }
 
+CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
+
 # ---- 1. Redis CPU per check -------------------------------------------------------------------------
+if [ -z "${TOLLGATE_CLUSTER_ONLY:-}" ]; then
 ORG=org-bench
 load_script() { cli script load "$(cat "$1")"; }
 # Each case is a command for redis-benchmark, kept NUL-separated (a script's first argument is empty).
@@ -211,7 +215,6 @@ tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failu
     --seconds "$SECS" --organization "$ORG" ${3:-} |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("commands_per_read", 0))'
 }
-CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
 echo "Tollgate's client, three-limit plan (Redis µs/check, and EVALSHA calls per server read, from INFO during the run)"
 printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check cmds/read" \
   "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
@@ -267,6 +270,8 @@ if [ -z "${TOLLGATE_SKIP_COALESCE:-}" ]; then
   done
 fi
 
+fi  # TOLLGATE_CLUSTER_ONLY
+
 # ---- 6. Redis Cluster ------------------------------------------------------------------------------
 if [ -z "${TOLLGATE_SKIP_CLUSTER:-}" ]; then
   CLUSTER_PORTS=("$((PORT + 1))" "$((PORT + 2))" "$((PORT + 3))")  # their cluster buses: 10,000 above
@@ -307,7 +312,7 @@ PY
 fi
 
 # ---- 5. Python limits ----------------------------------------------------------------------------
-[ -n "${TOLLGATE_SKIP_PYTHON:-}" ] && exit 0
+[ -n "${TOLLGATE_SKIP_PYTHON:-}${TOLLGATE_CLUSTER_ONLY:-}" ] && exit 0
 python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q limits redis >/dev/null
 "$WORK/venv/bin/python" - "$PORT" "$SECS" <<'PY'
 import sys, time

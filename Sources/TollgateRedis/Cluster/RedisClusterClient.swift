@@ -110,13 +110,15 @@ public final class RedisClusterClient: Sendable {
     }
 
     /// Refreshes the map at once, then whenever asked (at most once per `minimumRefreshInterval`) or
-    /// every `refreshInterval`; while refreshes fail, once per `minimumRefreshInterval`.
+    /// every `refreshInterval`; while refreshes fail, once per `minimumRefreshInterval`. A request is
+    /// noticed within `Self.requestPoll` once the interval since the last refresh has passed.
     private func maintainMap() async {
         var last: ContinuousClock.Instant?
         var failures = 0
         while !Task.isCancelled {
             let now = ContinuousClock.now
-            let asked = refreshWanted.exchange(false, ordering: .relaxed)
+            let throttled = last.map { now - $0 < configuration.minimumRefreshInterval } ?? false
+            let asked = !throttled && refreshWanted.exchange(false, ordering: .relaxed)
             if asked || last.map({ now - $0 >= configuration.refreshInterval }) ?? true {
                 last = now
                 do {
@@ -133,12 +135,15 @@ public final class RedisClusterClient: Sendable {
                 }
             }
             do {
-                try await Task.sleep(for: configuration.minimumRefreshInterval)
+                try await Task.sleep(for: min(configuration.minimumRefreshInterval, Self.requestPoll))
             } catch {
                 break
             }
         }
     }
+
+    /// How often the map's task looks for a refresh request.
+    private static let requestPoll: Duration = .milliseconds(20)
 
     /// Asks for a refresh of the slot map (done by `run()`'s task, at most once per `minimumRefreshInterval`).
     func requestRefresh() {
