@@ -19,6 +19,10 @@
 #    three spreads as an open loop (`redis-load --rate`) at the same rate for on and off, half the lower
 #    128-caller throughput of the two, so that p50/p99/p99.9 compare at equal throughput.
 # 5. The Python `limits` library (moving window), the reference many users know.
+# 6. Redis Cluster (run before part 5): three primaries on loopback, the three-limit plan over 10,000 keys
+#    of as many organizations, beside the single server with the same keys and callers in the same run:
+#    checks/s, Redis CPU per check (all primaries' CPU over all checks), each primary's share of the calls
+#    and CPU per call, and the MOVED answers during the run (none once the map is warm).
 #
 # Tollgate's callers run on the event loops of the client's connections (`tollgate redis-load`'s default,
 # a task executor preference per caller: no thread hop per check); the "pool" column runs the same
@@ -29,7 +33,8 @@
 # TOLLGATE_SKIP_BUILD=1 uses the release build as it is (TOLLGATE_BIN=path: that binary instead);
 # TOLLGATE_CALLGRIND=1 also counts Redis' instructions per check (valgrind; a few minutes more);
 # TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2; TOLLGATE_SKIP_COALESCE=1 skips part 4;
-# TOLLGATE_SKIP_PYTHON=1 skips part 5.
+# TOLLGATE_SKIP_PYTHON=1 skips part 5; TOLLGATE_SKIP_CLUSTER=1 skips part 6; TOLLGATE_CLUSTER_ONLY=1 runs
+# part 6 alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
@@ -55,7 +60,10 @@ trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WOR
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 cli() { redis-cli -p "$PORT" "$@"; }
 
+CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
+
 # ---- 1. Redis CPU per check -------------------------------------------------------------------------
+if [ -z "${TOLLGATE_CLUSTER_ONLY:-}" ]; then
 ORG=org-bench
 load_script() { cli script load "$(cat "$1")"; }
 # Each case is a command for redis-benchmark, kept NUL-separated (a script's first argument is empty).
@@ -234,7 +242,6 @@ tg() {  # tollgate callers connections [extra flags] -> "rps p50_ms p99_ms failu
     --seconds "$SECS" --organization "$ORG" ${3:-} |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(int(r["checks_per_second"]), r["p50_us"]/1000, r["p99_us"]/1000, r["failures"], r.get("redis_cpu_us_per_check", 0), r.get("commands_per_read", 0))'
 }
-CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
 echo "Tollgate's client, three-limit plan (Redis µs/check, and EVALSHA calls per server read, from INFO during the run)"
 printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks/s p50 p99 Redis-us/check cmds/read" \
   "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
@@ -310,8 +317,49 @@ if [ -z "${TOLLGATE_SKIP_COALESCE:-}" ]; then
   done
 fi
 
+fi  # TOLLGATE_CLUSTER_ONLY
+
+# ---- 6. Redis Cluster ------------------------------------------------------------------------------
+if [ -z "${TOLLGATE_SKIP_CLUSTER:-}" ]; then
+  CLUSTER_PORTS=("$((PORT + 1))" "$((PORT + 2))" "$((PORT + 3))")  # their cluster buses: 10,000 above
+  for p in "${CLUSTER_PORTS[@]}"; do
+    mkdir -p "$WORK/cluster-$p"
+    redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf --save '' \
+      --appendonly no --daemonize yes --logfile "$WORK/cluster-$p/redis.log" --dir "$WORK/cluster-$p"
+  done
+  trap 'for p in "$PORT" "${CLUSTER_PORTS[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$WORK"' EXIT
+  for p in "${CLUSTER_PORTS[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") --cluster-yes >/dev/null
+  for p in "${CLUSTER_PORTS[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "$p" cluster info | grep -q cluster_state:ok && break; sleep 0.1; done
+  done
+  SEEDS=$(printf 'redis://127.0.0.1:%s,' "${CLUSTER_PORTS[@]}"); SEEDS=${SEEDS%,}
+  echo
+  echo "Redis Cluster, three primaries, three-limit plan, uniform over 10,000 keys of as many organizations"
+  printf '%-7s | %-32s | %-32s | %-9s | %-8s | %s\n' callers "one server: checks/s Redis-us/check" \
+    "cluster: checks/s Redis-us/check" "CPU ratio" "MOVED" "per primary: share of calls, Redis us/call"
+  cl() {  # callers target-flags... -> JSON
+    local callers=$1; shift
+    "$TOLLGATE" redis-load --config "$PLANS" --plan three --callers "$callers" --connections "$CONNS" --seconds "$SECS" \
+      --organization "cl-$RANDOM" --keys 10000 "$@"
+  }
+  for C in 16 128; do
+    single=$(cl "$C" --url "redis://127.0.0.1:$PORT")
+    clustered=$(cl "$C" --cluster "$SEEDS")
+    python3 - "$C" "$single" "$clustered" <<'PY'
+import json, sys
+callers, one, many = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+ratio = many["redis_cpu_us_per_check"] / one["redis_cpu_us_per_check"]
+nodes = "  ".join(f'{n["node"]} {n["calls_share"] * 100:.1f}% {n["redis_cpu_us_per_call"]:.2f}' for n in many["nodes"])
+print(f'{callers:<7} | {int(one["checks_per_second"]):>9} {one["redis_cpu_us_per_check"]:>8.2f}{"":14} | '
+      f'{int(many["checks_per_second"]):>9} {many["redis_cpu_us_per_check"]:>8.2f}{"":14} | {ratio:>8.2f}x | {many["moved"]:>8} | {nodes}')
+PY
+  done
+  echo "goal: Redis CPU per check on the cluster <= 1.1x the single server's; no MOVED with a warm map"
+fi
+
 # ---- 5. Python limits ----------------------------------------------------------------------------
-[ -n "${TOLLGATE_SKIP_PYTHON:-}" ] && exit 0
+[ -n "${TOLLGATE_SKIP_PYTHON:-}${TOLLGATE_CLUSTER_ONLY:-}" ] && exit 0
 python3 -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q limits redis >/dev/null
 "$WORK/venv/bin/python" - "$PORT" "$SECS" <<'PY'
 import sys, time

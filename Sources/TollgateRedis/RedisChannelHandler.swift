@@ -71,11 +71,15 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     /// The client's task executor on this channel's loop, when there is one.
     private let taskExecutor: EventLoopTaskExecutor?
+    /// Where a subscriber connection's messages go: replies that arrive while no command waits for one.
+    /// Nil on an ordinary connection, where such a reply is a protocol error.
+    private let pushes: (@Sendable (RedisReply) -> Void)?
 
-    init(logger: Logger, taskExecutor: EventLoopTaskExecutor? = nil) throws(RedisClientError) {
+    init(logger: Logger, taskExecutor: EventLoopTaskExecutor? = nil, pushes: (@Sendable (RedisReply) -> Void)? = nil) throws(RedisClientError) {
         self.decoder = try RESPReplyDecoder()
         self.logger = logger
         self.taskExecutor = taskExecutor
+        self.pushes = pushes
         self.outbound = ByteBufferAllocator().buffer(capacity: 0)
     }
 
@@ -192,6 +196,10 @@ final class RedisChannelHandler: ChannelDuplexHandler {
         do {
             try decoder.feed(bytes)
             while let reply = try decoder.next() {
+                if let pushes, stateMachine.pendingCount == 0, !stateMachine.isClosed {
+                    pushes(reply)
+                    continue
+                }
                 switch stateMachine.receivedReply(reply) {
                 case .succeed(let responder, let reply):
                     responder.succeed(reply)

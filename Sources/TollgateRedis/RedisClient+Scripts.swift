@@ -30,16 +30,20 @@ extension RedisClient {
 
     /// An `EVALSHA` of `sha` that `encode` writes whole (the limit store's pre-encoded calls), with the
     /// same one reload of `source` on `NOSCRIPT` as `evalSHA`.
+    ///
+    /// With `asking` (a Redis Cluster `ASK` redirection to this node), each attempt is preceded by `ASKING`;
+    /// the script is loaded here, on the node that said `NOSCRIPT`.
     nonisolated(nonsending) func evalSHA(
         _ sha: String,
         source: String,
+        asking: Bool = false,
         encode: (inout ByteBuffer) -> Void
     ) async throws(RedisClientError) -> RedisReply {
         try await Self.reloadingOnce(
             sha,
             source: source,
             send: { (arguments) async throws(RedisClientError) in try await self.send(arguments) },
-            call: { () async throws(RedisClientError) in try await self.send(encode: encode) }
+            call: { () async throws(RedisClientError) in try await self.send(asking: asking, encode: encode) }
         )
     }
 

@@ -207,9 +207,18 @@ public final class RedisClient: Sendable {
 
     /// Sends one command that `encode` writes as RESP (exactly one whole command), within
     /// `configuration.commandTimeout`: the hot path of the limit store, with no argument array.
-    nonisolated(nonsending) func send(encode: (inout ByteBuffer) -> Void) async throws(RedisClientError) -> RedisReply {
+    /// With `asking`, an `ASKING` precedes it on the same connection (a Redis Cluster `ASK` redirection).
+    nonisolated(nonsending) func send(asking: Bool = false, encode: (inout ByteBuffer) -> Void) async throws(RedisClientError) -> RedisReply {
         let connection = try pickConnection()
-        return try await connection.send(timeout: connection.commandTimeout, encode: encode)
+        return try await connection.send(timeout: connection.commandTimeout, asking: asking, encode: encode)
+    }
+
+    /// Whether at least one connection is up.
+    var hasConnection: Bool {
+        slots.contains { slot in
+            if case .connected(let connection) = slot.state.withLock({ $0 }) { return !connection.isClosed }
+            return false
+        }
     }
 
     // MARK: Event loops

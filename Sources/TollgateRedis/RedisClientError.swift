@@ -88,9 +88,8 @@ public struct RedisClientError: Error, Sendable, CustomStringConvertible {
 
 extension RedisClientError {
     /// The error for a `RedisConfiguration` field out of range: which field, what was expected, what was found.
-    static func invalidField(_ field: String, expected: String, found: String) -> RedisClientError {
-        RedisClientError(
-            .invalidConfiguration, message: "RedisConfiguration.\(field) must be \(expected), found \(found)", field: field)
+    static func invalidField(_ field: String, of type: String = "RedisConfiguration", expected: String, found: String) -> RedisClientError {
+        RedisClientError(.invalidConfiguration, message: "\(type).\(field) must be \(expected), found \(found)", field: field)
     }
 
     /// The error for a server error reply. Some servers echo the arguments of an unknown command

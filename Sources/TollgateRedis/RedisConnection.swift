@@ -62,12 +62,15 @@ public final actor RedisConnection {
     /// Connects; `taskExecutor`, when given, is the client's executor on `eventLoop`, whose jobs the
     /// handler can flush after (see `RedisChannelHandler.scheduleFlush`); `tls` is the client's TLS
     /// context, made once from `configuration.tls`.
+    ///
+    /// `pushes`, when given, receives the replies that arrive while no command waits (a subscriber's messages).
     static func connect(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
         taskExecutor: EventLoopTaskExecutor?,
         tls: RedisTLSContext?,
-        logger: Logger
+        logger: Logger,
+        pushes: (@Sendable (RedisReply) -> Void)? = nil
     ) async throws(RedisClientError) -> RedisConnection {
         try configuration.validate()
         let started = ContinuousClock.now
@@ -93,7 +96,7 @@ public final actor RedisConnection {
                     handshake = waiter.handshake
                     tlsError = waiter.laterError
                 }
-                try pipeline.addHandler(RedisChannelHandler(logger: logger, taskExecutor: taskExecutor))
+                try pipeline.addHandler(RedisChannelHandler(logger: logger, taskExecutor: taskExecutor, pushes: pushes))
                 return NewChannel(channel: channel, handshake: handshake, tlsError: tlsError)
             }
         }
@@ -267,8 +270,12 @@ public final actor RedisConnection {
     ///
     /// On the event loop, `encode` writes straight into the handler's outbound buffer; elsewhere into a
     /// buffer of the caller's that the loop then takes. `encode` must write exactly one whole command.
+    ///
+    /// With `asking`, an `ASKING` goes just before the command, in the same event-loop turn so that no
+    /// other caller's command comes between them (a Redis Cluster `ASK` redirection); its reply is dropped.
     nonisolated(nonsending) func send(
         timeout: TimeAmount,
+        asking: Bool = false,
         encode: (inout ByteBuffer) -> Void
     ) async throws(RedisClientError) -> RedisReply {
         guard timeout > .zero else {
@@ -292,12 +299,14 @@ public final actor RedisConnection {
                 let eventLoop = channel.eventLoop
                 let deadline = eventLoop.now + timeout
                 if eventLoop.inEventLoop {
+                    if asking { enqueueAsking(deadline: deadline) }
                     handler.value.enqueue(deadline: deadline, responder: .continuation(continuation), encode: encode)
                 } else {
                     var command = allocator.buffer(capacity: 256)
                     encode(&command)
                     let request = RedisRequest(command: command, deadline: deadline, responder: .continuation(continuation))
                     eventLoop.execute { [handler] in
+                        if asking { self.enqueueAsking(deadline: request.deadline) }
                         handler.value.enqueue(deadline: request.deadline, responder: request.responder) {
                             $0.writeImmutableBuffer(request.command)
                         }
@@ -308,6 +317,14 @@ public final actor RedisConnection {
             throw error
         } catch {
             throw RedisClientError(.connectionClosed, message: "the command failed on the connection; it may have run", underlying: error)
+        }
+    }
+
+    /// Queues an `ASKING` whose reply nobody reads (on the event loop, right before the command it is for).
+    private nonisolated func enqueueAsking(deadline: NIODeadline) {
+        let ignored = channel.eventLoop.makePromise(of: RedisReply.self)
+        handler.value.enqueue(deadline: deadline, responder: .promise(ignored)) {
+            RESPCommandEncoder.write(["ASKING"], into: &$0)
         }
     }
 

@@ -29,7 +29,14 @@ extension RedisLimitStore {
         guard !request.keys.isEmpty else { return }
         let reply: RedisReply
         do {
-            reply = try await client.send(["EVAL", ResetPlan.script, String(request.keys.count)] + request.keys + request.arguments)
+            let command = ["EVAL", ResetPlan.script, String(request.keys.count)] + request.keys + request.arguments
+            reply =
+                switch backend {
+                case .server(let client): try await client.send(command)
+                case .sentinel(let sentinel): try await sentinel.send(command)
+                // The keys share the partition's hash tag: one slot, one primary.
+                case .cluster(let cluster): try await cluster.send(command, key: request.keys[0])
+                }
         } catch {
             throw LimiterError(.storeUnavailable, "could not reset counters: \(error)")
         }

@@ -15,7 +15,15 @@ import Tollgate
 /// request; it closes again as soon as a probe succeeds. Recent refusals are answered from a bounded
 /// in-process deny cache until their retry instant (see `DenyCache`).
 ///
-/// Run `client.run()` in a task for as long as the store is used (the client keeps its connections).
+/// Run the backend's client (`run()`) in a task for as long as the store is used (the client keeps
+/// its connections).
+///
+/// **Redis Sentinel.** With `init(backend: .sentinel(…))` checks go to the primary the sentinels name, followed
+/// through failovers (`RedisSentinelClient`).
+///
+/// **Redis Cluster.** With `init(backend: .cluster(…))` each check goes to the primary serving its organization's
+/// hash slot (`RedisClusterClient`); the breaker is per node, so a failed primary costs only the checks
+/// of the slots it served, and the group commit's batches, being per key, are per node too.
 ///
 /// **Cost of a check.** A plan's command is encoded once (`PlanCall`); a check writes only its keys and
 /// cost into the connection's outbound buffer. The script answers the state it read and its verdict;
@@ -83,11 +91,23 @@ public final class RedisLimitStore: LimitStore {
         }
     }
 
-    public let client: RedisClient
+    /// Where the store's calls go.
+    public enum Backend: Sendable {
+        /// One server (or a pool of connections to it).
+        case server(RedisClient)
+        /// A Redis Cluster: each check on the primary of its organization's slot.
+        case cluster(RedisClusterClient)
+        /// The primary that Redis Sentinel names, followed through failovers.
+        case sentinel(RedisSentinelClient)
+    }
+
+    public let backend: Backend
+    /// The client of a single server; nil on a cluster or behind Sentinel.
+    public var client: RedisClient? { if case .server(let client) = backend { client } else { nil } }
     public let configuration: Configuration
     let clock: any LimiterClock
     private let logger: Logger
-    private let breaker: Mutex<CircuitBreaker>
+    private let breakers: NodeBreakers
     let denyCache: DenyCache?
     /// Nil when coalescing is off.
     private let queues: CheckQueues?
@@ -95,8 +115,6 @@ public final class RedisLimitStore: LimitStore {
     /// set of keys were made.
     let callObserver = Mutex<(@Sendable (Partition, [Int], [Decision]) -> Void)?>(nil)
     let fallback: MemoryStore
-    /// True while the breaker is closed with no failure counted: the common case skips its lock.
-    private let breakerClean = Atomic<Bool>(true)
     /// Each plan's prepared script call, by the identity of its compiled form (held, so never reused)
     /// and whether the instant is explicit (tests).
     private let calls = Mutex<[CallKey: PlanCalls]>([:])
@@ -115,21 +133,28 @@ public final class RedisLimitStore: LimitStore {
     }
     private let metrics: StoreMetrics
 
-    /// - Parameters:
-    ///   - client: the Redis client; its `commandTimeout` is each check's time budget.
-    ///   - clock: the local clock for the breaker and the deny cache (decisions use Redis' `TIME`).
-    public init(
+    /// A store on one server.
+    public convenience init(
         client: RedisClient, configuration: Configuration = .init(), clock: any LimiterClock = SystemClock(),
         logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
     ) {
-        self.client = client
+        self.init(backend: .server(client), configuration: configuration, clock: clock, logger: logger, metricsFactory: metricsFactory)
+    }
+
+    /// - Parameters:
+    ///   - backend: one server, a cluster or the primary Sentinel names; its clients' `commandTimeout` is
+    ///     each check's time budget.
+    ///   - clock: the local clock for the breakers and the deny cache (decisions use Redis' `TIME`).
+    public init(
+        backend: Backend, configuration: Configuration = .init(), clock: any LimiterClock = SystemClock(),
+        logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
+    ) {
+        self.backend = backend
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
-        breaker = Mutex(
-            CircuitBreaker(
-                failureThreshold: configuration.breakerFailureThreshold,
-                probeInterval: configuration.breakerProbeInterval.microseconds))
+        breakers = NodeBreakers(
+            failureThreshold: configuration.breakerFailureThreshold, probeInterval: configuration.breakerProbeInterval.microseconds)
         denyCache = configuration.denyCache ? DenyCache(capacity: configuration.denyCacheCapacity) : nil
         queues = configuration.coalesce ? CheckQueues(
                 maximumBatch: max(1, configuration.maximumBatch), maximumInFlight: max(1, configuration.maximumInFlight)) : nil
@@ -158,7 +183,7 @@ public final class RedisLimitStore: LimitStore {
             metrics.record(cached)
             return cached
         }
-        let permission = breakerClean.load(ordering: .acquiring) ? .call : breaker.withLock { $0.permission(now: sentAt) }
+        let permission = breakers.allClean ? .call : breakers.permission(node: node(of: partition), now: sentAt)
         if permission == .refuse {
             metrics.shortCircuits.increment()
             return try fallbackDecision(plan, partition: partition, cost: cost, now: sentAt)
@@ -170,12 +195,7 @@ public final class RedisLimitStore: LimitStore {
                 } else {
                     try await evaluate(plan, partition: partition, cost: cost, instant: instant, callerClock: instant ?? sentAt)
                 }
-            if !breakerClean.load(ordering: .acquiring) {
-                breaker.withLock {
-                    $0.recordSuccess()
-                    breakerClean.store(true, ordering: .releasing)
-                }
-            }
+            if !breakers.allClean { breakers.recordSuccess(node: node(of: partition)) }
             metrics.latency.recordNanoseconds(max(0, clock.now() - sentAt) * 1_000)
             if let denyCache, decision.denial == .limited {
                 denyCache.record(cacheKey, cost: cost, sentAt: sentAt, decision: decision)
@@ -189,21 +209,27 @@ public final class RedisLimitStore: LimitStore {
             return try fallbackDecision(plan, partition: partition, cost: cost, now: clock.now())
         } catch {
             let now = clock.now()
-            let opened = breaker.withLock { breaker -> Bool in
-                breakerClean.store(false, ordering: .releasing)
-                let wasOpen = breaker.isOpen
-                breaker.recordFailure(now: now)
-                return !wasOpen && breaker.isOpen
-            }
+            let failedNode = node(of: partition)
+            let opened = breakers.recordFailure(node: failedNode, now: now)
             metrics.errors(error.kind).increment()
             if opened {
                 logger.warning(
                     "Redis limit store failing; circuit open, failure policy \(configuration.failurePolicy.rawValue) applies",
-                    metadata: ["error": "\(error)", "endpoint": "\(client.configuration.endpointDescription)"])
+                    metadata: ["error": "\(error)", "endpoint": "\(failedNode)"])
             } else {
                 logger.debug("Redis limit check failed", metadata: ["error": "\(error)"])
             }
             return try fallbackDecision(plan, partition: partition, cost: cost, now: now)
+        }
+    }
+
+    /// The node a partition's checks go to, as the breakers name it: the server, or the primary serving
+    /// the organization's slot on a cluster (`unserved` while none does).
+    private func node(of partition: Partition) -> String {
+        switch backend {
+        case .server(let client): client.configuration.endpointDescription
+        case .sentinel(let sentinel): sentinel.primaryAddress?.description ?? "unresolved"
+        case .cluster(let cluster): cluster.primary(forHashTag: LimitKeys.hashTag(for: partition))?.description ?? "unserved"
         }
     }
 
@@ -262,11 +288,20 @@ public final class RedisLimitStore: LimitStore {
             do {
                 let calls = try await calls(for: plan, explicitInstant: instant != nil)
                 let call = (keptPeriods ? calls.kept : nil) ?? calls.full
-                let reply = try await client.evalSHA(call.sha, source: call.script.source) { buffer in
+                // A local function, not a closure value: passed as a non-escaping argument, it allocates nothing.
+                func encode(_ buffer: inout ByteBuffer) {
                     call.encode(
                         partition: partition, hashTag: hashTag, costs: costs, now: instant, callerClock: callerClock,
                         anchors: anchors, into: &buffer)
                 }
+                let reply =
+                    switch backend {
+                    case .server(let client): try await client.evalSHA(call.sha, source: call.script.source, encode: encode)
+                    case .sentinel(let sentinel): try await sentinel.evalSHA(call.sha, source: call.script.source, encode: encode)
+                    case .cluster(let cluster):
+                        try await cluster.evalSHA(
+                            call.sha, source: call.script.source, slot: cluster.slot(forHashTag: hashTag), encode: encode)
+                    }
                 if call.needsPeriods(reply) {
                     keptPeriods = false
                     continue
@@ -365,7 +400,13 @@ public final class RedisLimitStore: LimitStore {
         var prepared: [PlanCall] = []
         for keptPeriods in PlanScript.keepsPeriods(plan) ? [false, true] : [false] {
             let script = PlanScript(plan: plan, explicitInstant: explicitInstant, keptPeriods: keptPeriods)
-            prepared.append(PlanCall(plan: plan, script: script, sha: try await client.scriptLoad(script.source)))
+            let sha =
+                switch backend {
+                case .server(let client): try await client.scriptLoad(script.source)
+                case .cluster(let cluster): try await cluster.scriptLoad(script.source)
+                case .sentinel(let sentinel): try await sentinel.scriptLoad(script.source)
+                }
+            prepared.append(PlanCall(plan: plan, script: script, sha: sha))
         }
         let made = PlanCalls(full: prepared[0], kept: prepared.count > 1 ? prepared[1] : nil)
         calls.withLock { table in

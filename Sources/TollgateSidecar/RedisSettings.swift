@@ -20,6 +20,24 @@ extension StoreSettings {
         return redis
     }
 
+    /// The cluster client's configuration from `cluster`, with the same connections, timeout and TLS as a
+    /// single server's.
+    func clusterConfiguration(urls: [String], configurationFile: String) throws(RedisClientError) -> RedisClusterConfiguration {
+        var cluster = try RedisClusterConfiguration(urls: urls)
+        cluster.node = try redisConfiguration(url: urls[0], configurationFile: configurationFile)
+        return cluster
+    }
+
+    /// The Sentinel client's configuration from `sentinel`: the primary with the store's connections,
+    /// timeout and TLS (when the sentinel URLs are `rediss://`), and the section's credentials.
+    func sentinelConfiguration(_ sentinel: StoreSentinelSettings, configurationFile: String) throws(RedisClientError) -> RedisSentinelConfiguration {
+        var primary = try redisConfiguration(url: sentinel.nodes[0], configurationFile: configurationFile)
+        primary.username = sentinel.username
+        primary.password = sentinel.password
+        primary.database = 0
+        return try RedisSentinelConfiguration(masterName: sentinel.master, urls: sentinel.nodes, primary: primary, tls: primary.tls)
+    }
+
     /// The field of the configuration file that `error` is about: the `store.tls` field it names, else
     /// `urlField`, the URL the client was made from.
     static func field(of error: RedisClientError, urlField: String) -> String {

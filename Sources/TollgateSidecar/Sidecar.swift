@@ -48,6 +48,10 @@ public final class Sidecar: Sendable {
     let accessLog: AccessLog
     let metrics: SidecarMetrics
     let storeClient: RedisClient?
+    /// The store's Redis Cluster, when `store.cluster` is set (the key registry shares it).
+    let storeCluster: RedisClusterClient?
+    /// The store's primary found through Sentinel, when `store.sentinel` is set (the key registry shares it).
+    let storeSentinel: RedisSentinelClient?
     private let state = Mutex(RunState())
     /// The configuration file in force (for `/v1/config`).
     private let applied: Mutex<ConfigurationSnapshot>
@@ -105,22 +109,53 @@ public final class Sidecar: Sendable {
 
         let store: any LimitStore
         var storeClient: RedisClient?
+        var storeCluster: RedisClusterClient?
+        var storeSentinel: RedisSentinelClient?
         switch settings.store.backend {
         case .memory:
             store = MemoryStore(configuration: .init(maximumEntries: settings.store.maxEntries))
         case .redis:
-            let client = try redisClient(settings.store.url ?? "", field: "store.url")
-            storeClient = client
             let policy = RedisLimitStore.FailurePolicy(rawValue: settings.store.failurePolicy.rawValue) ?? .deny
-            store = RedisLimitStore(
-                client: client,
-                configuration: .init(
-                    failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
-                    coalesce: settings.store.coalesce, maximumBatch: settings.store.maxBatch),
-                logger: logger, metricsFactory: factory)
+            let storeConfiguration = RedisLimitStore.Configuration(
+                failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
+                coalesce: settings.store.coalesce, maximumBatch: settings.store.maxBatch)
+            // A client's configuration error, as the configuration file's own (file, field, what to do).
+            func made<Client>(_ field: String, _ make: () throws(RedisClientError) -> Client) throws(ConfigurationError) -> Client {
+                do {
+                    return try make()
+                } catch {
+                    throw ConfigurationError(
+                        file: configurationFile, line: nil, path: StoreSettings.field(of: error, urlField: field), message: error.message)
+                }
+            }
+            let backend: RedisLimitStore.Backend
+            if let sentinel = settings.store.sentinel {
+                let client = try made("store.sentinel") { () throws(RedisClientError) in
+                    try RedisSentinelClient(
+                        configuration: settings.store.sentinelConfiguration(sentinel, configurationFile: configurationFile), logger: logger,
+                        metricsFactory: factory)
+                }
+                storeSentinel = client
+                backend = .sentinel(client)
+            } else if let seeds = settings.store.cluster {
+                let cluster = try made("store.cluster") { () throws(RedisClientError) in
+                    try RedisClusterClient(
+                        configuration: settings.store.clusterConfiguration(urls: seeds, configurationFile: configurationFile), logger: logger,
+                        metricsFactory: factory)
+                }
+                storeCluster = cluster
+                backend = .cluster(cluster)
+            } else {
+                let client = try redisClient(settings.store.url ?? "", field: "store.url")
+                storeClient = client
+                backend = .server(client)
+            }
+            store = RedisLimitStore(backend: backend, configuration: storeConfiguration, logger: logger, metricsFactory: factory)
         }
         self.store = store
         self.storeClient = storeClient
+        self.storeCluster = storeCluster
+        self.storeSentinel = storeSentinel
 
         let source: any KeySource
         switch settings.keys.source {
@@ -130,7 +165,16 @@ public final class Sidecar: Sendable {
                     contentsOfFile: Self.resolve(settings.keys.file, relativeTo: configurationFile),
                     plans: Set(configuration.plans.map(\.name))))
         case .redis:
-            source = RedisKeySource(client: try redisClient(settings.keys.url ?? "", field: "keys.url"), logger: logger)
+            if let url = settings.keys.url {
+                source = RedisKeySource(client: try redisClient(url, field: "keys.url"), logger: logger)
+            } else if let storeCluster {
+                source = RedisKeySource(cluster: storeCluster, logger: logger)
+            } else if let storeSentinel {
+                source = RedisKeySource(sentinel: storeSentinel, logger: logger)
+            } else {
+                throw ConfigurationError(
+                    file: configurationFile, line: nil, path: "keys.url", message: "keys from redis need keys.url or a redis store to share")
+            }
         }
         keyRegistry = KeyRegistry(source: source, policy: Self.cachePolicy(settings.keys), logger: logger, metricsFactory: factory)
         redisClients = Array(clients.values)
@@ -228,11 +272,15 @@ public final class Sidecar: Sendable {
             logger: logger)
 
         let storeClient = self.storeClient
+        let storeCluster = self.storeCluster
+        let storeSentinel = self.storeSentinel
         let keyRegistry = self.keyRegistry
         let admin = Application(
             router: AdminRoutes.router(
                 registry: metricsRegistry,
                 storeReady: {
+                    if let storeCluster { return await storeCluster.isReachable() }
+                    if let storeSentinel { return await storeSentinel.isReachable() }
                     guard let storeClient else { return true }
                     return (try? await storeClient.send(["PING"]))?.string == "PONG"
                 },
@@ -243,6 +291,12 @@ public final class Sidecar: Sendable {
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = redisClients.map {
             .init(service: RedisClientService(client: $0), serviceName: "redis")
+        }
+        if let storeCluster {
+            services.append(.init(service: RedisClusterService(cluster: storeCluster), serviceName: "redis-cluster"))
+        }
+        if let storeSentinel {
+            services.append(.init(service: RedisSentinelService(sentinel: storeSentinel), serviceName: "redis-sentinel"))
         }
         if let upstreamPool {
             services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
@@ -411,6 +465,24 @@ struct RedisClientService: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await client.run() }
+    }
+}
+
+/// Keeps the store's Redis Cluster connections and slot map until graceful shutdown.
+struct RedisClusterService: Service {
+    let cluster: RedisClusterClient
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await cluster.run() }
+    }
+}
+
+/// Keeps the connections to the primary that Sentinel names, and follows it, until graceful shutdown.
+struct RedisSentinelService: Service {
+    let sentinel: RedisSentinelClient
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await sentinel.run() }
     }
 }
 

@@ -27,6 +27,8 @@ struct RedisLoadCommand: AsyncParsableCommand {
 
     @Option(help: "Redis URL (redis://[user:password@]host:port[/db] or unix:///path).")
     var url = "redis://127.0.0.1:6379"
+    @Option(help: "Seed nodes of a Redis Cluster, comma-separated redis:// URLs (instead of --url); --connections is then per primary.")
+    var cluster: String?
     @Option(help: "Concurrent callers.")
     var callers = 16
     @Option(help: "Checks per caller (ignored when --seconds is given).")
@@ -106,21 +108,37 @@ struct RedisLoadCommand: AsyncParsableCommand {
             print(([String(keys.count)] + keys + arguments).joined(separator: "\n"))
             return
         }
-        var redis = try RedisConfiguration(url: url)
+        var redis = try cluster.map { try RedisClusterConfiguration(urls: $0.split(separator: ",").map(String.init)).node } ?? RedisConfiguration(url: url)
         redis.connections = connections
         redis.maximumPendingCommands = max(redis.maximumPendingCommands, callers * 2)
         let logger = Logger(label: "tollgate.redis-load")
-        let client = try RedisClient(configuration: redis, logger: logger)
-        let runner = Task { await client.run() }
+        let backend: RedisLimitStore.Backend
+        let servers: ServerCounters.Source
+        let runner: Task<Void, Never>
+        if let cluster {
+            var configuration = try RedisClusterConfiguration(urls: cluster.split(separator: ",").map(String.init))
+            configuration.node = redis
+            let client = try RedisClusterClient(configuration: configuration, logger: logger)
+            runner = Task { await client.run() }
+            try await client.waitUntilConnected(timeout: .seconds(10))
+            backend = .cluster(client)
+            servers = .cluster(client)
+        } else {
+            let client = try RedisClient(configuration: redis, logger: logger)
+            runner = Task { await client.run() }
+            try await client.waitUntilConnected(timeout: .seconds(5))
+            backend = .server(client)
+            servers = .server(client)
+        }
         defer { runner.cancel() }
-        try await client.waitUntilConnected(timeout: .seconds(5))
-        let store = RedisLimitStore(client: client, configuration: .init(denyCache: false, coalesce: !noCoalesce, maximumInFlight: inFlight), logger: logger)
+        let store = RedisLimitStore(
+            backend: backend, configuration: .init(denyCache: false, coalesce: !noCoalesce, maximumInFlight: inFlight), logger: logger)
         guard ["uniform", "zipf"].contains(distribution) else {
             throw ValidationError("--distribution: expected uniform or zipf, found \(distribution)")
         }
         let picker = keys > 0 ? KeyPicker(count: keys, zipf: distribution == "zipf", organization: organization) : nil
         try await store.prepare([plan])
-        let before = try await ServerCounters.read(client)
+        let before = try await ServerCounters.read(servers)
 
         // Each caller runs on the event loop of one of the client's connections (a task executor
         // preference), as a gateway does that serves its requests on those loops: a check then never
@@ -161,13 +179,13 @@ struct RedisLoadCommand: AsyncParsableCommand {
                 if noAffinity {
                     group.addTask(operation: body)
                 } else {
-                    group.addTask(executorPreference: client.taskExecutor(for: caller), operation: body)
+                    group.addTask(executorPreference: servers.taskExecutor(for: caller), operation: body)
                 }
             }
             return try await group.reduce(into: [CallerResult]()) { $0.append($1) }
         }
         let elapsed = ContinuousClock.now - start
-        let after = try await ServerCounters.read(client)
+        let after = try await ServerCounters.read(servers)
         var latencies = results.flatMap(\.latencies).map { Double($0) / 1e3 }
         latencies.sort()
         func percentile(_ p: Double) -> Double {
@@ -192,6 +210,20 @@ struct RedisLoadCommand: AsyncParsableCommand {
         }
         if after.reads > before.reads {
             report["commands_per_read"] = (Double(after.calls - before.calls) / Double(after.reads - before.reads) * 100).rounded() / 100
+        }
+        if case .cluster = servers {
+            // Each primary's share of the calls and its own CPU per call; MOVED answers during the run.
+            report["moved"] = after.moved - before.moved
+            var nodes: [[String: Any]] = []
+            for (node, counters) in after.nodes.sorted(by: { $0.key < $1.key }) {
+                let start = before.nodes[node] ?? ServerCounters()
+                let calls = counters.calls - start.calls
+                nodes.append([
+                    "node": node, "calls_share": (Double(calls) / Double(max(1, after.calls - before.calls)) * 1000).rounded() / 1000,
+                    "redis_cpu_us_per_call": calls > 0 ? ((counters.cpuSeconds - start.cpuSeconds) * 1e6 / Double(calls) * 100).rounded() / 100 : 0,
+                ])
+            }
+            report["nodes"] = nodes
         }
         let json = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         print(String(decoding: json, as: UTF8.self))
@@ -228,15 +260,48 @@ extension RedisLoadCommand {
     }
 }
 
-/// The server's own CPU time, its `EVALSHA` calls (commands that scripts call are counted apart) and
-/// its reads, from `INFO`.
+/// The server's own CPU time, its `EVALSHA` calls (commands that scripts call are counted apart), its
+/// reads and its `MOVED` answers, from `INFO`; on a cluster, summed over the primaries and by primary.
 struct ServerCounters {
     var cpuSeconds = 0.0
     var calls = 0
     var reads = 0
+    var moved = 0
+    /// A cluster's primaries, each on its own.
+    var nodes: [String: ServerCounters] = [:]
 
-    static func read(_ client: RedisClient) async throws -> ServerCounters {
-        let text = try await client.send(["INFO", "all"]).string ?? ""
+    /// Where the counters are read, and the callers' event loops.
+    enum Source {
+        case server(RedisClient)
+        case cluster(RedisClusterClient)
+
+        func taskExecutor(for caller: Int) -> any TaskExecutor {
+            switch self {
+            case .server(let client): client.taskExecutor(for: caller)
+            case .cluster(let cluster): cluster.taskExecutor(for: caller)
+            }
+        }
+    }
+
+    static func read(_ source: Source) async throws -> ServerCounters {
+        switch source {
+        case .server(let client):
+            return parse(try await client.send(["INFO", "all"]).string ?? "")
+        case .cluster(let cluster):
+            var total = ServerCounters()
+            for (node, reply) in await cluster.sendToPrimaries(["INFO", "all"]) {
+                let counters = parse(try reply.get().string ?? "")
+                total.cpuSeconds += counters.cpuSeconds
+                total.calls += counters.calls
+                total.reads += counters.reads
+                total.moved += counters.moved
+                total.nodes[node.description] = counters
+            }
+            return total
+        }
+    }
+
+    static func parse(_ text: String) -> ServerCounters {
         var counters = ServerCounters()
         for line in text.split(whereSeparator: \.isNewline) {
             let parts = line.split(separator: ":", maxSplits: 1)
@@ -247,6 +312,7 @@ struct ServerCounters {
                 let calls = parts[1].split(separator: ",").first { $0.hasPrefix("calls=") }
                 counters.calls = calls.flatMap { Int($0.dropFirst(6)) } ?? 0
             case "total_reads_processed": counters.reads = Int(parts[1]) ?? 0
+            case "errorstat_MOVED": counters.moved = Int(parts[1].dropFirst("count=".count).prefix { $0.isNumber }) ?? 0
             default: break
             }
         }

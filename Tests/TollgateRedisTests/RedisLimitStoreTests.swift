@@ -142,10 +142,12 @@ final class CapturedLogs: Sendable {
                 }
                 let keys = stateKeys(plan, partition)
                 #expect(keys.count == 2)
-                // Valkey 8 keeps the key's name in the object too, and a value this long apart from it.
-                let valkey = try await client.send(["INFO", "server"]).string?.contains("valkey_version") == true
+                // Valkey 8 keeps a value with its key in one allocation of its own kind, which it reports as
+                // raw: there the memory budget below is what counts.
+                let valkey = (try await client.send(["INFO", "server"]).string ?? "").contains("server_name:valkey")
                 for key in keys {
-                    if !valkey { #expect(try await client.send(["OBJECT", "ENCODING", key]).string == "embstr", "\(key)") }
+                    let encoding = try await client.send(["OBJECT", "ENCODING", key]).string
+                    #expect(encoding == "embstr" || (valkey && encoding == "raw"), "\(key): \(encoding ?? "?")")
                     let bytes = try #require(try await client.send(["MEMORY", "USAGE", key]).int64)
                     #expect(bytes <= 140, "\(key): \(bytes) bytes")
                     let ttl = try #require(try await client.send(["PTTL", key]).int64)

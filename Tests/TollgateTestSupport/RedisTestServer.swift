@@ -15,8 +15,9 @@ public struct TestSetupError: Error, CustomStringConvertible {
     }
 }
 
-/// A `redis-server` that a test starts on a free loopback port and kills when it is done, or when the test
-/// wants Redis gone mid-run. With a `TestCertificateAuthority` it serves TLS only, on that port.
+/// A `redis-server` (or the server `TOLLGATE_REDIS_SERVER` names, such as Valkey's `valkey-server`) that
+/// a test starts on a free loopback port and kills when it is done, or when the test wants Redis gone
+/// mid-run. With a `TestCertificateAuthority` it serves TLS only, on that port.
 ///
 /// Stopped with SIGKILL, never `Process.terminate()` (a process started from a Swift Testing worker can
 /// ignore SIGTERM and hang the suite).
@@ -61,9 +62,10 @@ public final class RedisTestServer {
     ///
     /// With `tls`, the port is a TLS port (`--tls-port`, no plain port) serving `tls`' server certificate;
     /// with `requireClientCertificate`, clients must present a certificate signed by `tls.caFile`.
+    /// `configurationFile`, when given, comes first (a sentinel's, which it rewrites).
     public static func start(
         port: Int? = nil, unixSocket: Bool = false, tls: TestCertificateAuthority? = nil,
-        requireClientCertificate: Bool = false, arguments: [String] = []
+        requireClientCertificate: Bool = false, configurationFile: String? = nil, arguments: [String] = []
     ) async throws -> RedisTestServer {
         guard let executable = serverExecutable else {
             let named = ProcessInfo.processInfo.environment["TOLLGATE_REDIS_SERVER"] ?? ""
@@ -95,7 +97,7 @@ public final class RedisTestServer {
         if let socketPath {
             serverArguments += ["--unixsocket", socketPath, "--unixsocketperm", "700"]
         }
-        process.arguments = serverArguments + arguments
+        process.arguments = (configurationFile.map { [$0] } ?? []) + serverArguments + arguments
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice

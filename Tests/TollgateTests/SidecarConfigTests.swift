@@ -144,6 +144,14 @@ struct SidecarConfigTests {
         Bad("store:\n  backend: redis\n  url: redis://x\n  max_entries: 5\n", path: "store.max_entries", "does not apply to the redis backend"),
         Bad("store:\n  backend: redis\n  url: redis://x\n  failure_policy: retry\n", path: "store.failure_policy", "expected one of deny, allow or local"),
         Bad("store:\n  backend: redis\n  url: redis://x\n  packed_state: false\n", path: "store.packed_state", "no longer a setting"),
+        Bad("store:\n  backend: redis\n  cluster: redis://x\n", path: "store.cluster", "expected a list of a Redis Cluster's seed nodes"),
+        Bad("store:\n  backend: redis\n  cluster: []\n", path: "store.cluster", "expected a list of a Redis Cluster's seed nodes"),
+        Bad("store:\n  backend: redis\n  cluster: [redis://a, unix:///s]\n", path: "store.cluster[1]", "found a unix:// URL"),
+        Bad("store:\n  backend: redis\n  cluster: [redis://a, rediss://b]\n", path: "store.cluster[1]", "the same scheme"),
+        Bad("store:\n  backend: redis\n  cluster: [http://a]\n", path: "store.cluster[0]", "expected a URL such as redis://"),
+        Bad("store:\n  backend: redis\n  url: redis://x\n  cluster: [redis://a]\n", path: "store.cluster", "exclude each other"),
+        Bad("store:\n  backend: redis\n  cluster: [redis://a]\n  tls: { ca_file: ca.pem }\n", path: "store.tls", "expected rediss:// URLs in store.cluster"),
+        Bad("store:\n  cluster: [redis://a]\n", path: "store.cluster", "does not apply to the memory backend"),
         Bad("keys:\n  source: redis\n", path: "keys.url", "keys from redis need a URL"),
         Bad("keys:\n  url: redis://x\n", path: "keys.url", "\"url\" does not apply to keys from a file"),
         Bad("keys:\n  cache_ttl: 0s\n", path: "keys.cache_ttl", "expected a positive duration"),
@@ -176,6 +184,15 @@ struct SidecarConfigTests {
         }
         if let line = bad.line { #expect(error.line == line, "\(error)") }
         #expect(error.file == "test.yaml")
+    }
+
+    /// `store.cluster`: seed URLs instead of `store.url`; keys from Redis share the cluster.
+    @Test func clusterStore() throws {
+        let yaml = "store:\n  backend: redis\n  cluster: [redis://10.0.0.1:7000, \"redis://10.0.0.2:7000\"]\nkeys:\n  source: redis\n"
+        let settings = try Self.parse(yaml)
+        #expect(settings.store.cluster == ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+        #expect(settings.store.url == nil)
+        #expect(settings.keys.source == .redis && settings.keys.url == nil)
     }
 
     /// A Redis URL may hold a password: errors never repeat it.

@@ -13,8 +13,8 @@ extension ConfigReader {
     ]
     static let memoryStoreFields = ["backend", "max_entries"]
     static let redisStoreFields = [
-        "backend", "url", "failure_policy", "timeout", "connections", "unavailable_retry_after", "coalesce", "max_batch",
-        "tls",
+        "backend", "url", "cluster", "sentinel", "failure_policy", "timeout", "connections", "unavailable_retry_after", "coalesce",
+        "max_batch", "tls",
     ]
     static let storeTLSFields = ["ca_file", "cert_file", "key_file", "server_name"]
     static let commonKeyFields = ["source", "cache_ttl", "negative_cache_ttl", "cache_size", "stale_if_error"]
@@ -136,6 +136,8 @@ extension ConfigReader {
             switch entry.name {
             case "max_entries": store.maxEntries = try count(value, at: at)
             case "url": store.url = try redisURL(value, at: at)
+            case "cluster": store.cluster = try clusterURLs(value, at: at, what: "a Redis Cluster's seed nodes")
+            case "sentinel": store.sentinel = try storeSentinel(value, at: at)
             case "failure_policy":
                 store.failurePolicy = try choice(
                     value, at: at, from: StoreSettings.FailurePolicy.allCases.map { ($0.rawValue, $0) })
@@ -148,10 +150,26 @@ extension ConfigReader {
             default: break
             }
         }
-        if store.backend == .redis, store.url == nil {
+        let targets = fields.entries.filter { ["url", "cluster", "sentinel"].contains($0.name) }
+        if targets.count > 1 {
+            throw error(
+                at: targets[1].key, path.appending(targets[1].name),
+                "store.url (one server), store.cluster (a Redis Cluster's seed nodes) and store.sentinel (the primary "
+                    + "Sentinel names) exclude each other; keep one")
+        }
+        if store.backend == .redis, targets.isEmpty {
             throw error(
                 at: node, path.appending("url"),
-                "missing required field for the redis backend; expected a URL such as redis://127.0.0.1:6379")
+                "missing required field for the redis backend; expected a URL such as redis://127.0.0.1:6379 "
+                    + "(or store.cluster, a list of a Redis Cluster's seed nodes, or store.sentinel)")
+        }
+        if let tlsKey = fields.entries.first(where: { $0.name == "tls" })?.key,
+            let urls = store.cluster ?? store.sentinel?.nodes, !urls.allSatisfy({ $0.hasPrefix("rediss://") })
+        {
+            throw error(
+                at: tlsKey, path.appending("tls"),
+                "expected rediss:// URLs in store.\(store.cluster != nil ? "cluster" : "sentinel.nodes") with tls "
+                    + "(TLS settings apply to TLS connections), found a redis:// URL")
         }
         if let tlsKey = fields.entries.first(where: { $0.name == "tls" })?.key, let url = store.url, !url.hasPrefix("rediss://") {
             // Only the scheme is named: the URL may hold a password.
@@ -220,6 +238,56 @@ extension ConfigReader {
         return text
     }
 
+    /// `store.sentinel`: the primary's name, the sentinels' URLs, the primary's credentials.
+    func storeSentinel(_ node: Node, at path: FieldPath) throws(ConfigurationError) -> StoreSentinelSettings {
+        let allowed = ["master", "nodes", "username", "password"]
+        let fields = try fields(of: node, at: path, expected: "a mapping of Sentinel settings (\(list(allowed)))")
+        try rejectUnknown(fields, allowed: allowed, in: "store.sentinel")
+        let masterNode = try required("master", in: fields, expected: "the name the sentinels monitor the primary under")
+        let master = try string(masterNode, at: path.appending("master"), expected: "the name the sentinels monitor the primary under")
+        guard !master.isEmpty, !master.contains(where: \.isWhitespace) else {
+            throw error(at: masterNode, path.appending("master"), "expected a name without spaces, found \"\(master)\"")
+        }
+        let nodesNode = try required("nodes", in: fields, expected: "a list of sentinel URLs")
+        let nodes = try clusterURLs(nodesNode, at: path.appending("nodes"), what: "sentinels")
+        var settings = StoreSentinelSettings(master: master, nodes: nodes)
+        if let username = fields["username"] {
+            settings.username = try string(username, at: path.appending("username"), expected: "the primary's ACL user")
+        }
+        if let password = fields["password"] {
+            // Never echoed in an error: it is a password.
+            guard case .scalar(let scalar) = password, !Self.isNull(scalar) else {
+                throw error(at: password, path.appending("password"), "expected the primary's password as a string")
+            }
+            settings.password = scalar.string
+        }
+        if settings.username != nil, settings.password == nil {
+            throw error(at: node, path.appending("password"), "missing; a username needs a password")
+        }
+        return settings
+    }
+
+    /// A non-empty list of `redis://` URLs, or of `rediss://` URLs (not mixed, no unix sockets): the
+    /// seeds of `store.cluster`, the sentinels of `store.sentinel.nodes`. Never echoed: they may hold a password.
+    func clusterURLs(_ node: Node, at path: FieldPath, what: String) throws(ConfigurationError) -> [String] {
+        let expected = "a list of \(what) such as [redis://10.0.0.1:6379, redis://10.0.0.2:6379]"
+        guard case .sequence(let items) = node, !items.isEmpty else {
+            throw error(at: node, path, "expected \(expected), found \(describe(node))")
+        }
+        var urls: [String] = []
+        for (index, item) in items.enumerated() {
+            let url = try redisURL(item, at: path.appending(index: index))
+            guard !url.hasPrefix("unix://") else {
+                throw error(at: item, path.appending(index: index), "expected a redis:// or rediss:// URL (cluster nodes are reached over TCP), found a unix:// URL")
+            }
+            if let first = urls.first, first.hasPrefix("rediss://") != url.hasPrefix("rediss://") {
+                throw error(at: item, path.appending(index: index), "expected every seed URL to use the same scheme as the first (all redis:// or all rediss://)")
+            }
+            urls.append(url)
+        }
+        return urls
+    }
+
     // MARK: keys
 
     func keys(_ node: Node, at path: FieldPath, store: StoreSettings) throws(ConfigurationError) -> KeySourceSettings {
@@ -254,12 +322,13 @@ extension ConfigReader {
             }
         }
         if keys.source == .redis, keys.url == nil {
-            guard store.backend == .redis, let url = store.url else {
+            // Shared with the store: its server (store.url), or its cluster or Sentinel primary (left as nil here).
+            guard store.backend == .redis, store.url != nil || store.cluster != nil || store.sentinel != nil else {
                 throw error(
                     at: node, path.appending("url"),
-                    "missing; keys from redis need a URL here, or a redis store whose store.url they share")
+                    "missing; keys from redis need a URL here, or a redis store (store.url, store.cluster or store.sentinel) they share")
             }
-            keys.url = url
+            keys.url = store.url
         }
         return keys
     }

@@ -50,8 +50,18 @@ import Foundation
 /// - `store` (mapping, optional): where counters live.
 ///   - `backend` (string, default `memory`): `memory` (in process) or `redis` (shared by every replica).
 ///   - `max_entries` (int, default 1_000_000, memory only): the in-memory store's bound.
-///   - `url` (string, required for redis): `redis://[[user]:password@]host[:port][/db]`, the same with
-///     `rediss://` for TLS, or `unix:///path`.
+///   - `url` (string, required for redis unless `cluster` is set): `redis://[[user]:password@]host[:port][/db]`,
+///     the same with `rediss://` for TLS, or `unix:///path`.
+///   - `cluster` (list of strings, redis only, instead of `url`): seed nodes of a Redis Cluster, such as
+///     `[redis://10.0.0.1:6379, redis://10.0.0.2:6379]` (all `redis://` or all `rediss://`; the first one's
+///     user and password serve every node). Each check goes to the primary of its organization's slot;
+///     `connections` is per primary.
+///   - `sentinel` (mapping, redis only, instead of `url` and `cluster`): the primary that Redis Sentinel
+///     names, followed through failovers.
+///     - `master` (string, required): the name the sentinels monitor it under.
+///     - `nodes` (list of strings, required): sentinel URLs, `redis://[[user]:password@]host:port` (all
+///       `redis://` or all `rediss://`); the first one's user and password authenticate to every sentinel.
+///     - `username`, `password` (strings, optional): the primary's own credentials.
 ///   - `failure_policy` (string, default `deny`, redis only): when Redis fails or is too slow: `deny`
 ///     (503 with Retry-After), `allow` (pass unchecked) or `local` (limit in process meanwhile).
 ///   - `timeout` (duration, default 250ms, redis only): each check's time budget.
@@ -73,7 +83,8 @@ import Foundation
 /// - `keys` (mapping, optional): where API keys are looked up, by the SHA-256 of the key.
 ///   - `source` (string, default `file`): `file` or `redis`.
 ///   - `file` (string, default `keys.yaml`, file only): the key file, relative to this file's folder.
-///   - `url` (string, redis only, default: `store.url`): the Redis holding `tg:key:<sha256 hex>` hashes.
+///   - `url` (string, redis only, default: `store.url`, or the store's cluster): the Redis holding
+///     `tg:key:<sha256 hex>` hashes.
 ///   - `cache_ttl` (duration, default 5s): how long a lookup is reused; a revoked key stops working
 ///     within this time.
 ///   - `negative_cache_ttl` (duration, default 5s): how long an unknown key is remembered as unknown.
@@ -165,6 +176,10 @@ public struct StoreSettings: Sendable, Equatable {
     public var maxEntries = 1_000_000
     /// The Redis URL; may hold a password, so it is never printed.
     public var url: String?
+    /// The seed nodes of a Redis Cluster, instead of `url`; may hold a password, so never printed.
+    public var cluster: [String]?
+    /// The sentinels that name the primary, instead of `url`.
+    public var sentinel: StoreSentinelSettings?
     public var failurePolicy = FailurePolicy.deny
     public var timeout: Duration = .milliseconds(250)
     public var connections = 4
@@ -175,6 +190,16 @@ public struct StoreSettings: Sendable, Equatable {
     public var tls: StoreTLSSettings?
 
     public init() {}
+}
+
+/// The `store.sentinel` section: the primary's name, the sentinels, the primary's credentials.
+public struct StoreSentinelSettings: Sendable, Equatable {
+    public var master: String
+    /// Sentinel URLs; their user and password authenticate to the sentinels. May hold a password.
+    public var nodes: [String]
+    /// The primary's ACL user and password (none when absent). Never printed.
+    public var username: String?
+    public var password: String?
 }
 
 /// The `store.tls` section: whom the sidecar trusts for Redis, the name it expects, its own certificate.
@@ -195,7 +220,7 @@ public struct KeySourceSettings: Sendable, Equatable {
     public var source = Source.file
     /// As written: relative paths are relative to the configuration file's folder.
     public var file = "keys.yaml"
-    /// The Redis URL when `source` is `redis`; nil means `store.url`.
+    /// The Redis URL when `source` is `redis`; nil means the store's cluster (`store.cluster`).
     public var url: String?
     public var cacheTTL: Duration = .seconds(5)
     public var negativeCacheTTL: Duration = .seconds(5)

@@ -119,10 +119,11 @@ public struct RedisKeyRecordStore: KeyRecordStore {
                 "expires_at", record.expiresAt.map(String.init) ?? "",
             ]
             if record.expiresAt == nil { command.removeLast(2) }
-            let reply = try await source.client.send(command)
+            let key = RedisKeySource.redisKey(digest)
+            let reply = try await source.send(command, key: key)
             if case .error(let message) = reply { throw RedisClientError(.serverError, message: message) }
             if record.expiresAt == nil {
-                _ = try await source.client.send(["HDEL", RedisKeySource.redisKey(digest), "expires_at"])
+                _ = try await source.send(["HDEL", key, "expires_at"], key: key)
             }
         }
     }

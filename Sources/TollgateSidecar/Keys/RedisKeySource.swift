@@ -22,21 +22,58 @@ import TollgateRedis
 /// without `org` or `plan` is treated as no key (and logged): the sidecar fails closed. Changes take
 /// effect within the registry cache's TTL (`keys.cache_ttl`).
 public final class RedisKeySource: KeySource {
-    public let client: RedisClient
+    /// The server holding the hashes; nil on a cluster or behind Sentinel.
+    public let client: RedisClient?
+    /// The Redis Cluster holding the hashes (each on the primary of its key's slot); nil otherwise.
+    public let cluster: RedisClusterClient?
+    /// The primary found through Redis Sentinel that holds the hashes; nil otherwise.
+    public let sentinel: RedisSentinelClient?
     let logger: Logger
 
     public static let keyPrefix = "tg:key:"
 
     public init(client: RedisClient, logger: Logger) {
         self.client = client
+        cluster = nil
+        sentinel = nil
+        self.logger = logger
+    }
+
+    public init(cluster: RedisClusterClient, logger: Logger) {
+        client = nil
+        self.cluster = cluster
+        sentinel = nil
+        self.logger = logger
+    }
+
+    public init(sentinel: RedisSentinelClient, logger: Logger) {
+        client = nil
+        cluster = nil
+        self.sentinel = sentinel
         self.logger = logger
     }
 
     /// The Redis key of a digest's hash.
     public static func redisKey(_ digest: KeyDigest) -> String { keyPrefix + digest.hex }
 
+    /// Sends `command`, about the hash `key`, to the server, the primary Sentinel names, or the primary
+    /// of `key`'s slot.
+    func send(_ command: [String], key: String) async throws(RedisClientError) -> RedisReply {
+        if let cluster { return try await cluster.send(command, key: key) }
+        if let sentinel { return try await sentinel.send(command) }
+        return try await client!.send(command)
+    }
+
     public func record(for digest: KeyDigest) async throws -> KeyRecord? {
-        let reply = try await client.send(["HGETALL", Self.redisKey(digest)])
+        let key = Self.redisKey(digest)
+        let reply =
+            if let cluster {
+                try await cluster.send(["HGETALL", key], key: key)
+            } else if let sentinel {
+                try await sentinel.send(["HGETALL", key])
+            } else {
+                try await client!.send(["HGETALL", key])
+            }
         guard let items = reply.array else {
             throw RedisClientError(.protocolError, message: "HGETALL answered \(reply), not an array")
         }
@@ -78,6 +115,8 @@ public final class RedisKeySource: KeySource {
     }
 
     public func isReachable() async -> Bool {
-        (try? await client.send(["PING"]))?.string == "PONG"
+        if let cluster { return await cluster.isReachable() }
+        if let sentinel { return await sentinel.isReachable() }
+        return (try? await client!.send(["PING"]))?.string == "PONG"
     }
 }
