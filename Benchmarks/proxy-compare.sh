@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The sidecar under load, in one run against one upstream (shared/peers/upstream-nginx.conf):
 # the upstream directly, nginx with limit_req (shared/peers/nginx-limit-req.conf, :18082 never rejects),
+# HAProxy with a stick-table limit (shared/peers/haproxy.cfg, :18072 never rejects),
 # Tollgate on the in-memory store and Tollgate on Redis — every limit set so high that nothing is refused,
 # so each row measures the cost of proxying plus limiting. "CPU us/request" is the CPU time of the row's
 # own server process (nginx: master and workers) per request answered: unlike requests/s, it hardly
@@ -19,8 +20,8 @@ CONNS=${CONNECTIONS:-64}
 PEERS=$(cd "${PEERS:-../shared/peers}" && pwd)
 WORK=$(mktemp -d /tmp/tollgate-proxy-bench.XXXXXX)
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need redis-server; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk redis-server redis-tools >/dev/null
+if ! need nginx || ! need wrk || ! need redis-server || ! need haproxy; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk redis-server redis-tools haproxy >/dev/null
 fi
 if [ -z "${TOLLGATE_SKIP_BUILD:-}" ]; then
   echo "building tollgate (release)…" >&2
@@ -34,6 +35,8 @@ trap cleanup EXIT
 mkdir -p "$WORK/run"
 nginx -p "$WORK/run" -c "$PEERS/upstream-nginx.conf" & UPSTREAM_PID=$!; pids+=($UPSTREAM_PID)
 nginx -p "$WORK/run" -c "$PEERS/nginx-limit-req.conf" & LIMITREQ_PID=$!; pids+=($LIMITREQ_PID)
+# HAProxy writes its pid file relative to the folder it starts in.
+(cd "$WORK" && exec haproxy -db -f "$PEERS/haproxy.cfg" >"$WORK/haproxy.log" 2>&1) & HAPROXY_PID=$!; pids+=($HAPROXY_PID)
 redis-server --port 6398 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --dir "$WORK" --logfile "$WORK/redis.log"
 
 # A plan that never refuses and one key on it.
@@ -67,7 +70,7 @@ config 18091 19091 "{ backend: memory }" > "$WORK/memory.yaml"
 config 18092 19092 "{ backend: redis, url: \"redis://127.0.0.1:6398\", failure_policy: deny }" > "$WORK/redis.yaml"
 "$TOLLGATE" serve --config "$WORK/memory.yaml" >"$WORK/memory.log" 2>&1 & MEMORY_PID=$!; pids+=($MEMORY_PID)
 "$TOLLGATE" serve --config "$WORK/redis.yaml" >"$WORK/redis-sidecar.log" 2>&1 & REDIS_PID=$!; pids+=($REDIS_PID)
-for port in 18080 18082 18091 18092; do
+for port in 18080 18082 18072 18091 18092; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -105,6 +108,7 @@ printf '%-34s %12s %10s %10s %8s %14s\n' target "requests/s" p50 p99 non-2xx "CP
 declare -A RPS P99 CPU
 for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTREAM_PID" \
            "nginx limit_req (never rejects)|http://127.0.0.1:18082/api/v1/messages/send|$LIMITREQ_PID" \
+           "HAProxy stick table (never rejects)|http://127.0.0.1:18072/api/v1/messages/send|$HAPROXY_PID" \
            "Tollgate, in-memory store|http://127.0.0.1:18091/api/v1/messages/send|$MEMORY_PID" \
            "Tollgate, Redis store|http://127.0.0.1:18092/api/v1/messages/send|$REDIS_PID"; do
   IFS='|' read -r name url pid <<<"$row"
@@ -115,9 +119,10 @@ for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTR
 done
 echo "Redis server's own CPU during the Redis row: $REDIS_SERVER_CPU us/request (the plan's three limits; concurrent checks of its one key share calls)"
 python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" \
-  "${CPU[nginx limit_req (never rejects)]}" "${CPU[Tollgate, Redis store]}" "${CPU[Tollgate, in-memory store]}" <<'PY'
+  "${CPU[nginx limit_req (never rejects)]}" "${CPU[Tollgate, Redis store]}" "${CPU[Tollgate, in-memory store]}" \
+  "${CPU[HAProxy stick table (never rejects)]}" <<'PY'
 import sys
-nginx, redis, memory, nginx_cpu, redis_cpu, memory_cpu = map(float, sys.argv[1:7])
+nginx, redis, memory, nginx_cpu, redis_cpu, memory_cpu, haproxy_cpu = map(float, sys.argv[1:8])
 print(f"Tollgate on Redis / nginx limit_req throughput: {redis / nginx:.2f}x (goal >= 1.0x); in-memory: {memory / nginx:.2f}x")
-print(f"CPU per request, Tollgate / nginx limit_req (the proxy's own process only): Redis {redis_cpu / nginx_cpu:.1f}x, in-memory {memory_cpu / nginx_cpu:.1f}x")
+print(f"CPU per request, Tollgate / nginx limit_req (the proxy's own process only): Redis {redis_cpu / nginx_cpu:.2f}x, in-memory {memory_cpu / nginx_cpu:.2f}x (goal <= 1.0x); HAProxy {haproxy_cpu / nginx_cpu:.2f}x")
 PY

@@ -23,8 +23,19 @@ public struct RateLimitOutcome: Sendable {
     /// The store's decision, when the request got that far.
     public var decision: Decision?
     /// The fields to send with the response: `RateLimit-Policy`, `RateLimit` (and `Retry-After`,
-    /// legacy fields when configured).
-    public var headers: HTTPFields = [:]
+    /// legacy fields when configured). Made from `decision` when asked for (a caller that writes them
+    /// as bytes never makes them), unless set.
+    public var headers: HTTPFields {
+        get {
+            if let explicitHeaders { return explicitHeaders }
+            guard let decision, let plan else { return [:] }
+            return RateLimiter.rateLimitFields(decision, plan: plan, includeLegacy: includesLegacyHeaders)
+        }
+        set { explicitHeaders = newValue }
+    }
+    /// Whether `headers` has the legacy `X-RateLimit-*` fields (the policy's `legacy_headers`).
+    public var includesLegacyHeaders = false
+    private var explicitHeaders: HTTPFields?
     /// Why the request was refused (`missing_key`, `limited`, …), nil when admitted.
     public var refusal: String?
 
@@ -50,6 +61,10 @@ public final class RateLimiter: Sendable {
     public let store: any LimitStore
     public let keys: any APIKeyResolver
     private let current: Mutex<RateLimitPolicy>
+    /// `keys` and `store` when they can answer without suspending (`judgeNow`), found once rather than
+    /// cast per request.
+    private let cachingKeys: (any CachingAPIKeyResolver)?
+    private let synchronousStore: (any SynchronousLimitStore)?
     let metrics: RateLimitMetrics
     let logger: Logger
 
@@ -66,6 +81,8 @@ public final class RateLimiter: Sendable {
     ) {
         self.store = store
         self.keys = keys
+        cachingKeys = keys as? any CachingAPIKeyResolver
+        synchronousStore = store as? any SynchronousLimitStore
         current = Mutex(policy)
         self.logger = logger
         metrics = RateLimitMetrics(factory: metricsFactory)
@@ -165,7 +182,7 @@ public final class RateLimiter: Sendable {
     /// nil — call `judge` then. `body` is the whole request body when the caller has read it (a route
     /// that counts items needs it; without it the answer is nil).
     public func judgeNow(method: HTTPRequest.Method, path: String, headers: HTTPFields, body: ByteBuffer?) -> Judgement? {
-        guard let cachedKeys = keys as? any CachingAPIKeyResolver, let syncStore = store as? any SynchronousLimitStore else {
+        guard let cachedKeys = cachingKeys, let syncStore = synchronousStore else {
             return nil
         }
         let screened: Screened
@@ -322,15 +339,14 @@ public final class RateLimiter: Sendable {
         guard let plan = outcome.plan else { return .admitted(outcome) }
         metrics.record(decision, plan: plan)
         outcome.decision = decision
-        let fields = Self.rateLimitFields(decision, plan: plan, includeLegacy: authorized.policy.legacyHeaders)
-        outcome.headers = fields
+        outcome.includesLegacyHeaders = authorized.policy.legacyHeaders
 
         switch decision.denial {
         case nil:
             return .admitted(outcome)
         case .limited, .costExceedsCapacity:
             outcome.refusal = decision.denial == .limited ? "limited" : "cost_exceeds_capacity"
-            return .refused(Problem.quotaExceeded(decision, plan: plan, cost: outcome.cost, rateLimitFields: fields), outcome)
+            return .refused(Problem.quotaExceeded(decision, plan: plan, cost: outcome.cost, rateLimitFields: outcome.headers), outcome)
         case .storeUnavailable:
             outcome.refusal = "store_unavailable"
             let seconds = RateLimitHeaders.retryAfter(decision).flatMap { Int64($0) } ?? 1

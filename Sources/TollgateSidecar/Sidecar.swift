@@ -15,10 +15,9 @@ import UnixSignals
 
 /// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
 /// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`, and with a token the admin API
-/// under `/v1`, see `AdminAPI`), run as swift-service-lifecycle
-/// services. The API's listener is the byte-level data path (`ByteListenerService`) for an `http://`
-/// upstream, and Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for an
-/// `https://` upstream or the built-in stand-in.
+/// under `/v1`, see `AdminAPI`), run as swift-service-lifecycle services. The API's listener is the
+/// byte-level data path (`ByteListenerService`) for an upstream URL (`http://` or `https://`), and
+/// Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for the built-in stand-in.
 ///
 /// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
 /// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
@@ -302,12 +301,12 @@ public final class Sidecar: Sendable {
             services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
         }
         services.append(.init(service: admin, serviceName: "admin"))
-        if let forwarder, !forwarder.pool.target.tls {
-            // A plain-HTTP upstream: the byte-level data path is the listener. It speaks no TLS to the
-            // upstream yet and has no stand-in: those keep the Hummingbird listener above.
+        if let forwarder {
+            // An upstream URL: the byte-level data path is the listener. It has no stand-in: that keeps
+            // the Hummingbird listener above.
             let shared = ByteListenerShared(
-                limiter: limiter, live: live, target: forwarder.pool.target, accessLog: accessLog, logger: logger, maxHeadSize: headerLimit,
-                connectTimeout: forwarder.pool.connectTimeout)
+                limiter: limiter, live: live, target: forwarder.pool.target, tls: forwarder.pool.tls, accessLog: accessLog, logger: logger,
+                maxHeadSize: headerLimit, connectTimeout: forwarder.pool.connectTimeout)
             services.append(
                 .init(
                     service: ByteListenerService(

@@ -38,7 +38,7 @@ func withByteListener(
 func byteListenerShared(_ sidecar: Sidecar, upstream: String) throws -> ByteListenerShared {
     guard let target = UpstreamTarget(url: upstream) else { throw TestSetupError(description: "not an upstream URL: \(upstream)") }
     return ByteListenerShared(
-        limiter: sidecar.limiter, live: sidecar.live, target: target, accessLog: sidecar.accessLog, logger: quietLogger,
+        limiter: sidecar.limiter, live: sidecar.live, target: target, tls: nil, accessLog: sidecar.accessLog, logger: quietLogger,
         maxHeadSize: 8192, connectTimeout: .seconds(5))
 }
 

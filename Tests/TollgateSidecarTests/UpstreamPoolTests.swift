@@ -197,8 +197,8 @@ extension EndToEnd {
         }
 
         /// An https upstream whose certificate a private authority signed: trusted through
-        /// `upstream.ca_file` on both paths (a small body: the fast path; a chunked one: the middleware
-        /// chain). Without it the system's roots do not know that authority: 502, and nothing reaches the
+        /// `upstream.ca_file` by the byte-level data path, for a body of known length and a chunked one.
+        /// Without it the system's roots do not know that authority: 502, and nothing reaches the
         /// upstream.
         @Test func httpsUpstreamIsVerifiedAgainstTheConfiguredAuthority() async throws {
             let tls = try NIOSSLContext(

@@ -37,7 +37,8 @@ public final class KeyRegistry: CachingAPIKeyResolver {
 
     private let setup: Mutex<Setup>
     private let cache: Mutex<KeyCache>
-    private let lookups: [String: Counter]
+    /// `tollgate_key_lookups_total` by result, each made once (no label looked up per request).
+    private let lookups: Lookups
     private let logger: Logger
     /// Unix seconds now (expiry checks).
     private let wallClock: @Sendable () -> Int64
@@ -58,11 +59,7 @@ public final class KeyRegistry: CachingAPIKeyResolver {
         cache = Mutex(KeyCache(capacity: policy.capacity))
         self.logger = logger
         self.wallClock = wallClock
-        var lookups: [String: Counter] = [:]
-        for result in ["hit", "negative_hit", "miss", "stale", "error"] {
-            lookups[result] = Counter(label: "tollgate_key_lookups_total", dimensions: [("result", result)], factory: metricsFactory)
-        }
-        self.lookups = lookups
+        lookups = Lookups(factory: metricsFactory)
     }
 
     /// The source in use.
@@ -84,10 +81,10 @@ public final class KeyRegistry: CachingAPIKeyResolver {
     private func cached(_ digest: KeyDigest, now: ContinuousClock.Instant) -> KeyResolution? {
         switch cache.withLock({ $0.fresh(digest, now: now) }) {
         case .some(.some(let resolved)):
-            lookups["hit"]?.increment()
+            lookups.hit.increment()
             return resolved.resolution(now: wallClock())
         case .some(.none):
-            lookups["negative_hit"]?.increment()
+            lookups.negativeHit.increment()
             return KeyResolution(.unknown, fingerprint: digest.fingerprint)
         case .none:
             return nil
@@ -101,7 +98,7 @@ public final class KeyRegistry: CachingAPIKeyResolver {
         let current = setup.withLock { $0 }
         do {
             let record = try await current.source.record(for: digest)
-            lookups["miss"]?.increment()
+            lookups.miss.increment()
             let ttl = record == nil ? current.policy.negativeTTL : current.policy.ttl
             let resolved = record.map { ResolvedKey($0, digest: digest) }
             cache.withLock { $0.store(digest, resolved, fetchedAt: now, expiresAt: now + ttl) }
@@ -109,11 +106,11 @@ public final class KeyRegistry: CachingAPIKeyResolver {
             return resolved.resolution(now: wallClock())
         } catch {
             if let resolved = cache.withLock({ $0.stale(digest, now: now, within: current.policy.staleIfError) }) {
-                lookups["stale"]?.increment()
+                lookups.stale.increment()
                 logger.debug("key registry unreachable; answering from the cache", metadata: ["key": "\(resolved.fingerprint)"])
                 return resolved.resolution(now: wallClock())
             }
-            lookups["error"]?.increment()
+            lookups.error.increment()
             throw error
         }
     }
@@ -121,6 +118,26 @@ public final class KeyRegistry: CachingAPIKeyResolver {
     /// Whether the source answers (for `/readyz`).
     public func isReachable() async -> Bool {
         await source.isReachable()
+    }
+}
+
+/// The registry's counters of lookups, by result.
+private struct Lookups: Sendable {
+    let hit: Counter
+    let negativeHit: Counter
+    let miss: Counter
+    let stale: Counter
+    let error: Counter
+
+    init(factory: any MetricsFactory) {
+        func counter(_ result: String) -> Counter {
+            Counter(label: "tollgate_key_lookups_total", dimensions: [("result", result)], factory: factory)
+        }
+        hit = counter("hit")
+        negativeHit = counter("negative_hit")
+        miss = counter("miss")
+        stale = counter("stale")
+        error = counter("error")
     }
 }
 

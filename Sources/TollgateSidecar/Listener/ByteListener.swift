@@ -2,6 +2,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Tollgate
 import TollgateHTTP
 import TollgateRedis
@@ -10,8 +11,9 @@ import TollgateRedis
 struct ByteListenerShared: Sendable {
     let limiter: RateLimiter
     let live: LiveSettings
-    /// The upstream, reached in plain HTTP/1.1 (this path does not speak TLS to it yet).
+    /// The upstream, reached in HTTP/1.1, over TLS when `tls` is set (an `https://` URL).
     let target: UpstreamTarget
+    let tls: NIOSSLContext?
     let accessLog: AccessLog
     let logger: Logger
     /// `server.max_header_size`.
@@ -35,10 +37,14 @@ struct ByteListenerShared: Sendable {
 /// to begin its answer (504 after it), and `upstream.read_timeout` for each next part of it. An idempotent request without a body whose reused upstream
 /// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
 ///
-/// Not yet done here (so an `https://` upstream and the stand-in keep the Hummingbird listener): TLS
-/// to the upstream, the built-in stand-in, protocol switches (an `Upgrade` goes as a plain request), a
-/// cost counted from a body over 64 KiB, and a head given to the limiter as `HTTPFields` (allocations
-/// per request).
+/// Heads are rewritten as bytes (`FieldRewriter`): the request's head for the upstream is written
+/// once, as it is parsed, and the answer's head is copied with the RateLimit fields added. The limiter
+/// is given the fields that carry the key, and nothing else of the head. The upstream's time
+/// (`upstream.response_timeout`, `upstream.read_timeout`) is a deadline watched by one timer per
+/// connection, not a timer per request.
+///
+/// Not yet done here (so the built-in stand-in keeps the Hummingbird listener): the stand-in, protocol
+/// switches (an `Upgrade` goes as a plain request), a cost counted from a body over 64 KiB.
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -76,8 +82,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var executor: EventLoopTaskExecutor?
     private var idleTask: Scheduled<Void>?
-    /// From the request sent upstream to its response head (`upstream.response_timeout`).
-    private var responseTimer: Scheduled<Void>?
+    /// When the upstream's time is up: `upstream.response_timeout` after the request went, until its
+    /// answer's head; `upstream.read_timeout` after each part of the answer. Nil when nothing is awaited.
+    private var upstreamDeadline: NIODeadline?
+    /// The one timer that watches `upstreamDeadline`, and when it fires. It is not moved as the deadline
+    /// moves later: when it fires early it sets itself again for the deadline then in force, so a
+    /// connection has one timer per timeout period, not one per request or per read.
+    private var upstreamTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     /// The client's bytes wait for the upstream to take what it was sent (back-pressure).
     private var readHeldForUpstream = false
     /// The upstream's relay, to resume its reads once the client takes what it was sent.
@@ -124,7 +135,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         idleTask?.cancel()
-        responseTimer?.cancel()
+        upstreamTimer?.task.cancel()
+        upstreamTimer = nil
         if machine.closed() == .abandon, let exchange, problem == nil, case .none = response {
             // Nobody is left to read the answer (nginx logs such a request as 499).
             log(status: 499, exchange, context: context)
@@ -209,20 +221,27 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             requestBody = BodyFramer(error == .bodyTooLarge ? .untilClose : .none)
             carry(machine.headRefused(), context: context)
         case .head(let head):
+            let client = clientAddress(context: context)
+            let forwardCredentials = shared.live.current.forwarding.forwardCredentials
             let request = inbound.withUnsafeReadableBytes { bytes in
-                (
-                    method: HTTPRequest.Method(String(decoding: bytes[head.methodRange], as: UTF8.self)),
-                    target: Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method),
-                    host: head.host.map { String(decoding: bytes[$0], as: UTF8.self) },
-                    fields: Self.fields(bytes, head.fields)
-                )
+                let method = Self.method(head, in: bytes)
+                let target = Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method)
+                var upstreamHead = ByteBuffer()
+                upstreamHead.reserveCapacity(head.length + 256)
+                // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
+                if let method {
+                    writeRequestLine(
+                        method: method, head: head, path: target.path, authority: target.authority, in: bytes, into: &upstreamHead)
+                }
+                FieldRewriter.writeRequestFields(
+                    bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client, into: &upstreamHead)
+                return (method: method, path: target.path, credentials: Self.credentials(bytes, head), upstreamHead: upstreamHead)
             }
-            exchange = Exchange(method: request.method, path: request.target.path, started: .now, version: head.version)
+            exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
             inbound.moveReaderIndex(forwardBy: head.length)
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
             parser = RequestHeadParser(limits: Self.limits(shared))
-            // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
-            pendingHead = (request.fields, request.target.authority ?? request.host, head.body, head.version)
+            pendingHead = (request.credentials, request.upstreamHead, head.body)
             if head.expectsContinue, head.body != .none {
                 // The body is read (or drained) in any case; a client waiting for this would stall.
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
@@ -277,11 +296,92 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             carry(machine.decided(admitted: false), context: context)
             return
         }
-        decide(method: method, path: path, fields: pendingHead.fields, body: bodyAtHand, context: context)
+        decide(method: method, path: path, fields: pendingHead.credentials, body: bodyAtHand, context: context)
     }
 
-    /// The fields of the head being forwarded, and its body's framing.
-    private var pendingHead: (fields: HTTPFields, host: String?, body: BodyFraming, version: HTTP1Version)?
+    /// The head being decided: the fields that carry its key (all the limiter reads of them), the head
+    /// as the upstream gets it but for the admitted identity's fields and the empty line, and its body's
+    /// framing.
+    private var pendingHead: (credentials: HTTPFields, upstreamHead: ByteBuffer, body: BodyFraming)?
+
+    /// The client's address as `X-Forwarded-For` and the access log give it, read once per connection.
+    private var clientAddressCache: String??
+
+    private func clientAddress(context: ChannelHandlerContext) -> String? {
+        if let cached = clientAddressCache { return cached }
+        let address = context.channel.remoteAddress?.ipAddress
+        clientAddressCache = .some(address)
+        return address
+    }
+
+    /// The request's method; a token the parser does not know is made a `String` of (nil if it is not
+    /// a method `HTTPRequest` accepts).
+    private static func method(_ head: RequestHead, in bytes: UnsafeRawBufferPointer) -> HTTPRequest.Method? {
+        switch head.method {
+        case .get: .get
+        case .head: .head
+        case .post: .post
+        case .put: .put
+        case .delete: .delete
+        case .options: .options
+        case .patch: .patch
+        case .trace: .trace
+        case .connect: .connect
+        case .other: HTTPRequest.Method(String(decoding: bytes[head.methodRange], as: UTF8.self))
+        }
+    }
+
+    /// The request line, `Host` and the body's framing as the upstream gets them: the upstream URL's
+    /// path prefix before the client's path and query; the body's framing as the client sent it (its
+    /// bytes are relayed unchanged); an HTTP/1.0 client's request as HTTP/1.0, so that the answer it gets
+    /// is not chunked.
+    private func writeRequestLine(
+        method: HTTPRequest.Method, head: RequestHead, path: String, authority: String?, in bytes: UnsafeRawBufferPointer,
+        into out: inout ByteBuffer
+    ) {
+        out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[head.methodRange]))
+        out.writeStaticString(" ")
+        out.writeString(shared.target.pathPrefix)
+        out.writeString(path)
+        out.writeStaticString(head.version == .http10 ? " HTTP/1.0\r\nHost: " : " HTTP/1.1\r\nHost: ")
+        if let authority {
+            out.writeString(authority)
+        } else if let host = head.host {
+            out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[host]))
+        } else {
+            out.writeString(shared.target.authority)
+        }
+        out.writeStaticString("\r\n")
+        switch head.body {
+        case .length(let length):
+            out.writeStaticString("Content-Length: ")
+            out.writeString(String(length))
+            out.writeStaticString("\r\n")
+        case .chunked:
+            out.writeStaticString("Transfer-Encoding: chunked\r\n")
+        case .none, .untilClose:
+            if [.post, .put, .patch].contains(method) { out.writeStaticString("Content-Length: 0\r\n") }
+        }
+    }
+
+    /// The fields that carry an API key, all of them (a repeated one is refused): what the limiter
+    /// reads of the head.
+    private static func credentials(_ bytes: UnsafeRawBufferPointer, _ head: RequestHead) -> HTTPFields {
+        var fields = HTTPFields()
+        guard head.authorization != nil || head.apiKeyField != nil else { return fields }
+        bytes.forEachField(in: head.fields) { name, value in
+            let fieldName: HTTPField.Name
+            if name.count == 13, bytes.equalsIgnoringCase(name, "authorization") {
+                fieldName = .authorization
+            } else if name.count == 15, bytes.equalsIgnoringCase(name, "wazzapi-api-key") {
+                fieldName = APIKeyExtractor.keyHeader
+            } else {
+                return
+            }
+            fields.append(HTTPField(name: fieldName, value: String(decoding: bytes[value], as: UTF8.self)))
+        }
+        return fields
+    }
 
     /// The path (with query) and authority of a request target: an absolute-form one
     /// (`http://host/path`) split, the others as they are.
@@ -304,15 +404,6 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else if buffer.readerIndex >= 4096 {
             buffer.discardReadBytes()
         }
-    }
-
-    private static func fields(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> HTTPFields {
-        var fields = HTTPFields()
-        bytes.forEachField(in: range) { name, value in
-            guard let fieldName = HTTPField.Name(String(decoding: bytes[name], as: UTF8.self)) else { return }
-            fields.append(HTTPField(name: fieldName, value: String(decoding: bytes[value], as: UTF8.self)))
-        }
-        return fields
     }
 
     private func decide(method: HTTPRequest.Method, path: String, fields: HTTPFields, body: ByteBuffer?, context: ChannelHandlerContext) {
@@ -392,24 +483,15 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Upstream
 
     private func forward(context: ChannelHandlerContext) {
-        guard let (fields, host, body, version) = pendingHead, let exchange, let method = exchange.method, let path = exchange.path else { return }
+        guard case .some((_, var bytes, let body)) = pendingHead, let exchange, let method = exchange.method else { return }
+        // Forgotten at once, so that the head's buffer has one owner and grows in place.
         pendingHead = nil
-        let forwarded = HTTPForwarder.upstreamHeaders(
-            fields, client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome,
-            forwardCredentials: shared.live.current.forwarding.forwardCredentials)
-        var bytes = ByteBuffer()
-        // An HTTP/1.0 client's request goes as HTTP/1.0, so that the answer it gets is not chunked.
-        let httpVersion = version == .http10 ? "HTTP/1.0" : "HTTP/1.1"
-        bytes.writeString(
-            "\(method.rawValue) \(shared.target.pathPrefix + path) \(httpVersion)\r\nHost: \(host ?? shared.target.authority)\r\n")
-        // The body's framing goes as the client sent it: its bytes are relayed unchanged.
-        switch body {
-        case .length(let length): bytes.writeString("Content-Length: \(length)\r\n")
-        case .chunked: bytes.writeString("Transfer-Encoding: chunked\r\n")
-        case .none, .untilClose: if [.post, .put, .patch].contains(method) { bytes.writeString("Content-Length: 0\r\n") }
+        if let identity = exchange.outcome?.identity {
+            bytes.writeFieldLine("X-Tollgate-Organization", identity.organization)
+            bytes.writeFieldLine("X-Tollgate-Plan", identity.plan)
+            bytes.writeFieldLine("X-Tollgate-Key-Id", identity.keyID)
         }
-        Self.write(forwarded, to: &bytes)
-        bytes.writeString("\r\n")
+        bytes.writeStaticString("\r\n")
         response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
         resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
         if let upstream, upstream.isActive {
@@ -423,9 +505,19 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func connect(thenSend bytes: ByteBuffer, context: ChannelHandlerContext) {
         upstreamReused = false
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let target = shared.target
+        let tls = shared.tls
         ClientBootstrap(group: context.eventLoop)
             .connectTimeout(TimeAmount(shared.connectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: target.isIPAddress ? nil : target.host))
+                    }
+                }
+            }
             .connect(host: shared.target.host, port: shared.target.port)
             .assumeIsolated()
             .whenComplete { result in
@@ -458,13 +550,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // The head goes out with the body bytes at hand, if any: one write for both.
         upstream.write(head, promise: nil)
         sentAt = .now
-        let timeout = TimeAmount(shared.live.current.forwarding.responseTimeout)
-        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            guard case .head = self.response else { return }
-            self.shared.accessLog.metrics.upstream("timeout")
-            self.dropUpstream()
-            self.upstreamFailed(.gatewayTimeout("the message API did not answer in time"), context: context)
-        }
+        setUpstreamDeadline(in: shared.live.current.forwarding.responseTimeout, context: context)
         process(context: context)
         upstream.flush()
     }
@@ -509,7 +595,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         continue
                     }
                     resendable = nil
-                    armReadTimeout(context: context)
+                    setUpstreamDeadline(in: shared.live.current.forwarding.readTimeout, context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
                     dechunking = head.body == .chunked && exchange?.version == .http10
@@ -519,7 +605,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
                 }
             case .body(var framer, let reusable, let status):
-                if upstreamBytes.readableBytes > 0 { armReadTimeout(context: context) }
+                if upstreamBytes.readableBytes > 0 { setUpstreamDeadline(in: shared.live.current.forwarding.readTimeout, context: context) }
                 let progress: BodyFramer.Progress
                 if dechunking {
                     let start = upstreamBytes.readerIndex
@@ -554,14 +640,44 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Gives the upstream `upstream.read_timeout` for the next part of its answer; after it the answer
-    /// is cut off (it has begun: the client learns of it from the connection closing).
-    private func armReadTimeout(context: ChannelHandlerContext) {
-        responseTimer?.cancel()
-        responseTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(shared.live.current.forwarding.readTimeout)) {
-            guard case .body(_, _, let status) = self.response else { return }
-            self.shared.accessLog.metrics.upstream("timeout")
-            self.cutOff(status: status, context: context)
+    /// Gives the upstream `timeout` from now: for its answer's head (`upstream.response_timeout`, 504
+    /// after it) or for the next part of its answer (`upstream.read_timeout`; after it the answer, which
+    /// has begun, is cut off and the client learns of it from the connection closing).
+    private func setUpstreamDeadline(in timeout: Duration, context: ChannelHandlerContext) {
+        let deadline = NIODeadline.now() + TimeAmount(timeout)
+        upstreamDeadline = deadline
+        if let timer = upstreamTimer {
+            if timer.deadline <= deadline { return }
+            timer.task.cancel()
+        }
+        scheduleUpstreamTimer(at: deadline, context: context)
+    }
+
+    private func scheduleUpstreamTimer(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.upstreamTimer = nil
+            self.upstreamTimerFired(context: context)
+        }
+        upstreamTimer = (task, deadline)
+    }
+
+    private func upstreamTimerFired(context: ChannelHandlerContext) {
+        guard let deadline = upstreamDeadline else { return }
+        if NIODeadline.now() < deadline {
+            scheduleUpstreamTimer(at: deadline, context: context)
+            return
+        }
+        upstreamDeadline = nil
+        switch response {
+        case .none:
+            return
+        case .head:
+            shared.accessLog.metrics.upstream("timeout")
+            dropUpstream()
+            upstreamFailed(.gatewayTimeout("the message API did not answer in time"), context: context)
+        case .body(_, _, let status):
+            shared.accessLog.metrics.upstream("timeout")
+            cutOff(status: status, context: context)
         }
     }
 
@@ -587,7 +703,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 // The upstream may have closed the connection idle as the request left: once more, on a
                 // new one (an idempotent request without a body, so sending it twice does no harm).
                 resendable = nil
-                responseTimer?.cancel()
+                upstreamDeadline = nil
                 connect(thenSend: resend, context: context)
                 return
             }
@@ -604,26 +720,32 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func writeResponseHead(_ head: ResponseHead, context: ChannelHandlerContext) {
-        var bytes = ByteBuffer()
-        let (statusLine, upstreamFields) = upstreamBytes.withUnsafeReadableBytes { raw in
+        let outcome = exchange?.outcome
+        let replacingRateLimit = outcome.map(RateLimitFieldWriter.hasFields) ?? false
+        var bytes = context.channel.allocator.buffer(capacity: head.length + 256)
+        upstreamBytes.withUnsafeReadableBytes { raw in
+            // The status line as HTTP/1.1, whatever the upstream's version: the proxy speaks for it.
             let lineEnd = raw[..<head.fields.upperBound].firstIndex(of: HTTP1Byte.cr) ?? 8
-            return (String(decoding: raw[8..<lineEnd], as: UTF8.self), Self.fields(raw, lineEnd + 2..<head.fields.upperBound))
+            bytes.writeStaticString("HTTP/1.1")
+            bytes.writeBytes(UnsafeRawBufferPointer(rebasing: raw[8..<lineEnd]))
+            bytes.writeStaticString("\r\n")
+            FieldRewriter.writeResponseFields(
+                raw, fields: (lineEnd + 2)..<head.fields.upperBound, replacingRateLimit: replacingRateLimit, into: &bytes)
         }
-        var fields = HTTPForwarder.clientHeaders(upstreamFields)
         // The body is relayed as the upstream framed it, but to an HTTP/1.0 client, which knows no
         // chunked coding.
-        if head.body == .chunked, !dechunking { fields[.transferEncoding] = "chunked" }
-        exchange?.outcome?.apply(to: &fields)
-        if !head.hasDate { fields[.date] = HTTPDate.now() }
-        if machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { fields[.connection] = "close" }
-        bytes.writeString("HTTP/1.1" + statusLine + "\r\n")
-        Self.write(fields, to: &bytes)
-        bytes.writeString("\r\n")
+        if head.body == .chunked, !dechunking { bytes.writeStaticString("Transfer-Encoding: chunked\r\n") }
+        if let outcome { RateLimitFieldWriter.write(outcome, into: &bytes) }
+        if !head.hasDate {
+            bytes.writeFieldLine("Date", HTTPDate.now())
+        }
+        if machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { bytes.writeStaticString("Connection: close\r\n") }
+        bytes.writeStaticString("\r\n")
         context.write(wrapOutboundOut(bytes), promise: nil)
     }
 
     private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
-        responseTimer?.cancel()
+        upstreamDeadline = nil
         response = .none
         context.flush()
         if let exchange { log(status: status, exchange, context: context) }
@@ -642,7 +764,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// An answer that began and cannot be completed: the client learns it from the connection closing.
     private func cutOff(status: Int, context: ChannelHandlerContext) {
-        responseTimer?.cancel()
+        upstreamDeadline = nil
         response = .none
         dropUpstream()
         if let exchange { log(status: status, exchange, context: context) }
@@ -651,7 +773,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func upstreamFailed(_ failure: Problem, context: ChannelHandlerContext) {
-        responseTimer?.cancel()
+        upstreamDeadline = nil
         response = .none
         problem = failure
         carry(machine.upstreamFailed(), context: context)
@@ -766,7 +888,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         shared.accessLog.record(
             status: status, method: method, path: exchange.path, started: exchange.started,
-            client: context.channel.remoteAddress?.ipAddress, outcome: exchange.outcome, logger: shared.logger)
+            client: clientAddress(context: context), outcome: exchange.outcome, logger: shared.logger)
     }
 }
 

@@ -17,7 +17,8 @@ final class UpstreamPool: Sendable {
     let bufferLimit: Int
     let idleTimeout: Duration
     private let maximumIdlePerLoop: Int
-    private let tls: NIOSSLContext?
+    /// The TLS context of an `https` target (the byte-level data path's connections use it too).
+    let tls: NIOSSLContext?
     private let idle = Mutex<[ObjectIdentifier: [UpstreamConnection]]>([:])
     private let shutDown = Atomic<Bool>(false)
 

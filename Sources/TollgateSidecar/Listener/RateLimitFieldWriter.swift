@@ -1,0 +1,98 @@
+import NIOCore
+import Tollgate
+import TollgateHTTP
+
+/// An outcome's RateLimit fields written straight into a head's bytes: the fields of
+/// `RateLimitOutcome.headers` (`RateLimitHeaders.fields`), in the same order, with no `String` or
+/// `HTTPFields` made for them. The data path's judgements never set `headers` by hand, so the
+/// decision says it all.
+enum RateLimitFieldWriter {
+    /// Whether the outcome has fields to write (the upstream's own RateLimit fields then give way).
+    static func hasFields(_ outcome: RateLimitOutcome) -> Bool {
+        guard let decision = outcome.decision, outcome.plan != nil else { return false }
+        return enforcedCount(decision.results) > 0 || RateLimitHeaders.retryAfter(decision) != nil
+    }
+
+    /// How many of the results are of enforced limits (not shadow ones). By index: the view is not
+    /// specialised across modules, and each `decision.results` copies the decision.
+    private static func enforcedCount(_ results: Decision.Results) -> Int {
+        var count = 0
+        for index in 0..<results.endIndex where !results[index].shadow { count += 1 }
+        return count
+    }
+
+    /// Writes the fields, each line with its CRLF.
+    static func write(_ outcome: RateLimitOutcome, into out: inout ByteBuffer) {
+        guard let decision = outcome.decision, let plan = outcome.plan else { return }
+        let results = decision.results
+        if enforcedCount(results) > 0 {
+            out.writeStaticString("RateLimit-Policy: ")
+            var first = true
+            for index in 0..<results.endIndex {
+                let result = results[index]
+                if result.shadow { continue }
+                if !first { out.writeStaticString(", ") }
+                first = false
+                writeStructuredString(plan.limits[result.index].name, into: &out)
+                out.writeStaticString(";q=")
+                writeInteger(result.quota, into: &out)
+                out.writeStaticString(";w=")
+                writeInteger(RateLimitHeaders.wholeSeconds(result.windowMicroseconds, minimum: 1), into: &out)
+            }
+            out.writeStaticString("\r\nRateLimit: ")
+            first = true
+            for index in 0..<results.endIndex {
+                let result = results[index]
+                if result.shadow { continue }
+                if !first { out.writeStaticString(", ") }
+                first = false
+                writeStructuredString(plan.limits[result.index].name, into: &out)
+                out.writeStaticString(";r=")
+                writeInteger(max(0, result.remaining), into: &out)
+                out.writeStaticString(";t=")
+                writeInteger(RateLimitHeaders.wholeSeconds(result.resetAfterMicroseconds, minimum: 0), into: &out)
+            }
+            out.writeStaticString("\r\n")
+        }
+        if let retry = RateLimitHeaders.retryAfter(decision) { out.writeFieldLine("Retry-After", retry) }
+        if outcome.includesLegacyHeaders, let legacy = RateLimitHeaders.legacy(decision) {
+            out.writeFieldLine("X-RateLimit-Limit", legacy.limit)
+            out.writeFieldLine("X-RateLimit-Remaining", legacy.remaining)
+            out.writeFieldLine("X-RateLimit-Reset", legacy.reset)
+        }
+    }
+
+    /// An sf-string (RFC 9651 §3.3.3): quoted, `\` and `"` escaped.
+    private static func writeStructuredString(_ value: String, into out: inout ByteBuffer) {
+        out.writeStaticString("\"")
+        if value.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            for byte in value.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.writeInteger(UInt8(ascii: "\\")) }
+                out.writeInteger(byte)
+            }
+        } else {
+            // Policy names are validated to letters, digits, `-`, `_` and `.`: the usual case.
+            out.writeString(value)
+        }
+        out.writeStaticString("\"")
+    }
+
+    /// A decimal integer, without making a `String` of it: its digits are formed on the stack and
+    /// written at once.
+    static func writeInteger(_ value: Int64, into out: inout ByteBuffer) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var rest = value.magnitude
+            var start = digits.count
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            if value < 0 {
+                start -= 1
+                digits[start] = UInt8(ascii: "-")
+            }
+            out.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: digits[start...])))
+        }
+    }
+}
