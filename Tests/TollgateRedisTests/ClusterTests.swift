@@ -178,168 +178,174 @@ func total(_ metrics: TestMetrics, _ label: String, kind: String) -> Int64 {
     metrics.counters.filter { $0.label == label && $0.dimensions.contains { $0 == ("kind", kind) } }.reduce(0) { $0 + $1.totalValue }
 }
 
-@Suite(.serialized) struct ClusterTests {
-    /// Organizations spread over all three primaries decide exactly as the in-process store on the same
-    /// sequence; then a busy organization's slot migrates under load (ASK, then MOVED) with every check
-    /// answered and its counts exact.
-    @Test func decisionsAndResharding() async throws {
-        try await withCluster { cluster, client, metrics in
-            #expect(client.primaryAddresses.count == 3)
-            let store = RedisLimitStore(backend: .cluster(client), logger: quietLogger)
-            let plan = try everyAlgorithmPlan()
-            let start: Int64 = 1_767_225_600 * second + 59 * second
-            let clock = ManualClock(microseconds: start)
-            let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
-            let spread = organizations(spreadOver: client, perPrimary: 2, prefix: "o\(UInt32.random(in: 0...UInt32.max))-")
-            #expect(spread.count == 3, "organizations on every primary")
-            // API key ids are unique across organizations (the in-process store keys a key's limits by its id alone).
-            let partitions = spread.values.flatMap { $0 }.flatMap { org in (0..<2).map { Partition(organization: org, apiKey: "\(org)-k\($0)") } }
-            var random = SplitMix64(seed: 15)
-            for step in 0..<900 {
-                clock.advance(microseconds: Int64(random.next() % 400_000))
-                let cost = Int(random.next() % 3)
-                let partition = partitions[Int(random.next() % UInt64(partitions.count))]
-                let expected = try memory.checkNow(plan, partition: partition, cost: cost)
-                let actual = try await store.check(plan, partition: partition, cost: cost, at: clock.now())
-                let context = Comment(rawValue: "step \(step) \(partition.organization) \(partition.apiKey) cost \(cost) slot \(HashSlot.of(hashTag: LimitKeys.hashTag(partition.organization)))")
-                try #require(actual.origin == .store, context)
-                try #require(actual.denial == expected.denial, context)
-                try #require(actual.retryAfterMicroseconds == expected.retryAfterMicroseconds, context)
-                try #require(Array(actual.results) == Array(expected.results), context)
-            }
-            // Every primary holds some of the keys.
-            for port in cluster.nodes.prefix(3).map(\.port) {
-                let keys = Int(try await cluster.cli(port, ["DBSIZE"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-                #expect(keys > 0, "primary \(port) holds \(keys) keys")
-            }
-            #expect(total(metrics, "tollgate_redis_redirects_total", kind: "moved") == 0, "no MOVED on a warm map")
+/// The live tests that start whole topologies (six servers for a cluster, five for Sentinel): one at a
+/// time, so that they do not also load the machine side by side.
+@Suite(.serialized) struct LiveTopologyTests {}
 
-            try await reshardUnderLoad(cluster: cluster, client: client, metrics: metrics)
+extension LiveTopologyTests {
+    @Suite(.serialized) struct ClusterTests {
+        /// Organizations spread over all three primaries decide exactly as the in-process store on the same
+        /// sequence; then a busy organization's slot migrates under load (ASK, then MOVED) with every check
+        /// answered and its counts exact.
+        @Test func decisionsAndResharding() async throws {
+            try await withCluster { cluster, client, metrics in
+                #expect(client.primaryAddresses.count == 3)
+                let store = RedisLimitStore(backend: .cluster(client), logger: quietLogger)
+                let plan = try everyAlgorithmPlan()
+                let start: Int64 = 1_767_225_600 * second + 59 * second
+                let clock = ManualClock(microseconds: start)
+                let memory = MemoryStore(configuration: .init(maximumEntries: 1_000, shards: 4), clock: clock)
+                let spread = organizations(spreadOver: client, perPrimary: 2, prefix: "o\(UInt32.random(in: 0...UInt32.max))-")
+                #expect(spread.count == 3, "organizations on every primary")
+                // API key ids are unique across organizations (the in-process store keys a key's limits by its id alone).
+                let partitions = spread.values.flatMap { $0 }.flatMap { org in (0..<2).map { Partition(organization: org, apiKey: "\(org)-k\($0)") } }
+                var random = SplitMix64(seed: 15)
+                for step in 0..<900 {
+                    clock.advance(microseconds: Int64(random.next() % 400_000))
+                    let cost = Int(random.next() % 3)
+                    let partition = partitions[Int(random.next() % UInt64(partitions.count))]
+                    let expected = try memory.checkNow(plan, partition: partition, cost: cost)
+                    let actual = try await store.check(plan, partition: partition, cost: cost, at: clock.now())
+                    let context = Comment(rawValue: "step \(step) \(partition.organization) \(partition.apiKey) cost \(cost) slot \(HashSlot.of(hashTag: LimitKeys.hashTag(partition.organization)))")
+                    try #require(actual.origin == .store, context)
+                    try #require(actual.denial == expected.denial, context)
+                    try #require(actual.retryAfterMicroseconds == expected.retryAfterMicroseconds, context)
+                    try #require(Array(actual.results) == Array(expected.results), context)
+                }
+                // Every primary holds some of the keys.
+                for port in cluster.nodes.prefix(3).map(\.port) {
+                    let keys = Int(try await cluster.cli(port, ["DBSIZE"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                    #expect(keys > 0, "primary \(port) holds \(keys) keys")
+                }
+                #expect(total(metrics, "tollgate_redis_redirects_total", kind: "moved") == 0, "no MOVED on a warm map")
+
+                try await reshardUnderLoad(cluster: cluster, client: client, metrics: metrics)
+            }
         }
-    }
 
-    private func reshardUnderLoad(cluster: RedisTestCluster, client: RedisClusterClient, metrics: TestMetrics) async throws {
-        let store = RedisLimitStore(backend: .cluster(client), configuration: .init(denyCache: false), logger: quietLogger)
-        let limit = 400
-        let plan = try Plan(
-            name: "migrating",
-            limits: [
-                Limit(name: "org-hour", algorithm: .fixedWindow(limit: Int64(limit), window: 3_600 * second), scope: .organization),
-                Limit(name: "key-hour", algorithm: .fixedWindow(limit: 1_000_000, window: 3_600 * second)),
-            ])
-        let organization = "busy\(UInt32.random(in: 0...UInt32.max))"
-        let slot = HashSlot.of(hashTag: LimitKeys.hashTag(organization))
-        let source = try #require(client.primary(ofSlot: slot))
-        let target = try #require(client.primaryAddresses.first { $0 != source })
-        let sourceID = try await cluster.id(of: source.port)
-        let targetID = try await cluster.id(of: target.port)
-
-        let log = LoadLog()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for caller in 0..<8 {
-                group.addTask { try await log.checkUntilStopped(store, plan, Partition(organization: organization, apiKey: "k\(caller % 2)")) }
-            }
-            try await waitUntil("checks before the migration") { log.count(organization) > 50 }
-            _ = try await cluster.cli(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID])
-            _ = try await cluster.cli(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID])
-            while true {
-                let keys = try await cluster.cli(source.port, ["CLUSTER", "GETKEYSINSLOT", "\(slot)", "100"])
-                    .split(separator: "\n").map(String.init).filter { !$0.isEmpty }
-                if keys.isEmpty { break }
-                _ = try await cluster.cli(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS"] + keys)
-            }
-            // Keys moved, slot not yet handed over: the source answers ASK until it is.
-            try await waitUntil("an ASK redirection", timeout: .seconds(10)) {
-                total(metrics, "tollgate_redis_redirects_total", kind: "ask") > 0
-            }
-            // The target first, then the source (else each would send the other's callers back), then the rest.
-            let others = cluster.nodes.prefix(3).map(\.port).filter { $0 != target.port && $0 != source.port }
-            for port in [target.port, source.port] + others {
-                _ = try await cluster.cli(port, ["CLUSTER", "SETSLOT", "\(slot)", "NODE", targetID])
-            }
-            try await waitUntil("a MOVED redirection", timeout: .seconds(10)) {
-                total(metrics, "tollgate_redis_redirects_total", kind: "moved") > 0
-            }
-            let settled = log.count(organization)
-            try await waitUntil("checks on the new owner", timeout: .seconds(10)) { log.count(organization) > settled + 100 }
-            log.running.store(false, ordering: .relaxed)
-            try await group.waitForAll()
-        }
-        #expect(log.failures(organization) == 0, "every check answered by Redis")
-        #expect(client.primary(ofSlot: slot) == target)
-        // Nothing counted twice, nothing lost: what Redis holds is what was admitted, never above the limit.
-        let read = try await store.check(plan, partition: Partition(organization: organization, apiKey: "k0"), cost: 0)
-        let used = limit - Int(read.results[0].remaining)
-        #expect(used == log.admitted.load(ordering: .relaxed))
-        #expect(log.admitted.load(ordering: .relaxed) <= limit)
-    }
-
-    /// Failover under load, twice: `CLUSTER FAILOVER` on a replica, then `kill -9` of a primary. While a
-    /// primary is gone its organization's checks get the failure policy; they resume on the new primary
-    /// (its script loaded on `NOSCRIPT`) within the node timeout + 2 s; the other primaries' checks never fail.
-    @Test func failoverUnderLoad() async throws {
-        try await withCluster { cluster, client, _ in
-            let store = RedisLimitStore(
-                backend: .cluster(client), configuration: .init(failurePolicy: .deny, breakerProbeInterval: .milliseconds(200), denyCache: false),
-                logger: quietLogger)
+        private func reshardUnderLoad(cluster: RedisTestCluster, client: RedisClusterClient, metrics: TestMetrics) async throws {
+            let store = RedisLimitStore(backend: .cluster(client), configuration: .init(denyCache: false), logger: quietLogger)
+            let limit = 400
             let plan = try Plan(
-                name: "failover", limits: [Limit(name: "roomy", algorithm: .tokenBucket(capacity: 1_000_000, refillTokens: 1_000_000, refillPeriod: second))])
-            let spread = organizations(spreadOver: client, perPrimary: 1, prefix: "f\(UInt32.random(in: 0...UInt32.max))-")
-            let primaries = client.primaryAddresses
-            let organizationOf = Dictionary(uniqueKeysWithValues: primaries.map { ($0, spread[$0]![0]) })
+                name: "migrating",
+                limits: [
+                    Limit(name: "org-hour", algorithm: .fixedWindow(limit: Int64(limit), window: 3_600 * second), scope: .organization),
+                    Limit(name: "key-hour", algorithm: .fixedWindow(limit: 1_000_000, window: 3_600 * second)),
+                ])
+            let organization = "busy\(UInt32.random(in: 0...UInt32.max))"
+            let slot = HashSlot.of(hashTag: LimitKeys.hashTag(organization))
+            let source = try #require(client.primary(ofSlot: slot))
+            let target = try #require(client.primaryAddresses.first { $0 != source })
+            let sourceID = try await cluster.id(of: source.port)
+            let targetID = try await cluster.id(of: target.port)
+
             let log = LoadLog()
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for organization in organizationOf.values {
-                    for caller in 0..<2 {
-                        group.addTask { try await log.checkUntilStopped(store, plan, Partition(organization: organization, apiKey: "k\(caller)")) }
-                    }
+                for caller in 0..<8 {
+                    group.addTask { try await log.checkUntilStopped(store, plan, Partition(organization: organization, apiKey: "k\(caller % 2)")) }
                 }
-                let budget = cluster.nodeTimeout + .seconds(2)
-
-                // 1. A graceful failover: the replica of the first primary takes over.
-                let first = primaries[0]
-                let replica = try await replicaPort(of: first.port, in: cluster)
-                _ = try await cluster.cli(replica, ["CLUSTER", "FAILOVER"])
-                try await waitUntil("the replica promoted", timeout: .seconds(10)) { client.primaryAddresses.contains { $0.port == replica } }
-                let promotedAt = ContinuousClock.now
-                try await waitUntil("checks on the promoted replica", timeout: budget) { log.resumed(organizationOf[first]!, after: promotedAt) != nil }
-                #expect(client.primary(forHashTag: LimitKeys.hashTag(organizationOf[first]!))?.port == replica)
-
-                // 2. A primary killed: its replica is elected after the node timeout.
-                let victim = primaries[1]
-                let victimOrganization = organizationOf[victim]!
-                // A replica follows it (which one is elected, if replica migration gave it two, is the cluster's choice).
-                _ = try await replicaPort(of: victim.port, in: cluster)
-                await cluster.kill(port: victim.port)
-                let killedAt = ContinuousClock.now
-                try await waitUntil("the failure policy answering for the killed primary", timeout: .seconds(5)) { log.failed(victimOrganization, after: killedAt) }
-                try await waitUntil("checks resumed on the elected replica", timeout: budget + .seconds(8)) {
-                    log.resumed(victimOrganization, after: killedAt) != nil
+                try await waitUntil("checks before the migration") { log.count(organization) > 50 }
+                _ = try await cluster.cli(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", sourceID])
+                _ = try await cluster.cli(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", targetID])
+                while true {
+                    let keys = try await cluster.cli(source.port, ["CLUSTER", "GETKEYSINSLOT", "\(slot)", "100"])
+                        .split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+                    if keys.isEmpty { break }
+                    _ = try await cluster.cli(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS"] + keys)
                 }
-                let recovery = log.resumed(victimOrganization, after: killedAt)! - killedAt
-                #expect(recovery <= budget, "checks resumed \(recovery) after the kill")
-                let heir = try #require(client.primary(forHashTag: LimitKeys.hashTag(victimOrganization))?.port)
-                #expect(heir != victim.port)
-                #expect(try await cluster.role(of: heir) == "master")
-                // A few more rounds on the new primaries.
-                let settled = ContinuousClock.now
-                try await waitUntil("checks after the failovers", timeout: .seconds(5)) {
-                    organizationOf.values.allSatisfy { log.resumed($0, after: settled) != nil }
+                // Keys moved, slot not yet handed over: the source answers ASK until it is.
+                try await waitUntil("an ASK redirection", timeout: .seconds(10)) {
+                    total(metrics, "tollgate_redis_redirects_total", kind: "ask") > 0
                 }
+                // The target first, then the source (else each would send the other's callers back), then the rest.
+                let others = cluster.nodes.prefix(3).map(\.port).filter { $0 != target.port && $0 != source.port }
+                for port in [target.port, source.port] + others {
+                    _ = try await cluster.cli(port, ["CLUSTER", "SETSLOT", "\(slot)", "NODE", targetID])
+                }
+                try await waitUntil("a MOVED redirection", timeout: .seconds(10)) {
+                    total(metrics, "tollgate_redis_redirects_total", kind: "moved") > 0
+                }
+                let settled = log.count(organization)
+                try await waitUntil("checks on the new owner", timeout: .seconds(10)) { log.count(organization) > settled + 100 }
                 log.running.store(false, ordering: .relaxed)
                 try await group.waitForAll()
             }
-            // The third primary was never touched: not one of its checks failed.
-            #expect(log.failures(organizationOf[primaries[2]]!) == 0)
+            #expect(log.failures(organization) == 0, "every check answered by Redis")
+            #expect(client.primary(ofSlot: slot) == target)
+            // Nothing counted twice, nothing lost: what Redis holds is what was admitted, never above the limit.
+            let read = try await store.check(plan, partition: Partition(organization: organization, apiKey: "k0"), cost: 0)
+            let used = limit - Int(read.results[0].remaining)
+            #expect(used == log.admitted.load(ordering: .relaxed))
+            #expect(log.admitted.load(ordering: .relaxed) <= limit)
         }
-    }
 
-    /// The port of the replica that follows the primary at `port`.
-    private func replicaPort(of port: Int, in cluster: RedisTestCluster) async throws -> Int {
-        for node in cluster.nodes where node.port != port {
-            let info = try await cluster.cli(node.port, ["INFO", "replication"])
-            if info.contains("role:slave"), info.contains("master_port:\(port)") { return node.port }
+        /// Failover under load, twice: `CLUSTER FAILOVER` on a replica, then `kill -9` of a primary. While a
+        /// primary is gone its organization's checks get the failure policy; they resume on the new primary
+        /// (its script loaded on `NOSCRIPT`) within the node timeout + 2 s; the other primaries' checks never fail.
+        @Test func failoverUnderLoad() async throws {
+            try await withCluster { cluster, client, _ in
+                let store = RedisLimitStore(
+                    backend: .cluster(client), configuration: .init(failurePolicy: .deny, breakerProbeInterval: .milliseconds(200), denyCache: false),
+                    logger: quietLogger)
+                let plan = try Plan(
+                    name: "failover", limits: [Limit(name: "roomy", algorithm: .tokenBucket(capacity: 1_000_000, refillTokens: 1_000_000, refillPeriod: second))])
+                let spread = organizations(spreadOver: client, perPrimary: 1, prefix: "f\(UInt32.random(in: 0...UInt32.max))-")
+                let primaries = client.primaryAddresses
+                let organizationOf = Dictionary(uniqueKeysWithValues: primaries.map { ($0, spread[$0]![0]) })
+                let log = LoadLog()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for organization in organizationOf.values {
+                        for caller in 0..<2 {
+                            group.addTask { try await log.checkUntilStopped(store, plan, Partition(organization: organization, apiKey: "k\(caller)")) }
+                        }
+                    }
+                    let budget = cluster.nodeTimeout + .seconds(2)
+
+                    // 1. A graceful failover: the replica of the first primary takes over.
+                    let first = primaries[0]
+                    let replica = try await replicaPort(of: first.port, in: cluster)
+                    _ = try await cluster.cli(replica, ["CLUSTER", "FAILOVER"])
+                    try await waitUntil("the replica promoted", timeout: .seconds(10)) { client.primaryAddresses.contains { $0.port == replica } }
+                    let promotedAt = ContinuousClock.now
+                    try await waitUntil("checks on the promoted replica", timeout: budget) { log.resumed(organizationOf[first]!, after: promotedAt) != nil }
+                    #expect(client.primary(forHashTag: LimitKeys.hashTag(organizationOf[first]!))?.port == replica)
+
+                    // 2. A primary killed: its replica is elected after the node timeout.
+                    let victim = primaries[1]
+                    let victimOrganization = organizationOf[victim]!
+                    // A replica follows it (which one is elected, if replica migration gave it two, is the cluster's choice).
+                    _ = try await replicaPort(of: victim.port, in: cluster)
+                    await cluster.kill(port: victim.port)
+                    let killedAt = ContinuousClock.now
+                    try await waitUntil("the failure policy answering for the killed primary", timeout: .seconds(5)) { log.failed(victimOrganization, after: killedAt) }
+                    try await waitUntil("checks resumed on the elected replica", timeout: budget + .seconds(8)) {
+                        log.resumed(victimOrganization, after: killedAt) != nil
+                    }
+                    let recovery = log.resumed(victimOrganization, after: killedAt)! - killedAt
+                    #expect(recovery <= budget, "checks resumed \(recovery) after the kill")
+                    let heir = try #require(client.primary(forHashTag: LimitKeys.hashTag(victimOrganization))?.port)
+                    #expect(heir != victim.port)
+                    #expect(try await cluster.role(of: heir) == "master")
+                    // A few more rounds on the new primaries.
+                    let settled = ContinuousClock.now
+                    try await waitUntil("checks after the failovers", timeout: .seconds(5)) {
+                        organizationOf.values.allSatisfy { log.resumed($0, after: settled) != nil }
+                    }
+                    log.running.store(false, ordering: .relaxed)
+                    try await group.waitForAll()
+                }
+                // The third primary was never touched: not one of its checks failed.
+                #expect(log.failures(organizationOf[primaries[2]]!) == 0)
+            }
         }
-        throw TestSetupError(description: "no replica follows the primary at \(port)")
+
+        /// The port of the replica that follows the primary at `port`.
+        private func replicaPort(of port: Int, in cluster: RedisTestCluster) async throws -> Int {
+            for node in cluster.nodes where node.port != port {
+                let info = try await cluster.cli(node.port, ["INFO", "replication"])
+                if info.contains("role:slave"), info.contains("master_port:\(port)") { return node.port }
+            }
+            throw TestSetupError(description: "no replica follows the primary at \(port)")
+        }
     }
 }

@@ -152,6 +152,11 @@ struct SidecarConfigTests {
         Bad("store:\n  backend: redis\n  url: redis://x\n  cluster: [redis://a]\n", path: "store.cluster", "exclude each other"),
         Bad("store:\n  backend: redis\n  cluster: [redis://a]\n  tls: { ca_file: ca.pem }\n", path: "store.tls", "expected rediss:// URLs in store.cluster"),
         Bad("store:\n  cluster: [redis://a]\n", path: "store.cluster", "does not apply to the memory backend"),
+        Bad("store:\n  backend: redis\n  sentinel: { nodes: [redis://a] }\n", path: "store.sentinel.master", "missing required field"),
+        Bad("store:\n  backend: redis\n  sentinel: { master: tg, nodes: [] }\n", path: "store.sentinel.nodes", "a list of sentinels"),
+        Bad("store:\n  backend: redis\n  sentinel: { master: tg, nodes: [redis://a], pasword: x }\n", path: "store.sentinel.pasword", "unknown field"),
+        Bad("store:\n  backend: redis\n  sentinel: { master: tg, nodes: [redis://a], username: u }\n", path: "store.sentinel.password", "a username needs a password"),
+        Bad("store:\n  backend: redis\n  cluster: [redis://a]\n  sentinel: { master: tg, nodes: [redis://b] }\n", path: "store.sentinel", "exclude each other"),
         Bad("keys:\n  source: redis\n", path: "keys.url", "keys from redis need a URL"),
         Bad("keys:\n  url: redis://x\n", path: "keys.url", "\"url\" does not apply to keys from a file"),
         Bad("keys:\n  cache_ttl: 0s\n", path: "keys.cache_ttl", "expected a positive duration"),
@@ -193,6 +198,15 @@ struct SidecarConfigTests {
         #expect(settings.store.cluster == ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
         #expect(settings.store.url == nil)
         #expect(settings.keys.source == .redis && settings.keys.url == nil)
+    }
+
+    /// `store.sentinel`: the primary's name, the sentinels, the primary's credentials; keys share it.
+    @Test func sentinelStore() throws {
+        let yaml = "store:\n  backend: redis\n  sentinel: { master: tg, nodes: [redis://10.0.0.5:26379], password: s3cret }\nkeys:\n  source: redis\n"
+        let settings = try Self.parse(yaml)
+        #expect(settings.store.sentinel?.master == "tg" && settings.store.sentinel?.nodes == ["redis://10.0.0.5:26379"])
+        #expect(settings.store.sentinel?.password == "s3cret" && settings.store.sentinel?.username == nil)
+        #expect(settings.store.url == nil && settings.keys.url == nil)
     }
 
     /// A Redis URL may hold a password: errors never repeat it.
