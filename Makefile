@@ -1,7 +1,7 @@
 # Tollgate — common tasks. `make test` is what CI runs.
 SWIFT ?= swift
 
-.PHONY: deps build test test-valkey run check bench-core bench-redis
+.PHONY: deps build test test-valkey run check bench bench-compare bench-report-test bench-core bench-redis
 
 deps:  ## Debian packages the build and the tests need (openssl: the TLS tests' certificates)
 	@command -v redis-server >/dev/null && command -v openssl >/dev/null && [ -f /usr/include/hiredis/hiredis.h ] || \
@@ -37,3 +37,27 @@ bench-redis:
 
 bench-core:
 	bash Benchmarks/compare-core.sh
+
+# Every comparison in one go, kept in Benchmarks/results/<UTC timestamp>/ (results.json, report.md, plots).
+# `make bench QUICK=1`: a reduced run of a few minutes, a smoke check. See Benchmarks/README.md.
+bench: deps
+	QUICK=$(QUICK) bash Benchmarks/bench.sh
+
+# `make bench-compare A B` (or A=... B=...): two result folders side by side.
+ifeq (bench-compare,$(firstword $(MAKECMDGOALS)))
+  COMPARE_ARGS := $(wordlist 2,$(words $(MAKECMDGOALS)),$(MAKECMDGOALS))
+  A ?= $(word 1,$(COMPARE_ARGS))
+  B ?= $(word 2,$(COMPARE_ARGS))
+  # The folders are goals too: make them do nothing (phony, so that an existing folder is not "up to date").
+  $(eval .PHONY: $(sort $(COMPARE_ARGS)))
+  $(eval $(sort $(COMPARE_ARGS)):;@:)
+endif
+bench-compare:
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make bench-compare A B (two folders of Benchmarks/results)"; exit 2; }
+	@python3 Benchmarks/report/compare.py "$(A)" "$(B)"
+
+# The report generator's tests, on the checked-in example run (installs matplotlib into Benchmarks/.venv).
+bench-report-test:
+	@[ -x Benchmarks/.venv/bin/python ] || python3 -m venv Benchmarks/.venv
+	@Benchmarks/.venv/bin/python -c 'import matplotlib' 2>/dev/null || Benchmarks/.venv/bin/pip install -q matplotlib
+	Benchmarks/.venv/bin/python -m unittest discover -s Benchmarks/report -p 'test_*.py' -v

@@ -8,12 +8,17 @@ import PackageDescription
 //   thresholds in Thresholds/.
 // - core-compare: a plain executable that mirrors the Guava peer (shared/peers/guava/Keyed.java),
 //   driven by compare-core.sh.
+// - tollgate-openloop: an open-loop HTTP load generator (fixed rate, latency from each request's due time,
+//   full HdrHistogram), driven by openloop-compare.sh and failure-modes.sh.
 let package = Package(
     name: "TollgateBenchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "Tollgate", path: ".."),
         .package(url: "https://github.com/ordo-one/benchmark.git", exact: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", exact: "0.2.0"),
     ],
     targets: [
         .executableTarget(
@@ -33,6 +38,17 @@ let package = Package(
                 .product(name: "Tollgate", package: "Tollgate")
             ],
             path: "Sources/core-compare"
+        ),
+        .executableTarget(
+            name: "tollgate-openloop",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            path: "Sources/tollgate-openloop"
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -9,7 +9,8 @@
 # hits both, and prints medians with min and max, the ratios and the goals. See Benchmarks/README.md.
 #
 # Environment: ROUNDS (default 5), KEYS (default 1000000), GUAVA_KEYED (path to Keyed.java),
-# STRICT=1 to exit 1 when a goal is missed.
+# STRICT=1 to exit 1 when a goal is missed, BENCH_ROWS (a file: each row is also appended to it as a JSON
+# line, Benchmarks/report/row.py, for `make bench`).
 #
 # Besides Keyed.java itself, guava/KeyedSplit.java (Keyed.java with each thread on its own slice of the
 # keys) gives the like-for-like Guava figure for "2 threads on distinct keys", and its 2-thread scaling
@@ -81,12 +82,13 @@ measure() {
     echo "$line" | sed -n 's/.*ns\/op(per thread)=\([0-9.]*\) total Mops\/s=\([0-9.]*\).*/\1 \2/p'
 }
 
-declare -A ns mops
+declare -A ns mops targs_of gargs_of
 echo "== $rounds rounds, 10,000,000 checks per thread per run; raw lines in $log"
 for ((round = 1; round <= rounds; round++)); do
     echo "-- round $round/$rounds"
     for spec in "${cases[@]}"; do
         IFS='|' read -r id targs gargs <<<"$spec"
+        targs_of[$id]=$targs; gargs_of[$id]=$gargs
         runs=(tollgate)
         [[ "$gargs" != "-" ]] && runs+=(guava)
         # Alternate who goes first, so neither always runs on a machine warmed (or disturbed) by the other.
@@ -148,6 +150,16 @@ row() { # tollgate-id guava-id has-goal label
         goal="(no goal)"
     fi
     printf '%-42s %-25s %-25s %6sx   %s\n' "$4" "$(cell "${ns[$1.tollgate]}")" "$(cell "${ns[$2.guava]}")" "$r" "$goal"
+    bench_row "$1" "$4" "$t" "${ns[$1.tollgate]}" --peer "Guava RateLimiter ($(awk '{ print $1 }' <<<"${gargs_of[$2]}"))" \
+        --peer-metric "ns_per_check=$g:ns/check/thread" --peer-command "java -Xmx4g -cp guava.jar:. ${gargs_of[$2]}"
+}
+bench_row() { # id label median all-values [peer arguments...]: the row as a JSON line in $BENCH_ROWS
+    [[ -n "${BENCH_ROWS:-}" ]] || return 0
+    local id="$1" label="$2" median="$3" all="$4"
+    shift 4
+    python3 "$here/report/row.py" --table core --row "$label" --set "id=$id" --set "rounds=$rounds" \
+        --json "all=[$(echo $all | tr ' ' ',')]" --command "core-compare ${targs_of[$id]}" \
+        --metric "ns_per_check=$median:ns/check/thread" "$@"
 }
 row hot1 hot1 goal "1 thread, hot key"
 row spread1 spread1 goal "1 thread, $keys_label keys"
@@ -172,10 +184,15 @@ three_hot="$(ratio "$(median "${ns[hot1three.tollgate]}")" "$(median "${ns[hot1.
 verdict "$three_hot" "<=" 3
 printf '%-50s %6sx   %-8s %-7s %s vs %s ns/op\n' "three-limit plan / one bucket, hot key" "$three_hot" "<= 3x" "$status" \
     "$(median "${ns[hot1three.tollgate]}")" "$(median "${ns[hot1.tollgate]}")"
+bench_row hot1three "three-limit plan, 1 thread, hot key" "$(median "${ns[hot1three.tollgate]}")" "${ns[hot1three.tollgate]}" \
+    --peer "Tollgate, one token bucket" --peer-metric "ns_per_check=$(median "${ns[hot1.tollgate]}"):ns/check/thread"
 three_spread="$(ratio "$(median "${ns[spread1three.tollgate]}")" "$(median "${ns[spread1.tollgate]}")")"
 verdict "$three_spread" "<=" 3
 printf '%-50s %6sx   %-8s %-7s %s vs %s ns/op\n' "three-limit plan / one bucket, $keys_label keys" "$three_spread" "<= 3x" "$status" \
     "$(median "${ns[spread1three.tollgate]}")" "$(median "${ns[spread1.tollgate]}")"
+bench_row spread1three "three-limit plan, 1 thread, $keys_label keys" "$(median "${ns[spread1three.tollgate]}")" \
+    "${ns[spread1three.tollgate]}" --peer "Tollgate, one token bucket" \
+    --peer-metric "ns_per_check=$(median "${ns[spread1.tollgate]}"):ns/check/thread"
 tollgate_scaling="$(scaling "$(median "${ns[spread1.tollgate]}")" "$(median "${ns[split2.tollgate]}")")"
 guava_scaling="$(scaling "$(median "${ns[spread1.guava]}")" "$(median "${ns[split2.guava]}")")"
 verdict "$tollgate_scaling" ">=" 1.8

@@ -2,7 +2,7 @@
 # The sidecar's HTTP/1.1 parsers alone: nanoseconds to parse a typical request head (the message
 # API's send, 208 bytes) and to scan a typical response head (108 bytes), each from a fresh parser.
 #
-#   bash Benchmarks/http1-parse.sh [rounds, default 2000000]
+#   bash Benchmarks/http1-parse.sh [rounds, default 2000000]      (BENCH_ROWS: see proxy-compare.sh)
 #
 # The parsers import nothing, so they are compiled from their sources with `swiftc -O -wmo` (as a
 # release build optimizes a module), with no package build. The machine's other load shows in the
@@ -53,4 +53,11 @@ swiftc -O -wmo -swift-version 6 -o "$out/http1-parse" \
     Sources/TollgateSidecar/HTTP1/ResponseHeadScanner.swift \
     Sources/TollgateSidecar/HTTP1/BodyFramer.swift \
     "$out/main.swift"
-"$out/http1-parse" "$rounds"
+"$out/http1-parse" "$rounds" | tee "$out/result.txt"
+# With BENCH_ROWS set (make bench), each line is also kept as a JSON row (Benchmarks/report/row.py).
+if [ -n "${BENCH_ROWS:-}" ]; then
+  while IFS=: read -r what figure; do
+    python3 Benchmarks/report/row.py --table http1 --row "$what" --command "bash Benchmarks/http1-parse.sh $rounds" \
+      --metric "ns_per_head=${figure//[^0-9]/}:ns"
+  done <"$out/result.txt"
+fi

@@ -11,7 +11,9 @@
 #
 # Environment: PEERS (default ../shared/peers), TOLLGATE_SKIP_BUILD=1 to reuse the release build, TOLLGATE_BIN
 # (another tollgate binary), POOL_SIZE (the sidecars' upstream.pool_size, default 64),
-# CONNECTIONS (default 64).
+# CONNECTIONS (default 64), BENCH_ROWS (a file: each row is also appended to it as a JSON line, for
+# `make bench`), TOLLGATE_OPENLOOP=1 (then open-loop rows at 25/50/75 % of each server's maximum, from
+# Benchmarks/openloop-rows.sh, against the same servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -90,19 +92,34 @@ ticks() {
 }
 HZ=$(getconf CLK_TCK)
 REDIS_SERVER_PID=$(redis-cli -p 6398 info server | awk -F: '/^process_id:/ { print $2 + 0 }')
-run() {  # url pid -> "rps p50 p99 non2xx cpu-us-per-request"; Redis server's CPU per request in $WORK/redis.cpu
-  local before after redis_before redis_after
-  before=$(ticks "$2"); redis_before=$(ticks "$REDIS_SERVER_PID")
+run() {  # url pid -> "rps p50 p99 non2xx cpu-us-per-request"; Redis server's and the upstream's CPU per request in $WORK/redis.cpu, $WORK/upstream.cpu
+  local before after redis_before redis_after upstream_before upstream_after
+  before=$(ticks "$2"); redis_before=$(ticks "$REDIS_SERVER_PID"); upstream_before=$(ticks "$UPSTREAM_PID")
   wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$WORK/post.lua" "$1" 2>/dev/null >"$WORK/wrk.out"
-  after=$(ticks "$2"); redis_after=$(ticks "$REDIS_SERVER_PID")
+  after=$(ticks "$2"); redis_after=$(ticks "$REDIS_SERVER_PID"); upstream_after=$(ticks "$UPSTREAM_PID")
   awk -v ticks=$((redis_after - redis_before)) -v hz="$HZ" \
     '/ requests in / { n = $1 } END { printf "%.1f", (n > 0 ? ticks / hz * 1e6 / n : 0) }' "$WORK/wrk.out" >"$WORK/redis.cpu"
+  awk -v ticks=$((upstream_after - upstream_before)) -v hz="$HZ" \
+    '/ requests in / { n = $1 } END { printf "%.1f", (n > 0 ? ticks / hz * 1e6 / n : 0) }' "$WORK/wrk.out" >"$WORK/upstream.cpu"
   awk -v ticks=$((after - before)) -v hz="$HZ" '
     /Requests\/sec/ { rps = $2 }
     / requests in / { n = $1 }
     /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
     /Non-2xx/ { bad = $NF }
     END { printf "%s %s %s %s %.1f", rps, p50, p99, (bad == "" ? 0 : bad), (n > 0 ? ticks / hz * 1e6 / n : 0) }' "$WORK/wrk.out"
+}
+# Each row as a JSON line in $BENCH_ROWS (Benchmarks/report/row.py); Tollgate's rows name nginx as their peer.
+ms() { awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /ms$/) v += 0; else if (t ~ /s$/) v *= 1000; printf "%.3f", v }'; }
+proxy_bench_row() {  # name url rps p50 p99 non2xx cpu redis-cpu upstream-cpu
+  [ -n "${BENCH_ROWS:-}" ] || return 0
+  local id peer=() m=(--metric "requests_per_s=$3:requests/s" --metric "p50_ms=$(ms "$4"):ms" --metric "p99_ms=$(ms "$5"):ms"
+    --metric "non_2xx=$6:responses" --metric "cpu_us_per_request=$7:CPU us/request" --metric "redis_cpu_us_per_request=$8:CPU us/request"
+    --metric "upstream_cpu_us_per_request=$9:CPU us/request")
+  case "$1" in upstream*) id=upstream ;; nginx*) id=nginx; NGINX_ROW=("${m[@]}") ;; *memory*) id=memory ;; *) id=redis ;; esac
+  case "$id" in memory|redis) peer=(--peer "nginx limit_req (never rejects)" --peer-command "wrk -t2 -c$CONNS -d${SECS}s --latency -s post.lua http://127.0.0.1:18082/api/v1/messages/send")
+    for ((i = 1; i < ${#NGINX_ROW[@]}; i += 2)); do peer+=(--peer-metric "${NGINX_ROW[i]}"); done ;; esac
+  python3 "$ROOT/Benchmarks/report/row.py" --table proxy --row "$1" --set "id=$id" --set "connections=$CONNS" \
+    --command "wrk -t2 -c$CONNS -d${SECS}s --latency -s post.lua $2" "${m[@]}" "${peer[@]}"
 }
 printf '%-34s %12s %10s %10s %8s %14s\n' target "requests/s" p50 p99 non-2xx "CPU us/request"
 declare -A RPS P99 CPU
@@ -116,6 +133,7 @@ for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTR
   printf '%-34s %12s %10s %10s %8s %14s\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu"
   RPS[$name]=$rps; P99[$name]=$p99; CPU[$name]=$cpu
   [ "$pid" = "$REDIS_PID" ] && REDIS_SERVER_CPU=$(cat "$WORK/redis.cpu")
+  proxy_bench_row "$name" "$url" "$rps" "$p50" "$p99" "$bad" "$cpu" "$(cat "$WORK/redis.cpu")" "$(cat "$WORK/upstream.cpu")"
 done
 echo "Redis server's own CPU during the Redis row: $REDIS_SERVER_CPU us/request (the plan's three limits; concurrent checks of its one key share calls)"
 python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" \
@@ -126,3 +144,7 @@ nginx, redis, memory, nginx_cpu, redis_cpu, memory_cpu, haproxy_cpu = map(float,
 print(f"Tollgate on Redis / nginx limit_req throughput: {redis / nginx:.2f}x (goal >= 1.0x); in-memory: {memory / nginx:.2f}x")
 print(f"CPU per request, Tollgate / nginx limit_req (the proxy's own process only): Redis {redis_cpu / nginx_cpu:.2f}x, in-memory {memory_cpu / nginx_cpu:.2f}x (goal <= 1.0x); HAProxy {haproxy_cpu / nginx_cpu:.2f}x")
 PY
+if [ -n "${TOLLGATE_OPENLOOP:-}" ]; then
+  # shellcheck source=Benchmarks/openloop-rows.sh
+  . "$ROOT/Benchmarks/openloop-rows.sh"
+fi

@@ -3,6 +3,7 @@
 #
 #   bash Benchmarks/redis-compare.sh [SECONDS]     (default 8 seconds per client case)
 #   ROUNDS=3 CHECKS=200000                         (rounds of the CPU table, checks per case and round)
+#   CLIENT_CHECKS=400000                           (commands per redis-benchmark run of part 3)
 #
 # 1. Redis CPU per check: the server's own CPU time (user + system, from INFO) over the checks made, with
 #    the same redis-benchmark settings for every row (-c 4 -P 32, 512 keys): Tollgate's generated scripts
@@ -34,7 +35,8 @@
 # TOLLGATE_CALLGRIND=1 also counts Redis' instructions per check (valgrind; a few minutes more);
 # TOLLGATE_CPU_ONLY=1 stops after parts 1 and 2; TOLLGATE_SKIP_COALESCE=1 skips part 4;
 # TOLLGATE_SKIP_PYTHON=1 skips part 5; TOLLGATE_SKIP_CLUSTER=1 skips part 6; TOLLGATE_CLUSTER_ONLY=1 runs
-# part 6 alone.
+# part 6 alone. BENCH_ROWS (a file): each row is also appended to it as a JSON line
+# (Benchmarks/report/row.py), for `make bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
@@ -59,6 +61,7 @@ redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --daemoni
 trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 cli() { redis-cli -p "$PORT" "$@"; }
+bench_row() { [ -z "${BENCH_ROWS:-}" ] || python3 Benchmarks/report/row.py "$@"; }
 
 CONNS=${TOLLGATE_BENCH_CONNS:-$(nproc)}
 
@@ -153,22 +156,41 @@ key() { sed -n "${2}p" "$WORK/keys-$1"; }
   echo "GCRA (one key per limit)|$(usage gcra "gcra:{$ORG}:k000000000001")"
 } >"$WORK/memory.txt"
 
-python3 - "$WORK/cpu.txt" "$WORK/memory.txt" "$ROUNDS" "$CHECKS" <<'PY'
+python3 - "$WORK/cpu.txt" "$WORK/memory.txt" "$ROUNDS" "$CHECKS" "$PORT" <<'PY'
 import statistics, sys
+sys.path.insert(0, "Benchmarks/report")
+import row
 rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in open(sys.argv[1])}
 med = {k: statistics.median(v) for k, v in rows.items()}
-def show(label, values, note=""):
+work = sys.argv[1].rsplit("/", 1)[0]
+def command(case):
+    words = open(f"{work}/case-{case}").read().split("\0")[:-1]
+    return f"redis-benchmark -p {sys.argv[5]} -c 4 -P 32 -n {sys.argv[4]} -r 512 " + " ".join(w or "''" for w in words)
+PEERS = {"one": ("gcra", "GCRA script after go-redis/redis_rate"), "three": ("envoy", "Envoy-style INCRBY + EXPIRE per limit")}
+def metric(values):
+    return {"redis_cpu_us_per_check": {"value": round(statistics.median(values), 3), "unit": "Redis CPU us/check"}}
+def show(label, values, note="", case=None):
     print(f"  {label:<68} {statistics.median(values):7.2f}  [{min(values):6.2f}-{max(values):6.2f}]  {note}")
+    if case is None:
+        return
+    entry = {"table": "redis-cpu", "row": label, "metrics": metric(values),
+             "command": command(case) if case != "envoy" else command("envoy-incrby") + "; " + command("envoy-expire"),
+             "attributes": {"id": case, "min": min(values), "max": max(values), "rounds": len(values)}}
+    if case in PEERS:
+        peer, name = PEERS[case]
+        values = rows[peer] if peer != "envoy" else [3 * (a + b) for a, b in zip(rows["envoy-incrby"], rows["envoy-expire"])]
+        entry["peer"] = {"name": name, "metrics": metric(values), "command": command(peer if peer != "envoy" else "envoy-incrby")}
+    row.append(entry)
 print(f"Redis CPU per check, µs: median [range] of {sys.argv[3]} interleaved rounds of {sys.argv[4]} checks "
       "(redis-benchmark -c 4 -P 32, 512 keys)")
-show("EVALSHA of `return 1` (the floor of any script)", rows["floor"])
-show("Tollgate, one token bucket (generated script)", rows["one"])
-show("Tollgate, one token bucket, previous version's script", rows["one-previous"])
-show("GCRA script after go-redis/redis_rate, one limit", rows["gcra"])
-show("Tollgate, three limits (generated script, two keys)", rows["three"])
-show("Tollgate, three limits, previous version's script (three keys)", rows["three-previous"])
+show("EVALSHA of `return 1` (the floor of any script)", rows["floor"], case="floor")
+show("Tollgate, one token bucket (generated script)", rows["one"], case="one")
+show("Tollgate, one token bucket, previous version's script", rows["one-previous"], case="one-previous")
+show("GCRA script after go-redis/redis_rate, one limit", rows["gcra"], case="gcra")
+show("Tollgate, three limits (generated script, two keys)", rows["three"], case="three")
+show("Tollgate, three limits, previous version's script (three keys)", rows["three-previous"], case="three-previous")
 envoy = [3 * (a + b) for a, b in zip(rows["envoy-incrby"], rows["envoy-expire"])]
-show("Envoy-style INCRBY + EXPIRE per limit, three limits, pipelined", envoy, "(not atomic; counts refused hits)")
+show("Envoy-style INCRBY + EXPIRE per limit, three limits, pipelined", envoy, "(not atomic; counts refused hits)", case="envoy")
 three, one, gcra, prev = med["three"], med["one"], med["gcra"], med["three-previous"]
 def goal(text, ok): print(f"  {text:<80} {'met' if ok else 'MISSED'}")
 print("Goals (from the medians):")
@@ -181,6 +203,8 @@ budget = []
 for line in open(sys.argv[2]):
     label, value = line.rstrip("\n").split("|")
     print(f"  {label:<80} {value}")
+    row.append({"table": "redis-memory", "row": label, "command": "MEMORY USAGE <key>",
+                "metrics": {"bytes_per_key": {"value": sum(int(v) for v in value.split()), "unit": "bytes"}}})
     if label.startswith("Tollgate, three-limit plan"): budget.append(int(value))
 goal(f"<= 140 bytes per scope of the three-limit plan: {', '.join(map(str, budget))}", all(b <= 140 for b in budget))
 PY
@@ -247,7 +271,7 @@ printf '%-8s %-6s | %-48s | %-26s | %-26s | %s\n' callers conns "Tollgate checks
   "redis-benchmark (same script)" "Tollgate, callers on pool" "Tollgate / redis-benchmark"
 best=0
 for P in 1 8 32 64 128; do
-  read -r rps _ _ <<<"$(rb 4 "$P" 400000)"; [ "$rps" -gt "$best" ] && best=$rps
+  read -r rps _ _ <<<"$(rb 4 "$P" "${CLIENT_CHECKS:-400000}")"; [ "$rps" -gt "$best" ] && best=$rps
 done
 one_p50=""; one_rb_p50=""; high=""
 for C in 1 16 128 512; do
@@ -255,12 +279,19 @@ for C in 1 16 128 512; do
   P=$(( C / K ))
   read -r trps tp50 tp99 tfail tcpu tcpr <<<"$(tg "$C" "$K")"
   read -r prps pp50 pp99 pfail _ _ <<<"$(tg "$C" "$K" --no-affinity)"
-  n=$(( C == 1 ? 100000 : 400000 ))
+  n=$(( C == 1 ? ${CLIENT_CHECKS:-400000} / 4 : ${CLIENT_CHECKS:-400000} ))
   read -r rrps rp50 rp99 <<<"$(rb "$K" "$P" "$n")"
   ratio=$(python3 -c "print(f'{$trps/$rrps:.2f}x (same clients/pipeline), {$trps/$best:.2f}x of best')")
   printf '%-8s %-6s | %8d %7.3fms %7.3fms %7.2f %6.2f | %8d %7.3fms %7.3fms | %8d %7.3fms %7.3fms | %s\n' \
     "$C" "$K" "$trps" "$tp50" "$tp99" "$tcpu" "$tcpr" "$rrps" "$rp50" "$rp99" "$prps" "$pp50" "$pp99" "$ratio"
   [ "$tfail" = "0" ] && [ "$pfail" = "0" ] || echo "  (Tollgate reported $tfail + $pfail failed checks)"
+  bench_row --table redis-client --row "$C callers, $K connections" --set "callers=$C" --set "connections=$K" \
+    --command "tollgate redis-load --url redis://127.0.0.1:$PORT --config $PLANS --plan three --callers $C --connections $K --seconds $SECS --organization $ORG" \
+    --metric "checks_per_s=$trps:checks/s" --metric "p50_ms=$tp50:ms" --metric "p99_ms=$tp99:ms" \
+    --metric "redis_cpu_us_per_check=$tcpu:Redis CPU us/check" --metric "commands_per_read=$tcpr:EVALSHA/read" \
+    --set "pool_checks_per_s=$prps" --set "pool_p99_ms=$pp99" --set "failures=$((tfail + pfail))" \
+    --peer "redis-benchmark, same script" --peer-command "redis-benchmark -p $PORT -c $K -P $P -n $n -r 512 --csv <the three-limit EVALSHA>" \
+    --peer-metric "checks_per_s=$rrps:checks/s" --peer-metric "p50_ms=$rp50:ms" --peer-metric "p99_ms=$rp99:ms"
   [ "$C" -eq 1 ] && one_p50=$tp50 && one_rb_p50=$rp50
   [ "$C" -ge 128 ] && high="$high $trps"
 done
@@ -295,6 +326,12 @@ if [ -z "${TOLLGATE_SKIP_COALESCE:-}" ]; then
       printf '%-26s %-7s | %8d %7.3fms %7.3fms %7.2f %6.2f | %8d %7.3fms %7.3fms %7.2f\n' "$label" "$C" \
         "$ors" "$op50" "$op99" "$ocpu" "$obatch" "$frs" "$fp50" "$fp99" "$fcpu"
       [ "$C" -eq 128 ] && MAXRATE[$label]=$(( ors < frs ? ors : frs ))
+      bench_row --table redis-coalesce --row "$label, $C callers" --set "callers=$C" --set "spread=${spread#*|}" \
+        --command "tollgate redis-load --url redis://127.0.0.1:$PORT --config $PLANS --plan three --callers $C --connections $K --seconds $SECS ${spread#*|}" \
+        --metric "checks_per_s=$ors:checks/s" --metric "p50_ms=$op50:ms" --metric "p99_ms=$op99:ms" \
+        --metric "redis_cpu_us_per_check=$ocpu:Redis CPU us/check" --metric "checks_per_call=$obatch:checks/call" \
+        --peer "coalescing off" --peer-command "the same with --no-coalesce" --peer-metric "checks_per_s=$frs:checks/s" \
+        --peer-metric "p50_ms=$fp50:ms" --peer-metric "p99_ms=$fp99:ms" --peer-metric "redis_cpu_us_per_check=$fcpu:Redis CPU us/check"
     done
   done
   # The same load as an open loop at the same rate for both (half the lower of the two closed-loop
@@ -379,4 +416,11 @@ while time.perf_counter() < end:
 lat.sort()
 print(f"Python limits (MovingWindowRateLimiter, Redis storage, 1 caller): {int(len(lat) / secs)} checks/s, "
       f"p50 {lat[len(lat) // 2] * 1000:.3f}ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.3f}ms")
+sys.path.insert(0, "Benchmarks/report")
+import row
+row.append({"table": "python-limits", "row": "MovingWindowRateLimiter, Redis storage, 1 caller",
+            "command": "limiter.hit(parse('1000000000/minute'), 'pylimits', str(i % 512)) in a loop (redis-compare.sh part 5)",
+            "metrics": {"checks_per_s": {"value": int(len(lat) / secs), "unit": "checks/s"},
+                        "p50_ms": {"value": round(lat[len(lat) // 2] * 1000, 3), "unit": "ms"},
+                        "p99_ms": {"value": round(lat[int(len(lat) * 0.99)] * 1000, 3), "unit": "ms"}}})
 PY
