@@ -47,8 +47,7 @@ import TollgateTestSupport
                 return (process, output)
             }
             for (process, output) in processes {
-                let data = output.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
+                let data = await readToEnd(output.fileHandleForReading) { process.waitUntilExit() }
                 #expect(process.terminationStatus == 0)
                 let report = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
                 #expect(report["failures"] as? Int == 0)

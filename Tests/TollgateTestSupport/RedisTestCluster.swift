@@ -161,7 +161,7 @@ public final class RedisTestCluster {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let reader = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
+        let reader = Task { await readToEnd(output.fileHandleForReading) }
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             guard ContinuousClock.now < deadline else {

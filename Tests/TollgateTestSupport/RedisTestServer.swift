@@ -185,3 +185,16 @@ func locateExecutable(_ name: String) -> String? {
     let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
     return directories.lazy.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
+
+/// Reads `handle` to its end on a thread of its own, then runs `then` there (for instance a process's
+/// `waitUntilExit`): a blocking read on Swift's cooperative pool, which has one thread per core, would
+/// stall every other test of a parallel run while the child process works.
+public func readToEnd(_ handle: FileHandle, then: @escaping @Sendable () -> Void = {}) async -> Data {
+    await withCheckedContinuation { continuation in
+        Thread {
+            let data = handle.readDataToEndOfFile()
+            then()
+            continuation.resume(returning: data)
+        }.start()
+    }
+}
