@@ -74,8 +74,8 @@ struct PlanScript: Sendable {
     static func keepsPeriods(_ plan: Plan) -> Bool {
         let specs = plan.compiled.specs
         let calendars = plan.limits.indices.filter { specs[$0].kind == .calendar }
-        return !calendars.isEmpty
-            && calendars.allSatisfy { index in ScopeLayout.scopes(of: plan).contains { $0.members == [index] } }
+        let scopes = ScopeLayout.scopes(of: plan)
+        return !calendars.isEmpty && calendars.allSatisfy { index in scopes.contains { $0.members == [index] } }
     }
 
     init(plan: Plan, explicitInstant: Bool = false, keptPeriods: Bool = false) {

@@ -75,37 +75,36 @@ import TollgateTestSupport
     /// The same with a plan of three limits over two scopes from a configuration file: a bucket of 600
     /// that refills once a day (the tightest), a sliding window and an organization's month.
     @Test func twoProcessesAdmitExactlyTheTightestOfAPlansLimits() async throws {
+        let admitted = try await withThreeLimitPlan(burst: 600, window: "5000, window: 1m") { arguments in
+            try await admittedByProcesses(arguments, organization: "org-three-\(UInt64.random(in: 0...UInt64.max))")
+        }
+        #expect(admitted == 600)
+    }
+
+    /// Runs `body` with the arguments of `tollgate redis-load` for plan `three` of a configuration file
+    /// written for it (removed afterwards): a bucket of `burst` that refills once a day, a sliding window
+    /// of `window` (its limit, then its length) and an organization's month.
+    private func withThreeLimitPlan(burst: Int, window: String, _ body: ([String]) async throws -> Int) async throws -> Int {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-three-\(UInt64.random(in: 0...UInt64.max)).yaml")
         try """
             plans:
               three:
                 limits:
-                  - { name: burst, algorithm: token_bucket, capacity: 600, refill: { tokens: 1, per: 1d } }
-                  - { name: minute, algorithm: sliding_window, limit: 5000, window: 1m }
+                  - { name: burst, algorithm: token_bucket, capacity: \(burst), refill: { tokens: 1, per: 1d } }
+                  - { name: minute, algorithm: sliding_window, limit: \(window) }
                   - { name: month, algorithm: calendar, limit: 1000000, period: month, scope: organization }
             """.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        let admitted = try await admittedByProcesses(
-            ["--config", file.path, "--plan", "three"], organization: "org-three-\(UInt64.random(in: 0...UInt64.max))")
-        #expect(admitted == 600)
+        return try await body(["--config", file.path, "--plan", "three"])
     }
 
     /// 128 callers in four processes on one key of the three-limit plan, with the group commit on (the
     /// default): batches decided in one call each still admit exactly the tightest limit.
     @Test func hundredTwentyEightCallersInFourProcessesAdmitExactlyTheLimit() async throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tollgate-hot-\(UInt64.random(in: 0...UInt64.max)).yaml")
-        try """
-            plans:
-              three:
-                limits:
-                  - { name: burst, algorithm: token_bucket, capacity: 5000, refill: { tokens: 1, per: 1d } }
-                  - { name: minute, algorithm: sliding_window, limit: 1500, window: 1h }
-                  - { name: month, algorithm: calendar, limit: 1000000, period: month, scope: organization }
-            """.write(to: file, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: file) }
-        let admitted = try await admittedByProcesses(
-            ["--config", file.path, "--plan", "three"], organization: "org-hot-\(UInt64.random(in: 0...UInt64.max))",
-            processes: 4, batched: true)
+        let admitted = try await withThreeLimitPlan(burst: 5000, window: "1500, window: 1h") { arguments in
+            try await admittedByProcesses(
+                arguments, organization: "org-hot-\(UInt64.random(in: 0...UInt64.max))", processes: 4, batched: true)
+        }
         #expect(admitted == 1_500)
     }
 }

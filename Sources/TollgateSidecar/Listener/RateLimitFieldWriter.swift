@@ -26,33 +26,12 @@ enum RateLimitFieldWriter {
         guard let decision = outcome.decision, let plan = outcome.plan else { return }
         let results = decision.results
         if enforcedCount(results) > 0 {
-            out.writeStaticString("RateLimit-Policy: ")
-            var first = true
-            for index in 0..<results.endIndex {
-                let result = results[index]
-                if result.shadow { continue }
-                if !first { out.writeStaticString(", ") }
-                first = false
-                writeStructuredString(plan.limits[result.index].name, into: &out)
-                out.writeStaticString(";q=")
-                writeInteger(result.quota, into: &out)
-                out.writeStaticString(";w=")
-                writeInteger(RateLimitHeaders.wholeSeconds(result.windowMicroseconds, minimum: 1), into: &out)
+            writeList("RateLimit-Policy: ", results, plan, ";q=", ";w=", into: &out) { result in
+                (result.quota, RateLimitHeaders.wholeSeconds(result.windowMicroseconds, minimum: 1))
             }
-            out.writeStaticString("\r\nRateLimit: ")
-            first = true
-            for index in 0..<results.endIndex {
-                let result = results[index]
-                if result.shadow { continue }
-                if !first { out.writeStaticString(", ") }
-                first = false
-                writeStructuredString(plan.limits[result.index].name, into: &out)
-                out.writeStaticString(";r=")
-                writeInteger(max(0, result.remaining), into: &out)
-                out.writeStaticString(";t=")
-                writeInteger(RateLimitHeaders.wholeSeconds(result.resetAfterMicroseconds, minimum: 0), into: &out)
+            writeList("RateLimit: ", results, plan, ";r=", ";t=", into: &out) { result in
+                (max(0, result.remaining), RateLimitHeaders.wholeSeconds(result.resetAfterMicroseconds, minimum: 0))
             }
-            out.writeStaticString("\r\n")
         }
         if let retry = RateLimitHeaders.retryAfter(decision) { out.writeFieldLine("Retry-After", retry) }
         if outcome.includesLegacyHeaders, let legacy = RateLimitHeaders.legacy(decision) {
@@ -60,6 +39,29 @@ enum RateLimitFieldWriter {
             out.writeFieldLine("X-RateLimit-Remaining", legacy.remaining)
             out.writeFieldLine("X-RateLimit-Reset", legacy.reset)
         }
+    }
+
+    /// One field of the enforced limits, `"name";<a>=<x>;<b>=<y>, …`, with its CRLF: `values` gives x and y.
+    @inline(__always)
+    private static func writeList(
+        _ field: StaticString, _ results: Decision.Results, _ plan: Plan, _ a: StaticString, _ b: StaticString,
+        into out: inout ByteBuffer, values: (LimitResult) -> (Int64, Int64)
+    ) {
+        out.writeStaticString(field)
+        var first = true
+        for index in 0..<results.endIndex {
+            let result = results[index]
+            if result.shadow { continue }
+            if !first { out.writeStaticString(", ") }
+            first = false
+            writeStructuredString(plan.limits[result.index].name, into: &out)
+            let (x, y) = values(result)
+            out.writeStaticString(a)
+            writeInteger(x, into: &out)
+            out.writeStaticString(b)
+            writeInteger(y, into: &out)
+        }
+        out.writeStaticString("\r\n")
     }
 
     /// An sf-string (RFC 9651 §3.3.3): quoted, `\` and `"` escaped.
