@@ -60,4 +60,38 @@ public protocol APIKeyResolver: Sendable {
 public protocol CachingAPIKeyResolver: APIKeyResolver {
     /// The answer for `key` when a fresh one is cached, else nil (call `resolve`).
     func cachedResolution(_ key: APIKey) -> KeyResolution?
+    /// `cachedResolution`, with how long the answer may be used again without asking (nil: it may not).
+    func cachedLookup(_ key: APIKey) -> (resolution: KeyResolution, reuse: KeyReuse?)?
+    /// Whether an answer given with `reuse` still stands: its cache entry is fresh, the keys were not
+    /// reloaded since and the key has not expired. Counted as a cache hit when it does.
+    func isStillFresh(_ reuse: KeyReuse) -> Bool
+}
+
+/// How long a cached answer may be used again without asking the resolver (`CachingAPIKeyResolver`):
+/// what a caller that keeps the answer (a client connection, request after request) hands back to
+/// `isStillFresh(_:)`. It holds no secret.
+public struct KeyReuse: Sendable {
+    /// The cache's own freshness: the answer is asked again after this, as a cached one would be.
+    public var freshUntil: ContinuousClock.Instant
+    /// The key's expiry (unix seconds), checked on every use as the resolver checks it.
+    public var expiresAt: Int64?
+    /// The resolver's cache generation when the answer was given: a reload of the keys starts another.
+    public var generation: UInt64
+
+    public init(freshUntil: ContinuousClock.Instant, expiresAt: Int64?, generation: UInt64) {
+        self.freshUntil = freshUntil
+        self.expiresAt = expiresAt
+        self.generation = generation
+    }
+}
+
+extension CachingAPIKeyResolver {
+    /// The cached answer for `key` with how long it may be used again; by default the answer alone (it
+    /// is then asked for every time).
+    public func cachedLookup(_ key: APIKey) -> (resolution: KeyResolution, reuse: KeyReuse?)? {
+        cachedResolution(key).map { ($0, nil) }
+    }
+
+    /// Whether an answer given with `reuse` still stands; by default never.
+    public func isStillFresh(_ reuse: KeyReuse) -> Bool { false }
 }

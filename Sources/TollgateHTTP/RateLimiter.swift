@@ -61,6 +61,8 @@ public final class RateLimiter: Sendable {
     public let store: any LimitStore
     public let keys: any APIKeyResolver
     private let current: Mutex<RateLimitPolicy>
+    /// Bumped by `update`: admissions kept from an older policy are not used again.
+    private let policyVersion = Atomic<UInt64>(0)
     /// `keys` and `store` when they can answer without suspending (`judgeNow`), found once rather than
     /// cast per request.
     private let cachingKeys: (any CachingAPIKeyResolver)?
@@ -95,6 +97,7 @@ public final class RateLimiter: Sendable {
     /// stay: limits defined the same way in the new policy keep counting where they were.
     public func update(_ policy: RateLimitPolicy) {
         current.withLock { $0 = policy }
+        policyVersion.add(1, ordering: .releasing)
     }
 
     /// What to do with a request.
@@ -182,15 +185,39 @@ public final class RateLimiter: Sendable {
     /// nil — call `judge` then. `body` is the whole request body when the caller has read it (a route
     /// that counts items needs it; without it the answer is nil).
     public func judgeNow(method: HTTPRequest.Method, path: String, headers: HTTPFields, body: ByteBuffer?) -> Judgement? {
+        var unused: Admission?
+        return judgeNow(method: method, path: path, headers: headers, body: body, keeping: &unused)
+    }
+
+    /// What a judgement worked out before the store — the route, the key's identity, the plan and the
+    /// cost — for a caller that sees the same request again: the requests of one client connection
+    /// usually carry one key to one endpoint. `judgeNow(reusing:)` then skips the path match, the key's
+    /// hash and lookup and the plan, and asks the store alone. It holds no secret, and stands while the
+    /// policy is not updated, the key's cached answer is fresh (the keys' cache TTL, no reload of the
+    /// keys) and the key has not expired: a key revoked stops working as soon as it would without it.
+    public struct Admission: Sendable {
+        fileprivate let authorized: Authorized
+        fileprivate let policyVersion: UInt64
+        fileprivate let reuse: KeyReuse
+    }
+
+    /// `judgeNow`, and in `admission` what may be reused for the same method, path and key fields
+    /// (`judgeNow(reusing:)`): set when the key is active and the route's cost is fixed, else nil.
+    public func judgeNow(
+        method: HTTPRequest.Method, path: String, headers: HTTPFields, body: ByteBuffer?, keeping admission: inout Admission?
+    ) -> Judgement? {
+        admission = nil
         guard let cachedKeys = cachingKeys, let syncStore = synchronousStore else {
             return nil
         }
+        // Read before the policy: an update in between leaves the admission with the old version.
+        let version = policyVersion.load(ordering: .acquiring)
         let screened: Screened
         switch screen(method: method, path: path, headers: headers) {
         case .next(let next): screened = next
         case .done(let judgement): return judgement
         }
-        guard let resolution = cachedKeys.cachedResolution(screened.key) else { return nil }
+        guard let (resolution, reuse) = cachedKeys.cachedLookup(screened.key) else { return nil }
         var authorized: Authorized
         switch authorize(screened, resolution) {
         case .next(let next): authorized = next
@@ -200,12 +227,31 @@ public final class RateLimiter: Sendable {
             guard let body else { return nil }
             let count = body.readableBytes > maxBodySize ? .failure(.tooLarge) : Self.itemCount(in: body, field: field)
             if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
+        } else if let reuse {
+            admission = Admission(authorized: authorized, policyVersion: version, reuse: reuse)
         }
+        return check(authorized, store: syncStore)
+    }
+
+    /// The judgement of a request like the one `admission` was kept from (same method, path and key
+    /// fields): the store's check alone. Nil when the admission no longer stands (the policy was
+    /// updated, the keys reloaded, the key's cached answer aged or the key expired): judge the request
+    /// in full then.
+    public func judgeNow(reusing admission: Admission) -> Judgement? {
+        guard let cachedKeys = cachingKeys, let syncStore = synchronousStore,
+            admission.policyVersion == policyVersion.load(ordering: .acquiring), cachedKeys.isStillFresh(admission.reuse)
+        else { return nil }
+        return check(admission.authorized, store: syncStore)
+    }
+
+    /// The store's check of an authorized request, as the answer.
+    private func check(_ authorized: Authorized, store: any SynchronousLimitStore) -> Judgement {
+        var authorized = authorized
         authorized.outcome.plan = authorized.plan
         guard let plan = authorized.plan else { return .admitted(authorized.outcome) }
         let started = ContinuousClock.now
         do {
-            let decision = try syncStore.checkNow(plan, partition: authorized.partition, cost: authorized.outcome.cost)
+            let decision = try store.checkNow(plan, partition: authorized.partition, cost: authorized.outcome.cost)
             return conclude(decision, authorized, started: started)
         } catch {
             return storeFailed(error, authorized.outcome)
@@ -228,7 +274,7 @@ public final class RateLimiter: Sendable {
     }
 
     /// A request whose key may use its route: what is left is the cost and the store.
-    private struct Authorized {
+    fileprivate struct Authorized {
         var policy: RateLimitPolicy
         var costRule: RouteSettings.Cost
         var partition: Partition

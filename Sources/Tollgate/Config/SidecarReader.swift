@@ -6,7 +6,7 @@ import Yams
 extension ConfigReader {
     static let serverFields = [
         "host", "port", "admin_host", "admin_port", "admin_token", "watch_files", "watch_interval", "max_header_size", "max_body_size", "idle_timeout",
-        "legacy_headers", "access_log", "access_log_sample", "shutdown_timeout",
+        "legacy_headers", "access_log", "access_log_sample", "shutdown_timeout", "threads",
     ]
     static let upstreamFields = [
         "url", "pool_size", "connect_timeout", "response_timeout", "read_timeout", "forward_credentials", "ca_file",
@@ -51,6 +51,10 @@ extension ConfigReader {
                     value, at: at, from: ServerSettings.AccessLogLevel.allCases.map { ($0.rawValue, $0) })
             case "access_log_sample": server.accessLogSample = try count(value, at: at)
             case "shutdown_timeout": server.shutdownTimeout = try timeAmount(value, at: at)
+            case "threads":
+                let threads = try count(value, at: at)
+                guard threads <= 1024 else { throw error(at: value, at, "expected 1 to 1024 event-loop threads") }
+                server.threads = threads
             default: break
             }
         }

@@ -30,6 +30,9 @@ import Foundation
 ///   - `access_log_sample` (int, default 1): log one admitted request in this many.
 ///   - `shutdown_timeout` (duration, default 30s): on SIGTERM, how long in-flight requests may take
 ///     to finish before the process exits anyway.
+///   - `threads` (int 1-1024, default one per core): the event-loop threads that serve connections
+///     (and the Redis store's connections), as nginx's `worker_processes` and HAProxy's `nbthread`;
+///     read when the process starts (a reload keeps the number it started with).
 ///
 /// - `upstream` (mapping, optional): where admitted requests go.
 ///   - `url` (string, optional): `http://host:port` of the message API, optionally with a path prefix.
@@ -137,6 +140,8 @@ public struct ServerSettings: Sendable, Equatable {
     public var accessLog = AccessLogLevel.info
     public var accessLogSample = 1
     public var shutdownTimeout: Duration = .seconds(30)
+    /// Event-loop threads; nil: one per core.
+    public var threads: Int?
 
     /// The level of per-request log lines.
     public enum AccessLogLevel: String, Sendable, CaseIterable {

@@ -41,9 +41,11 @@ struct RequestHead: Equatable, Sendable {
     var upgrade: Bool
     /// The `Host` field's value, when present.
     var host: Range<Int>?
-    /// The values of the fields that carry an API key, when present.
+    /// The values of the fields that carry an API key, when present (the last one of a repeated field).
     var authorization: Range<Int>?
     var apiKeyField: Range<Int>?
+    /// One of the fields that carry an API key appears more than once.
+    var credentialsRepeated = false
 }
 
 /// An incremental, strict parser of HTTP/1.1 request heads (RFC 9112) over the bytes of a connection.
@@ -185,8 +187,10 @@ struct RequestHeadParser: Sendable {
         case 6 where bytes.equalsIgnoringCase(name, "expect"):
             head.expectsContinue = bytes.equalsIgnoringCase(value, "100-continue")
         case 13 where bytes.equalsIgnoringCase(name, "authorization"):
+            if head.authorization != nil { head.credentialsRepeated = true }
             head.authorization = value
         case 15 where bytes.equalsIgnoringCase(name, "wazzapi-api-key"):
+            if head.apiKeyField != nil { head.credentialsRepeated = true }
             head.apiKeyField = value
         default:
             break

@@ -37,6 +37,8 @@ public final class KeyRegistry: CachingAPIKeyResolver {
 
     private let setup: Mutex<Setup>
     private let cache: Mutex<KeyCache>
+    /// Bumped when the cache is emptied (`replace`): answers kept by callers from before are not used again.
+    private let generation = Atomic<UInt64>(0)
     /// `tollgate_key_lookups_total` by result, each made once (no label looked up per request).
     private let lookups: Lookups
     private let logger: Logger
@@ -69,6 +71,7 @@ public final class KeyRegistry: CachingAPIKeyResolver {
     public func replace(source: any KeySource, policy: CachePolicy) {
         setup.withLock { $0 = Setup(source: source, policy: policy) }
         cache.withLock { $0 = KeyCache(capacity: policy.capacity) }
+        generation.add(1, ordering: .releasing)
     }
 
     /// Number of cached lookups (for tests and monitoring).
@@ -76,6 +79,32 @@ public final class KeyRegistry: CachingAPIKeyResolver {
 
     public func cachedResolution(_ key: APIKey) -> KeyResolution? {
         cached(KeyDigest(of: key), now: now())
+    }
+
+    /// A found key's answer comes with its reuse: until its cache entry's TTL ends, as long as the keys
+    /// are not reloaded and the key has not expired. Unknown, revoked and expired keys' answers do not.
+    public func cachedLookup(_ key: APIKey) -> (resolution: KeyResolution, reuse: KeyReuse?)? {
+        let digest = KeyDigest(of: key)
+        let now = self.now()
+        // The generation is read before the entry: a reload in between leaves the answer with the old
+        // one, which is not used again.
+        let generation = self.generation.load(ordering: .acquiring)
+        guard let (resolved, freshUntil) = cache.withLock({ $0.freshEntry(digest, now: now) }) else { return nil }
+        guard let resolved else {
+            lookups.negativeHit.increment()
+            return (KeyResolution(.unknown, fingerprint: digest.fingerprint), nil)
+        }
+        lookups.hit.increment()
+        let resolution = resolved.resolution(now: wallClock())
+        guard case .active = resolution.status else { return (resolution, nil) }
+        return (resolution, KeyReuse(freshUntil: freshUntil, expiresAt: resolved.record.expiresAt, generation: generation))
+    }
+
+    public func isStillFresh(_ reuse: KeyReuse) -> Bool {
+        guard now() < reuse.freshUntil, generation.load(ordering: .acquiring) == reuse.generation else { return false }
+        if let expiresAt = reuse.expiresAt, wallClock() >= expiresAt { return false }
+        lookups.hit.increment()
+        return true
     }
 
     private func cached(_ digest: KeyDigest, now: ContinuousClock.Instant) -> KeyResolution? {
@@ -166,8 +195,13 @@ struct KeyCache {
 
     /// `.some(record)` for a fresh entry (`.some(nil)`: known to be unknown), nil when absent or expired.
     func fresh(_ digest: KeyDigest, now: ContinuousClock.Instant) -> ResolvedKey?? {
+        freshEntry(digest, now: now).map { $0.0 }
+    }
+
+    /// `fresh`, with when the entry stops being fresh.
+    func freshEntry(_ digest: KeyDigest, now: ContinuousClock.Instant) -> (ResolvedKey?, ContinuousClock.Instant)? {
         guard let entry = entries[digest], now < entry.expiresAt else { return nil }
-        return .some(entry.record)
+        return (entry.record, entry.expiresAt)
     }
 
     /// A found record fetched within `window`, however old its TTL says it is.

@@ -224,8 +224,21 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let client = clientAddress(context: context)
             let forwardCredentials = shared.live.current.forwarding.forwardCredentials
             let request = inbound.withUnsafeReadableBytes { bytes in
-                let method = Self.method(head, in: bytes)
-                let target = Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method)
+                // A request like the last one of this connection (same method, target and key fields)
+                // reuses what was made for it, and may reuse the limiter's admission.
+                let kind: RequestKind?
+                let method: HTTPRequest.Method?
+                let target: (path: String, authority: String?)
+                let credentials: HTTPFields
+                if let kept = kept?.kind, kept.matches(head, in: bytes) {
+                    kind = kept
+                    (method, target, credentials) = (kept.method, (kept.path, nil), kept.credentials)
+                } else {
+                    method = Self.method(head, in: bytes)
+                    target = Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method)
+                    credentials = Self.credentials(bytes, head)
+                    kind = method.flatMap { RequestKind(head, method: $0, path: target.path, credentials: credentials, in: bytes) }
+                }
                 var upstreamHead = ByteBuffer()
                 upstreamHead.reserveCapacity(head.length + 256)
                 // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
@@ -235,13 +248,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
                 FieldRewriter.writeRequestFields(
                     bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client, into: &upstreamHead)
-                return (method: method, path: target.path, credentials: Self.credentials(bytes, head), upstreamHead: upstreamHead)
+                return (method: method, path: target.path, credentials: credentials, upstreamHead: upstreamHead, kind: kind)
             }
             exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
             inbound.moveReaderIndex(forwardBy: head.length)
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
             parser = RequestHeadParser(limits: Self.limits(shared))
-            pendingHead = (request.credentials, request.upstreamHead, head.body)
+            pendingHead = (request.credentials, request.upstreamHead, head.body, request.kind)
             if head.expectsContinue, head.body != .none {
                 // The body is read (or drained) in any case; a client waiting for this would stall.
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
@@ -296,13 +309,17 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             carry(machine.decided(admitted: false), context: context)
             return
         }
-        decide(method: method, path: path, fields: pendingHead.credentials, body: bodyAtHand, context: context)
+        decide(method: method, path: path, fields: pendingHead.credentials, kind: pendingHead.kind, body: bodyAtHand, context: context)
     }
 
     /// The head being decided: the fields that carry its key (all the limiter reads of them), the head
     /// as the upstream gets it but for the admitted identity's fields and the empty line, and its body's
     /// framing.
-    private var pendingHead: (credentials: HTTPFields, upstreamHead: ByteBuffer, body: BodyFraming)?
+    private var pendingHead: (credentials: HTTPFields, upstreamHead: ByteBuffer, body: BodyFraming, kind: RequestKind?)?
+
+    /// The limiter's admission of this connection's last request like `kind`: the next request alike
+    /// is checked against the store alone while the admission stands (`RateLimiter.Admission`).
+    private var kept: (kind: RequestKind, admission: RateLimiter.Admission)?
 
     /// The client's address as `X-Forwarded-For` and the access log give it, read once per connection.
     private var clientAddressCache: String??
@@ -406,9 +423,22 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func decide(method: HTTPRequest.Method, path: String, fields: HTTPFields, body: ByteBuffer?, context: ChannelHandlerContext) {
+    private func decide(
+        method: HTTPRequest.Method, path: String, fields: HTTPFields, kind: RequestKind?, body: ByteBuffer?, context: ChannelHandlerContext
+    ) {
         let limiter = shared.limiter
-        if let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body) {
+        if let kind, let kept, kept.kind === kind, let judgement = limiter.judgeNow(reusing: kept.admission) {
+            decided(judgement, context: context)
+            return
+        }
+        var admission: RateLimiter.Admission?
+        let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body, keeping: &admission)
+        if let kind, let admission {
+            kept = (kind, admission)
+        } else if kind != nil, kept?.kind === kind {
+            kept = nil  // it no longer stands, and its key was not admitted again
+        }
+        if let judgement {
             decided(judgement, context: context)
             return
         }
@@ -483,7 +513,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Upstream
 
     private func forward(context: ChannelHandlerContext) {
-        guard case .some((_, var bytes, let body)) = pendingHead, let exchange, let method = exchange.method else { return }
+        guard case .some((_, var bytes, let body, _)) = pendingHead, let exchange, let method = exchange.method else { return }
         // Forgotten at once, so that the head's buffer has one owner and grows in place.
         pendingHead = nil
         if let identity = exchange.outcome?.identity {
