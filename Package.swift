@@ -51,6 +51,8 @@ let package = Package(
                 // `tollgate usage|reset --admin URL`: the admin API's client.
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // `server.threads`: the event-loop count, set before the sidecar starts.
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -227,7 +227,9 @@ public final class RateLimiter: Sendable {
             guard let body else { return nil }
             let count = body.readableBytes > maxBodySize ? .failure(.tooLarge) : Self.itemCount(in: body, field: field)
             if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
-        } else if let reuse {
+        }
+        authorized.outcome.plan = authorized.plan
+        if let reuse, case .fixed = authorized.costRule {
             admission = Admission(authorized: authorized, policyVersion: version, reuse: reuse)
         }
         return check(authorized, store: syncStore)
@@ -244,10 +246,8 @@ public final class RateLimiter: Sendable {
         return check(admission.authorized, store: syncStore)
     }
 
-    /// The store's check of an authorized request, as the answer.
+    /// The store's check of an authorized request (its outcome's plan set), as the answer.
     private func check(_ authorized: Authorized, store: any SynchronousLimitStore) -> Judgement {
-        var authorized = authorized
-        authorized.outcome.plan = authorized.plan
         guard let plan = authorized.plan else { return .admitted(authorized.outcome) }
         let started = ContinuousClock.now
         do {

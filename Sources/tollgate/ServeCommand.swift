@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -47,6 +48,10 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "tollgate.sidecar")
         let sidecar: Sidecar
         do {
+            // The event-loop threads are set once, before anything starts one (`server.threads`).
+            if let threads = try TollgateConfiguration.load(contentsOfFile: config).sidecar.server.threads {
+                NIOSingletons.groupLoopCountSuggestion = threads
+            }
             sidecar = try Sidecar(configurationFile: config, logger: logger)
         } catch {
             FileHandle.standardError.write(Data("\(error.description)\n".utf8))

@@ -132,6 +132,38 @@ extension EndToEnd {
             }
         }
 
+        /// `server.threads` sets the number of event-loop threads the process runs (NIO names them
+        /// `NIO-SGLTN-…`), as nginx's `worker_processes` does.
+        @Test func threadsSetsTheEventLoopThreads() async throws {
+            let folder = try TestDirectory()
+            defer { folder.remove() }
+            _ = try folder.write("keys.yaml", keyFile([.sender]))
+            let serve = try await Self.serve(
+                { proxy, admin in
+                    """
+                    plans:
+                      basic:
+                        limits:
+                          - { name: burst, algorithm: token_bucket, capacity: 3, refill: { tokens: 1, per: 10s } }
+                    server: { port: \(proxy), admin_port: \(admin), access_log: off, threads: 3 }
+                    keys: { file: keys.yaml }
+                    """
+                }, in: folder)
+            do {
+                try await withHTTPClient { client in
+                    try await waitFor(client, serve.admin + "/readyz")
+                    #expect(try await client.send(.POST, serve.base + "/api/v1/messages/send", key: .sender).status == 200)
+                }
+                let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(serve.process.processIdentifier)/task")
+                let names = tasks.compactMap { try? String(contentsOfFile: "/proc/\(serve.process.processIdentifier)/task/\($0)/comm", encoding: .utf8) }
+                #expect(names.filter { $0.hasPrefix("NIO-SGLTN-") }.count == 3, "threads: \(names.sorted())")
+            } catch {
+                await serve.stop()
+                throw error
+            }
+            #expect(await serve.stop())
+        }
+
         /// SIGHUP with a good file applies it, counters kept; with a bad file, the old configuration stays.
         @Test func hangupReloadsGoodFilesAndRefusesBadOnes() async throws {
             let folder = try TestDirectory()

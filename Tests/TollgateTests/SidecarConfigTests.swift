@@ -63,6 +63,7 @@ struct SidecarConfigTests {
               access_log: debug
               access_log_sample: 10
               shutdown_timeout: 5s
+              threads: 1
             upstream:
               url: http://127.0.0.1:3000/prefix/
               pool_size: 8
@@ -91,6 +92,7 @@ struct SidecarConfigTests {
         #expect(settings.server.maxHeaderSize == 8192 && settings.server.maxBodySize == 2 << 20)
         #expect(settings.server.idleTimeout == .seconds(2) && settings.server.legacyHeaders)
         #expect(settings.server.accessLog == .debug && settings.server.accessLogSample == 10)
+        #expect(settings.server.threads == 1)
         #expect(settings.upstream.url == "http://127.0.0.1:3000/prefix")
         #expect(settings.upstream.poolSize == 8 && settings.upstream.connectTimeout == .milliseconds(250))
         #expect(!settings.upstream.forwardCredentials)
@@ -135,6 +137,8 @@ struct SidecarConfigTests {
         Bad("server:\n  max_body_size: 100GiB\n", path: "server.max_body_size", "at most 64GiB"),
         Bad("server:\n  idle_timeout: soon\n", path: "server.idle_timeout", "expected a duration such as 250ms"),
         Bad("server:\n  access_log: verbose\n", path: "server.access_log", "expected one of info, debug or off"),
+        Bad("server:\n  threads: 0\n", path: "server.threads", "expected a positive integer, found 0"),
+        Bad("server:\n  threads: 5000\n", path: "server.threads", "expected 1 to 1024 event-loop threads"),
         Bad("upstream:\n  url: ftp://x\n", path: "upstream.url", "expected an http:// URL"),
         Bad("upstream:\n  url: http://h:1/?q=1\n", path: "upstream.url", "no query"),
         Bad("upstream:\n  pool_size: 0\n", path: "upstream.pool_size", "expected a positive integer, found 0"),

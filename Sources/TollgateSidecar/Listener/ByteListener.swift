@@ -50,13 +50,21 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// The request being handled.
-    private struct Exchange {
-        var method: HTTPRequest.Method?
-        var path: String?
-        var started: ContinuousClock.Instant
+    /// The request being handled (a reference: it is handed from step to step without copying its
+    /// outcome's fields).
+    private final class Exchange {
+        let method: HTTPRequest.Method?
+        let path: String?
+        let started: ContinuousClock.Instant
         var outcome: RateLimitOutcome?
-        var version = HTTP1Version.http11
+        let version: HTTP1Version
+
+        init(method: HTTPRequest.Method? = nil, path: String? = nil, started: ContinuousClock.Instant, version: HTTP1Version = .http11) {
+            self.method = method
+            self.path = path
+            self.started = started
+            self.version = version
+        }
     }
 
     private enum Response {
@@ -66,6 +74,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let shared: ByteListenerShared
+    /// The reloadable settings in force for the request being handled (`LiveSettings`).
+    private var settings: LiveSettings.Values
     private var machine: ConnectionStateMachine<ContinuousClock>
     private var parser: RequestHeadParser
     /// Client bytes not used yet: a head in progress, body bytes not relayed, pipelined requests.
@@ -109,6 +119,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
         machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
+        settings = shared.live.current
         parser = RequestHeadParser(limits: Self.limits(shared))
     }
 
@@ -191,9 +202,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if machine.state == .closed { return }  // lingering after the last answer: input is dropped
-        var bytes = unwrapInboundIn(data)
-        Self.compact(&inbound)
-        inbound.writeBuffer(&bytes)
+        Self.append(unwrapInboundIn(data), to: &inbound)
         process(context: context)
     }
 
@@ -222,7 +231,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             carry(machine.headRefused(), context: context)
         case .head(let head):
             let client = clientAddress(context: context)
-            let forwardCredentials = shared.live.current.forwarding.forwardCredentials
+            // The reloadable settings, read once per request.
+            settings = shared.live.current
+            let forwardCredentials = settings.forwarding.forwardCredentials
             let request = inbound.withUnsafeReadableBytes { bytes in
                 // A request like the last one of this connection (same method, target and key fields)
                 // reuses what was made for it, and may reuse the limiter's admission.
@@ -230,7 +241,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 let method: HTTPRequest.Method?
                 let target: (path: String, authority: String?)
                 let credentials: HTTPFields
-                if let kept = kept?.kind, kept.matches(head, in: bytes) {
+                if let kept, kept.matches(head, in: bytes) {
                     kind = kept
                     (method, target, credentials) = (kept.method, (kept.path, nil), kept.credentials)
                 } else {
@@ -253,7 +264,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
             inbound.moveReaderIndex(forwardBy: head.length)
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
-            parser = RequestHeadParser(limits: Self.limits(shared))
+            parser = RequestHeadParser(limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: settings.maxBodySize))
             pendingHead = (request.credentials, request.upstreamHead, head.body, request.kind)
             if head.expectsContinue, head.body != .none {
                 // The body is read (or drained) in any case; a client waiting for this would stall.
@@ -317,9 +328,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// framing.
     private var pendingHead: (credentials: HTTPFields, upstreamHead: ByteBuffer, body: BodyFraming, kind: RequestKind?)?
 
-    /// The limiter's admission of this connection's last request like `kind`: the next request alike
-    /// is checked against the store alone while the admission stands (`RateLimiter.Admission`).
-    private var kept: (kind: RequestKind, admission: RateLimiter.Admission)?
+    /// The kind of this connection's last request, with the limiter's admission of it when it has one:
+    /// the next request alike is checked against the store alone while the admission stands.
+    private var kept: RequestKind?
 
     /// The client's address as `X-Forwarded-For` and the access log give it, read once per connection.
     private var clientAddressCache: String??
@@ -412,31 +423,35 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return (path.hasPrefix("/") ? String(path) : "/" + path, String(rest[..<end]))
     }
 
-    /// Gives back the space of bytes already used, before more are appended: a connection that lives
-    /// for many requests would otherwise grow its buffer for ever. Offsets the parsers hold count from
-    /// the first unread byte, which stays the first.
-    private static func compact(_ buffer: inout ByteBuffer) {
+    /// Appends what was read to the bytes not used yet. With none left (the usual case: a request or an
+    /// answer arrives in one read), the read's buffer is taken as it is, without a copy. Otherwise the
+    /// space of bytes already used is given back first: a connection that lives for many requests
+    /// would otherwise grow its buffer for ever. Offsets the parsers hold count from the first unread
+    /// byte, which stays the first.
+    private static func append(_ read: ByteBuffer, to buffer: inout ByteBuffer) {
         if buffer.readableBytes == 0 {
-            buffer.clear()
-        } else if buffer.readerIndex >= 4096 {
-            buffer.discardReadBytes()
+            buffer = read
+            return
         }
+        if buffer.readerIndex >= 4096 { buffer.discardReadBytes() }
+        var read = read
+        buffer.writeBuffer(&read)
     }
 
     private func decide(
         method: HTTPRequest.Method, path: String, fields: HTTPFields, kind: RequestKind?, body: ByteBuffer?, context: ChannelHandlerContext
     ) {
         let limiter = shared.limiter
-        if let kind, let kept, kept.kind === kind, let judgement = limiter.judgeNow(reusing: kept.admission) {
+        if let kind, kind === kept, let admission = kind.admission, let judgement = limiter.judgeNow(reusing: admission) {
             decided(judgement, context: context)
             return
         }
+        // Judged in full; the admission (if any) is kept with the request's kind for the next one alike.
         var admission: RateLimiter.Admission?
         let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body, keeping: &admission)
-        if let kind, let admission {
-            kept = (kind, admission)
-        } else if kind != nil, kept?.kind === kind {
-            kept = nil  // it no longer stands, and its key was not admitted again
+        if let kind {
+            kind.admission = admission
+            kept = kind
         }
         if let judgement {
             decided(judgement, context: context)
@@ -580,7 +595,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // The head goes out with the body bytes at hand, if any: one write for both.
         upstream.write(head, promise: nil)
         sentAt = .now
-        setUpstreamDeadline(in: shared.live.current.forwarding.responseTimeout, context: context)
+        setUpstreamDeadline(in: settings.forwarding.responseTimeout, context: context)
         process(context: context)
         upstream.flush()
     }
@@ -596,9 +611,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     fileprivate func upstreamRead(_ buffer: ByteBuffer, from channel: Channel, context: ChannelHandlerContext) {
         guard channel === upstream else { return }  // a connection given up already
-        var buffer = buffer
-        Self.compact(&upstreamBytes)
-        upstreamBytes.writeBuffer(&buffer)
+        Self.append(buffer, to: &upstreamBytes)
         while true {
             switch response {
             case .none:
@@ -625,7 +638,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         continue
                     }
                     resendable = nil
-                    setUpstreamDeadline(in: shared.live.current.forwarding.readTimeout, context: context)
+                    setUpstreamDeadline(in: settings.forwarding.readTimeout, context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
                     dechunking = head.body == .chunked && exchange?.version == .http10
@@ -635,7 +648,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     response = .body(BodyFramer(head.body), reusable: head.keepAlive, status: head.status)
                 }
             case .body(var framer, let reusable, let status):
-                if upstreamBytes.readableBytes > 0 { setUpstreamDeadline(in: shared.live.current.forwarding.readTimeout, context: context) }
+                if upstreamBytes.readableBytes > 0 { setUpstreamDeadline(in: settings.forwarding.readTimeout, context: context) }
                 let progress: BodyFramer.Progress
                 if dechunking {
                     let start = upstreamBytes.readerIndex
@@ -750,8 +763,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func writeResponseHead(_ head: ResponseHead, context: ChannelHandlerContext) {
-        let outcome = exchange?.outcome
-        let replacingRateLimit = outcome.map(RateLimitFieldWriter.hasFields) ?? false
+        // The parts of the outcome the fields are made of (not the whole outcome: no copy of its strings).
+        var rateLimit: RateLimitFieldWriter.Fields?
+        if let exchange, let decision = exchange.outcome?.decision, let plan = exchange.outcome?.plan {
+            rateLimit = .init(decision: decision, plan: plan, includesLegacy: exchange.outcome?.includesLegacyHeaders ?? false)
+        }
+        let replacingRateLimit = rateLimit?.isEmpty == false
         var bytes = context.channel.allocator.buffer(capacity: head.length + 256)
         upstreamBytes.withUnsafeReadableBytes { raw in
             // The status line as HTTP/1.1, whatever the upstream's version: the proxy speaks for it.
@@ -765,7 +782,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // The body is relayed as the upstream framed it, but to an HTTP/1.0 client, which knows no
         // chunked coding.
         if head.body == .chunked, !dechunking { bytes.writeStaticString("Transfer-Encoding: chunked\r\n") }
-        if let outcome { RateLimitFieldWriter.write(outcome, into: &bytes) }
+        if let rateLimit { RateLimitFieldWriter.write(rateLimit, into: &bytes) }
         if !head.hasDate {
             bytes.writeFieldLine("Date", HTTPDate.now())
         }
@@ -911,8 +928,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func log(status: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
-        guard let method = exchange.method else {
-            // A head refused before its method was known: counted, as `ProtocolGuard` counts it, not logged.
+        guard let method = exchange.method, settings.accessLog != .off else {
+            // A head refused before its method was known, or no access log: counted, not logged.
             shared.accessLog.metrics.response(status)
             return
         }

@@ -7,10 +7,25 @@ import TollgateHTTP
 /// `HTTPFields` made for them. The data path's judgements never set `headers` by hand, so the
 /// decision says it all.
 enum RateLimitFieldWriter {
+    /// What the fields are made of: an outcome's decision and plan, and whether the legacy fields go too.
+    struct Fields {
+        var decision: Decision
+        var plan: Plan
+        var includesLegacy: Bool
+
+        /// No field to write: no enforced limit and no `Retry-After`.
+        var isEmpty: Bool { enforcedCount(decision.results) == 0 && RateLimitHeaders.retryAfter(decision) == nil }
+    }
+
     /// Whether the outcome has fields to write (the upstream's own RateLimit fields then give way).
     static func hasFields(_ outcome: RateLimitOutcome) -> Bool {
-        guard let decision = outcome.decision, outcome.plan != nil else { return false }
-        return enforcedCount(decision.results) > 0 || RateLimitHeaders.retryAfter(decision) != nil
+        fields(of: outcome).map { !$0.isEmpty } ?? false
+    }
+
+    /// The outcome's fields, when it has a decision.
+    static func fields(of outcome: RateLimitOutcome) -> Fields? {
+        guard let decision = outcome.decision, let plan = outcome.plan else { return nil }
+        return Fields(decision: decision, plan: plan, includesLegacy: outcome.includesLegacyHeaders)
     }
 
     /// How many of the results are of enforced limits (not shadow ones). By index: the view is not
@@ -21,9 +36,14 @@ enum RateLimitFieldWriter {
         return count
     }
 
-    /// Writes the fields, each line with its CRLF.
+    /// Writes the outcome's fields, each line with its CRLF.
     static func write(_ outcome: RateLimitOutcome, into out: inout ByteBuffer) {
-        guard let decision = outcome.decision, let plan = outcome.plan else { return }
+        if let fields = fields(of: outcome) { write(fields, into: &out) }
+    }
+
+    /// Writes the fields, each line with its CRLF.
+    static func write(_ fields: Fields, into out: inout ByteBuffer) {
+        let (decision, plan) = (fields.decision, fields.plan)
         let results = decision.results
         if enforcedCount(results) > 0 {
             writeList("RateLimit-Policy: ", results, plan, ";q=", ";w=", into: &out) { result in
@@ -34,7 +54,7 @@ enum RateLimitFieldWriter {
             }
         }
         if let retry = RateLimitHeaders.retryAfter(decision) { out.writeFieldLine("Retry-After", retry) }
-        if outcome.includesLegacyHeaders, let legacy = RateLimitHeaders.legacy(decision) {
+        if fields.includesLegacy, let legacy = RateLimitHeaders.legacy(decision) {
             out.writeFieldLine("X-RateLimit-Limit", legacy.limit)
             out.writeFieldLine("X-RateLimit-Remaining", legacy.remaining)
             out.writeFieldLine("X-RateLimit-Reset", legacy.reset)
