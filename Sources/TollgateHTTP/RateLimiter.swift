@@ -191,14 +191,21 @@ public final class RateLimiter: Sendable {
 
     /// What a judgement worked out before the store — the route, the key's identity, the plan and the
     /// cost — for a caller that sees the same request again: the requests of one client connection
-    /// usually carry one key to one endpoint. `judgeNow(reusing:)` then skips the path match, the key's
+    /// usually carry one key to one endpoint (a reference, so that keeping it copies nothing).
+    /// `judgeNow(reusing:)` then skips the path match, the key's
     /// hash and lookup and the plan, and asks the store alone. It holds no secret, and stands while the
     /// policy is not updated, the key's cached answer is fresh (the keys' cache TTL, no reload of the
     /// keys) and the key has not expired: a key revoked stops working as soon as it would without it.
-    public struct Admission: Sendable {
+    public final class Admission: Sendable {
         fileprivate let authorized: Authorized
         fileprivate let policyVersion: UInt64
         fileprivate let reuse: KeyReuse
+
+        fileprivate init(authorized: Authorized, policyVersion: UInt64, reuse: KeyReuse) {
+            self.authorized = authorized
+            self.policyVersion = policyVersion
+            self.reuse = reuse
+        }
     }
 
     /// `judgeNow`, and in `admission` what may be reused for the same method, path and key fields

@@ -516,7 +516,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let slice = inbound.readSlice(length: taken)!
-        if forward, let upstream, taken > 0 { upstream.writeAndFlush(slice, promise: nil) }
+        if forward, let upstream, taken > 0 {
+            upstream.writeAndFlush(slice, promise: nil)
+            bodyFlushed = true
+        }
         guard case .ended = progress else { return }
         _ = machine.requestBodyEnded()
         if answeredAwaitingBody {
@@ -596,9 +599,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         upstream.write(head, promise: nil)
         sentAt = .now
         setUpstreamDeadline(in: settings.forwarding.responseTimeout, context: context)
+        bodyFlushed = false
         process(context: context)
-        upstream.flush()
+        if !bodyFlushed { upstream.flush() }
     }
+
+    /// The request body's relay wrote and flushed (what `send` wrote before went with it).
+    private var bodyFlushed = false
 
     private static func write(_ fields: HTTPFields, to bytes: inout ByteBuffer) {
         for field in fields {
