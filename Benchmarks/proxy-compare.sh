@@ -11,7 +11,8 @@
 #
 # Environment: PEERS (default ../shared/peers), TOLLGATE_SKIP_BUILD=1 to reuse the release build, TOLLGATE_BIN
 # (another tollgate binary), POOL_SIZE (the sidecars' upstream.pool_size, default 64),
-# CONNECTIONS (default 64), BENCH_ROWS (a file: each row is also appended to it as a JSON line, for
+# CONNECTIONS (default 64), THREADS (the sidecars' server.threads; default one per core, while the peers
+# run one worker: THREADS=1 compares like with like), BENCH_ROWS (a file: each row is also appended to it as a JSON line, for
 # `make bench`), TOLLGATE_OPENLOOP=1 (then open-loop rows at 25/50/75 % of each server's maximum, from
 # Benchmarks/openloop-rows.sh, against the same servers).
 set -euo pipefail
@@ -59,7 +60,7 @@ plans:
       - { name: burst, algorithm: token_bucket, capacity: 1000000000, refill: { tokens: 1000000000, per: 1s } }
       - { name: minute, algorithm: sliding_window, limit: 4000000000, window: 1m }
       - { name: month, algorithm: calendar, limit: 1000000000000, period: month, scope: organization }
-server: { port: $1, admin_port: $2, access_log: off }
+server: { port: $1, admin_port: $2, access_log: off${THREADS:+, threads: $THREADS} }
 upstream: { url: "http://127.0.0.1:18080", pool_size: ${POOL_SIZE:-64} }
 store: $3
 keys: { source: file, file: keys.yaml }
