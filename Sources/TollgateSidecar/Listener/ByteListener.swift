@@ -250,7 +250,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     credentials = Self.credentials(bytes, head)
                     kind = method.flatMap { RequestKind(head, method: $0, path: target.path, credentials: credentials, in: bytes) }
                 }
-                var upstreamHead = ByteBuffer()
+                // The last request's head buffer again, when the upstream connection has written it.
+                var upstreamHead = spareUpstreamHead.take() ?? ByteBuffer()
+                upstreamHead.clear()
                 upstreamHead.reserveCapacity(head.length + 256)
                 // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
                 if let method {
@@ -314,13 +316,15 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Asks the limiter about the request whose head (and small body) is in.
     private func decidePending(context: ChannelHandlerContext) {
-        guard let pendingHead, let exchange, let path = exchange.path else { return }
+        // The credentials and kind alone: a copy of the whole pending head would hold its buffer
+        // while the request is forwarded (in `decide`'s call), and the buffer would be copied to grow.
+        guard let credentials = pendingHead?.credentials, let exchange, let path = exchange.path else { return }
         guard let method = exchange.method else {
             problem = HTTP1Error.invalidRequestLine.problem(maxHeadSize: shared.maxHeadSize, maxBodySize: parser.limits.maxBodySize)
             carry(machine.decided(admitted: false), context: context)
             return
         }
-        decide(method: method, path: path, fields: pendingHead.credentials, kind: pendingHead.kind, body: bodyAtHand, context: context)
+        decide(method: method, path: path, fields: credentials, kind: pendingHead?.kind, body: bodyAtHand, context: context)
     }
 
     /// The head being decided: the fields that carry its key (all the limiter reads of them), the head
@@ -421,6 +425,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let end = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
         let path = rest[end...]
         return (path.hasPrefix("/") ? String(path) : "/" + path, String(rest[..<end]))
+    }
+
+    /// Marks every byte of `buffer` used, without `clear()`: its storage may still be shared with a write
+    /// in progress, which `clear()` would copy. The next read's buffer takes its place (`append`).
+    private static func consume(_ buffer: inout ByteBuffer) {
+        buffer.moveReaderIndex(to: buffer.writerIndex)
     }
 
     /// Appends what was read to the bytes not used yet. With none left (the usual case: a request or an
@@ -544,9 +554,11 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
         if let upstream, upstream.isActive {
             upstreamReused = true
+            spareUpstreamHead = bytes
             send(bytes, on: upstream, context: context)
             return
         }
+        spareUpstreamHead = bytes
         connect(thenSend: bytes, context: context)
     }
 
@@ -604,6 +616,11 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if !bodyFlushed { upstream.flush() }
     }
 
+    /// The buffers of the last request head sent upstream and of the last answer head written to the
+    /// client, used again for the next ones once their writes are done (then nothing is allocated).
+    private var spareUpstreamHead: ByteBuffer?
+    private var spareResponseHead: ByteBuffer?
+
     /// The request body's relay wrote and flushed (what `send` wrote before went with it).
     private var bodyFlushed = false
 
@@ -623,7 +640,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             switch response {
             case .none:
                 // Bytes no request asked for: the connection cannot be reused.
-                upstreamBytes.clear()
+                Self.consume(&upstreamBytes)
                 dropUpstream()
                 return
             case .head(var scanner):
@@ -670,7 +687,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 switch progress {
                 case .needMore:
                     if !dechunking, upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
-                    upstreamBytes.clear()
+                    Self.consume(&upstreamBytes)
                     response = .body(framer, reusable: reusable, status: status)
                     context.flush()
                     return
@@ -679,7 +696,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     if !dechunking, bodyBytes > 0 { context.write(wrapOutboundOut(body), promise: nil) }
                     // Bytes past the answer's end: the upstream cannot be trusted with another request.
                     let clean = upstreamBytes.readableBytes == 0
-                    upstreamBytes.clear()
+                    Self.consume(&upstreamBytes)
                     finishResponse(status: status, reusable: reusable && clean, context: context)
                     return
                 case .failed:
@@ -776,7 +793,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             rateLimit = .init(decision: decision, plan: plan, includesLegacy: exchange.outcome?.includesLegacyHeaders ?? false)
         }
         let replacingRateLimit = rateLimit?.isEmpty == false
-        var bytes = context.channel.allocator.buffer(capacity: head.length + 256)
+        // The last answer's head buffer again, when the client connection has written it.
+        var bytes = spareResponseHead.take() ?? context.channel.allocator.buffer(capacity: head.length + 256)
+        bytes.clear()
+        bytes.reserveCapacity(head.length + 256)
         upstreamBytes.withUnsafeReadableBytes { raw in
             // The status line as HTTP/1.1, whatever the upstream's version: the proxy speaks for it.
             let lineEnd = raw[..<head.fields.upperBound].firstIndex(of: HTTP1Byte.cr) ?? 8
@@ -796,6 +816,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if machine.closesAfterAnswer(requestsWaiting: inbound.readableBytes > 0) { bytes.writeStaticString("Connection: close\r\n") }
         bytes.writeStaticString("\r\n")
         context.write(wrapOutboundOut(bytes), promise: nil)
+        spareResponseHead = bytes
     }
 
     private func finishResponse(status: Int, reusable: Bool, context: ChannelHandlerContext) {
