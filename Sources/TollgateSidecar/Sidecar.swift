@@ -16,8 +16,8 @@ import UnixSignals
 /// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
 /// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`, and with a token the admin API
 /// under `/v1`, see `AdminAPI`), run as swift-service-lifecycle services. The API's listener is the
-/// byte-level data path (`ByteListenerService`) for an upstream URL (`http://` or `https://`), and
-/// Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for the built-in stand-in.
+/// byte-level data path (`ByteListenerService`), in front of the upstream URL (`http://` or `https://`)
+/// or of the built-in stand-in (`StandInUpstream`).
 ///
 /// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
 /// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
@@ -41,7 +41,6 @@ public final class Sidecar: Sendable {
     let store: any LimitStore
     let redisClients: [RedisClient]
     let upstreamPool: UpstreamPool?
-    let upstream: any Upstream
     /// The upstream when one is configured (the fast path forwards through it).
     let forwarder: HTTPForwarder?
     let accessLog: AccessLog
@@ -203,11 +202,9 @@ public final class Sidecar: Sendable {
             upstreamPool = pool
             let forwarder = HTTPForwarder(pool: pool, metrics: metrics, logger: logger)
             self.forwarder = forwarder
-            upstream = forwarder
         } else {
             upstreamPool = nil
             forwarder = nil
-            upstream = StandInUpstream()
         }
     }
 
@@ -245,31 +242,6 @@ public final class Sidecar: Sendable {
     /// `gracefulShutdownSignals`). With `reloadOnHangup`, SIGHUP calls `reload()`.
     public func run(gracefulShutdownSignals: [UnixSignal] = [], reloadOnHangup: Bool = false) async throws {
         let server = startup.server
-        let proxyRouter = Router(context: SidecarRequestContext.self)
-        proxyRouter.add(middleware: AccessLogMiddleware(log: accessLog))
-        proxyRouter.add(middleware: BodyLimitMiddleware(live: live))
-        proxyRouter.add(middleware: RateLimitMiddleware<SidecarRequestContext>(limiter: limiter))
-        proxyRouter.add(middleware: ForwardMiddleware(upstream: upstream, live: live))
-
-        let headerLimit = server.maxHeaderSize
-        let metrics = self.metrics
-        let fastPath = FastPathShared(limiter: limiter, live: live, forwarder: forwarder, accessLog: accessLog, logger: logger)
-        let idleTimeout = TimeAmount(server.idleTimeout)
-        // The idle timeout is the fast path's (it sees the requests of both paths; Hummingbird's own
-        // handler would not see those answered by the fast path).
-        let channel = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [
-                ProtocolGuard(maxHeaderSize: headerLimit, onAnswer: { metrics.response($0) }),
-                FastPath(shared: fastPath, idleTimeout: idleTimeout),
-            ],
-            idleTimeout: nil,
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: headerLimit, maxHeaderListSize: headerLimit, maxHeaderFieldCount: 1_000))
-        let proxy = Application(
-            router: proxyRouter, server: .http1(configuration: channel),
-            configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port)),
-            onServerRunning: { [weak self] channel in self?.listening(proxy: channel.localAddress?.port) },
-            logger: logger)
-
         let storeClient = self.storeClient
         let storeCluster = self.storeCluster
         let storeSentinel = self.storeSentinel
@@ -301,21 +273,17 @@ public final class Sidecar: Sendable {
             services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
         }
         services.append(.init(service: admin, serviceName: "admin"))
-        if let forwarder {
-            // An upstream URL: the byte-level data path is the listener. It has no stand-in: that keeps
-            // the Hummingbird listener above.
-            let shared = ByteListenerShared(
-                limiter: limiter, live: live, target: forwarder.pool.target, tls: forwarder.pool.tls, accessLog: accessLog, logger: logger,
-                maxHeadSize: headerLimit, connectTimeout: forwarder.pool.connectTimeout)
-            services.append(
-                .init(
-                    service: ByteListenerService(
-                        host: server.host, port: server.port, shared: shared, idleTimeout: server.idleTimeout,
-                        onRunning: { [weak self] port in self?.listening(proxy: port) }),
-                    serviceName: "proxy"))
-        } else {
-            services.append(.init(service: proxy, serviceName: "proxy"))
-        }
+        // The byte-level data path is the listener, in front of the upstream or of the built-in stand-in.
+        let shared = ByteListenerShared(
+            limiter: limiter, live: live, target: forwarder?.pool.target ?? StandInUpstream.target, tls: forwarder?.pool.tls,
+            accessLog: accessLog, logger: logger, maxHeadSize: server.maxHeaderSize, connectTimeout: startup.upstream.connectTimeout,
+            standIn: forwarder == nil ? StandInUpstream() : nil)
+        services.append(
+            .init(
+                service: ByteListenerService(
+                    host: server.host, port: server.port, shared: shared, idleTimeout: server.idleTimeout,
+                    onRunning: { [weak self] port in self?.listening(proxy: port) }),
+                serviceName: "proxy"))
         if reloadOnHangup {
             services.append(.init(service: HangupReloader(sidecar: self), serviceName: "reload"))
         }

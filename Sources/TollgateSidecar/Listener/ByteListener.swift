@@ -20,6 +20,8 @@ struct ByteListenerShared: Sendable {
     let maxHeadSize: Int
     /// `upstream.connect_timeout`.
     let connectTimeout: Duration
+    /// Answers admitted requests in process when no upstream is configured (`target` then names it).
+    var standIn: StandInUpstream? = nil
 }
 
 /// The sidecar's data path over bytes for one client connection: the request head is parsed where it
@@ -43,8 +45,11 @@ struct ByteListenerShared: Sendable {
 /// (`upstream.response_timeout`, `upstream.read_timeout`) is a deadline watched by one timer per
 /// connection, not a timer per request.
 ///
-/// Not yet done here (so the built-in stand-in keeps the Hummingbird listener): the stand-in, protocol
-/// switches (an `Upgrade` goes as a plain request), a cost counted from a body over 64 KiB.
+/// With no upstream configured, the built-in `StandInUpstream` takes the place of the upstream
+/// connection: it is written the same bytes, and its answer is relayed by the same code.
+///
+/// Not yet done here: protocol switches (an `Upgrade` goes as a plain request), a cost counted from a
+/// body over 64 KiB.
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -105,6 +110,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer's body is chunked and its client speaks HTTP/1.0: only the content is relayed, and
     /// the connection's end ends it.
     private var dechunking = false
+    /// The request the stand-in is being sent, in place of an upstream connection.
+    private var standInRequest: StandInUpstream.Exchange?
+    /// The stand-in's answer is on its way (delivered from the event loop, as an upstream's would be).
+    private var standInAnswering = false
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
@@ -449,7 +458,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// body's end; what follows is the next request's.
     private func relayRequestBody(forward: Bool, context: ChannelHandlerContext) {
         // Connecting: the bytes wait. Answered already (early, by the upstream): the rest is dropped.
-        if forward, upstream == nil, !answeredAwaitingBody { return }
+        if forward, upstream == nil, standInRequest == nil, !answeredAwaitingBody { return }
         let progress = requestBody.advance(inbound)
         let taken: Int
         switch progress {
@@ -471,7 +480,11 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let slice = inbound.readSlice(length: taken)!
-        if forward, let upstream, taken > 0 { upstream.writeAndFlush(slice, promise: nil) }
+        if forward, let upstream, taken > 0 {
+            upstream.writeAndFlush(slice, promise: nil)
+        } else if forward, standInRequest != nil, taken > 0 {
+            sendToStandIn(slice, context: context)
+        }
         guard case .ended = progress else { return }
         _ = machine.requestBodyEnded()
         if answeredAwaitingBody {
@@ -494,6 +507,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         bytes.writeStaticString("\r\n")
         response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
         resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
+        if shared.standIn != nil {
+            standInRequest = StandInUpstream.Exchange()
+            sentAt = .now
+            sendToStandIn(bytes, context: context)
+            process(context: context)
+            return
+        }
         if let upstream, upstream.isActive {
             upstreamReused = true
             send(bytes, on: upstream, context: context)
@@ -564,8 +584,29 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Writes the stand-in the bytes an upstream would be sent; its answer, once the request is whole,
+    /// comes from the event loop after this event, as an upstream's would (so that a pipelined request
+    /// behind it is handled from there, not deeper in this stack).
+    private func sendToStandIn(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        guard let answer = standInRequest?.receive(bytes) else { return }
+        standInRequest = nil
+        standInAnswering = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            guard handler.standInAnswering else { return }  // the exchange was given up
+            handler.standInAnswering = false
+            handler.upstreamBytesArrived(answer, context: context)
+        }
+    }
+
     fileprivate func upstreamRead(_ buffer: ByteBuffer, from channel: Channel, context: ChannelHandlerContext) {
         guard channel === upstream else { return }  // a connection given up already
+        upstreamBytesArrived(buffer, context: context)
+    }
+
+    /// The answer's next bytes, from the upstream connection or the stand-in.
+    private func upstreamBytesArrived(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         var buffer = buffer
         Self.compact(&upstreamBytes)
         upstreamBytes.writeBuffer(&buffer)
@@ -688,6 +729,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let channel = upstream
         upstream = nil
         relay = nil
+        standInRequest = nil
+        standInAnswering = false
         channel?.close(promise: nil)
     }
 

@@ -175,34 +175,6 @@ final class UpstreamConnection: Sendable {
     }
 }
 
-/// Host, port and TLS of the upstream, and the path prefix requests go under.
-struct UpstreamTarget: Sendable {
-    var host: String
-    var port: Int
-    var tls: Bool
-    /// Prepended to every request's path; empty or starting with `/`, never ending with one.
-    var pathPrefix: String
-
-    /// Parses a validated `upstream.url` (`http[s]://host[:port][/prefix]`).
-    init?(url: String) {
-        guard let parsed = URL(string: url), let host = parsed.host, !host.isEmpty else { return nil }
-        self.host = host
-        tls = parsed.scheme?.lowercased() == "https"
-        port = parsed.port ?? (tls ? 443 : 80)
-        let path = parsed.path
-        pathPrefix = path.hasSuffix("/") ? String(path.dropLast()) : path
-    }
-
-    /// `host:port` for a `Host` field when the client sent none.
-    var authority: String {
-        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-    }
-
-    var isIPAddress: Bool {
-        (try? SocketAddress(ipAddress: host, port: port)) != nil
-    }
-}
-
 /// Marks a response after which the connection will not stay open (an HTTP/1.0 answer without
 /// `Connection: keep-alive`) with `Connection: close`, which the HTTP types the handler sees, having no
 /// version, could not otherwise tell.
