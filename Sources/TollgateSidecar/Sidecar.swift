@@ -28,7 +28,8 @@ import UnixSignals
 /// effect at the next start; a reload that changes them says so in the log.
 ///
 /// Shutdown is graceful: on SIGTERM (or `shutdown()`), the listeners stop accepting, requests in flight
-/// finish (for at most `server.shutdown_timeout`), then the upstream client and Redis connections close.
+/// finish (for at most `server.shutdown_timeout`) with their upstream connections, then the Redis
+/// connections close.
 public final class Sidecar: Sendable {
     public let configurationFile: String
     /// Every metric of the sidecar, for `/metrics` (and for tests).
@@ -40,9 +41,10 @@ public final class Sidecar: Sendable {
     let keyRegistry: KeyRegistry
     let store: any LimitStore
     let redisClients: [RedisClient]
-    let upstreamPool: UpstreamPool?
-    /// The upstream when one is configured (the fast path forwards through it).
-    let forwarder: HTTPForwarder?
+    /// The upstream when one is configured (nil: the built-in stand-in answers), and the TLS context of
+    /// an `https://` one.
+    let upstreamTarget: UpstreamTarget?
+    let upstreamTLS: NIOSSLContext?
     let accessLog: AccessLog
     let metrics: SidecarMetrics
     let storeClient: RedisClient?
@@ -187,24 +189,34 @@ public final class Sidecar: Sendable {
             failurePolicy: settings.store.backend == .redis ? settings.store.failurePolicy.rawValue : "none")
 
         if let url = settings.upstream.url {
-            let pool: UpstreamPool
             let trustRoots = try settings.upstream.caFile.map { file throws(ConfigurationError) in
                 try Self.certificates(Self.resolve(file, relativeTo: configurationFile), configurationFile: configurationFile)
             }
-            do {
-                guard let target = UpstreamTarget(url: url) else { throw UpstreamFailure.connect("not an http(s) URL") }
-                pool = try UpstreamPool.make(
-                    target: target, maximumIdle: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
-                    bufferLimit: HTTPForwarder.bufferedBodySize, trustRoots: trustRoots)
-            } catch {
-                throw ConfigurationError(file: configurationFile, line: nil, path: "upstream.url", message: "\(error)")
+            guard let target = UpstreamTarget(url: url) else {
+                throw ConfigurationError(
+                    file: configurationFile, line: nil, path: "upstream.url", message: "expected an http:// or https:// URL, found \(url)")
             }
-            upstreamPool = pool
-            let forwarder = HTTPForwarder(pool: pool, metrics: metrics, logger: logger)
-            self.forwarder = forwarder
+            upstreamTarget = target
+            upstreamTLS = try Self.tlsContext(for: target, trustRoots: trustRoots, configurationFile: configurationFile)
         } else {
-            upstreamPool = nil
-            forwarder = nil
+            upstreamTarget = nil
+            upstreamTLS = nil
+        }
+    }
+
+    /// The TLS context of an `https://` upstream (nil for `http://`): it trusts `trustRoots`, or the
+    /// system's roots when nil.
+    static func tlsContext(
+        for target: UpstreamTarget, trustRoots: [NIOSSLCertificate]?, configurationFile: String
+    ) throws(ConfigurationError) -> NIOSSLContext? {
+        guard target.tls else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let trustRoots { configuration.trustRoots = .certificates(trustRoots) }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw ConfigurationError(
+                file: configurationFile, line: nil, path: "upstream.url", message: "the upstream's TLS context could not be made: \(error)")
         }
     }
 
@@ -269,15 +281,12 @@ public final class Sidecar: Sendable {
         if let storeSentinel {
             services.append(.init(service: RedisSentinelService(sentinel: storeSentinel), serviceName: "redis-sentinel"))
         }
-        if let upstreamPool {
-            services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
-        }
         services.append(.init(service: admin, serviceName: "admin"))
         // The byte-level data path is the listener, in front of the upstream or of the built-in stand-in.
         let shared = ByteListenerShared(
-            limiter: limiter, live: live, target: forwarder?.pool.target ?? StandInUpstream.target, tls: forwarder?.pool.tls,
-            accessLog: accessLog, logger: logger, maxHeadSize: server.maxHeaderSize, connectTimeout: startup.upstream.connectTimeout,
-            standIn: forwarder == nil ? StandInUpstream() : nil)
+            limiter: limiter, live: live, target: upstreamTarget ?? StandInUpstream.target, tls: upstreamTLS, accessLog: accessLog,
+            logger: logger, maxHeadSize: server.maxHeaderSize, connectTimeout: startup.upstream.connectTimeout,
+            standIn: upstreamTarget == nil ? StandInUpstream() : nil)
         services.append(
             .init(
                 service: ByteListenerService(
@@ -450,16 +459,6 @@ struct RedisSentinelService: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await sentinel.run() }
-    }
-}
-
-/// Closes the upstream connections at graceful shutdown, after the listeners (services stop in reverse order).
-struct UpstreamPoolService: Service {
-    let pool: UpstreamPool
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        pool.shutdown()
     }
 }
 

@@ -22,6 +22,10 @@ struct ByteListenerShared: Sendable {
     let connectTimeout: Duration
     /// Answers admitted requests in process when no upstream is configured (`target` then names it).
     var standIn: StandInUpstream? = nil
+
+    /// A request body of at most this many bytes is read whole before the decision (a route may count
+    /// the request's cost from it).
+    static let collectedBodySize = 64 * 1024
 }
 
 /// The sidecar's data path over bytes for one client connection: the request head is parsed where it
@@ -37,7 +41,7 @@ struct ByteListenerShared: Sendable {
 /// Bodies flow with back-pressure both ways: the client is read only while the upstream takes what it
 /// is sent, and the upstream only while the client does. The upstream has `upstream.response_timeout`
 /// to begin its answer (504 after it), and `upstream.read_timeout` for each next part of it. An idempotent request without a body whose reused upstream
-/// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
+/// connection closes before any answer goes once more on a new connection.
 ///
 /// Heads are rewritten as bytes (`FieldRewriter`): the request's head for the upstream is written
 /// once, as it is parsed, and the answer's head is copied with the RateLimit fields added. The limiter
@@ -258,7 +262,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // A small body is read whole before the decision: a route may count the cost from it, and
             // the limiter then answers in line.
             var collect = head.body == .chunked
-            if case .length(let length) = head.body { collect = length <= HTTPForwarder.bufferedBodySize }
+            if case .length(let length) = head.body { collect = length <= ByteListenerShared.collectedBodySize }
             // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
             carry(
                 machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false, collectBody: collect),
@@ -276,10 +280,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A chunked body's content when it has all arrived within `HTTPForwarder.bufferedBodySize`. Read
+    /// A chunked body's content when it has all arrived within `ByteListenerShared.collectedBodySize`. Read
     /// again from its start as more arrives: bounded by that size.
     private var chunkedBodyAtHand: ByteBuffer? {
-        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        var probe = BodyFramer(.chunked, maxBodySize: ByteListenerShared.collectedBodySize)
         var content = ByteBuffer()
         let progress = inbound.withUnsafeReadableBytes { bytes in
             probe.advance(bytes) { content.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[$0])) }
@@ -292,9 +296,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// answers that). The limiter is asked without it.
     private var bodyBeyondCollecting: Bool {
         guard pendingHead?.body == .chunked else { return false }
-        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        var probe = BodyFramer(.chunked, maxBodySize: ByteListenerShared.collectedBodySize)
         if case .failed = probe.advance(inbound) { return true }
-        return inbound.readableBytes > 2 * HTTPForwarder.bufferedBodySize
+        return inbound.readableBytes > 2 * ByteListenerShared.collectedBodySize
     }
 
     /// Asks the limiter about the request whose head (and small body) is in.
@@ -429,7 +433,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 // A body not collected is larger than what is collected: too large for a route that
                 // counts at most that much.
                 guard let body else {
-                    if limit <= HTTPForwarder.bufferedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
+                    if limit <= ByteListenerShared.collectedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
                     throw ByteListenerError.bodyNotAtHand
                 }
                 if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
@@ -925,7 +929,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func log(status: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
         guard let method = exchange.method else {
-            // A head refused before its method was known: counted, as `ProtocolGuard` counts it, not logged.
+            // A head refused before its method was known: counted, not logged.
             shared.accessLog.metrics.response(status)
             return
         }

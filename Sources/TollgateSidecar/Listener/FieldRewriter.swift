@@ -3,8 +3,7 @@ import NIOCore
 /// The field lines of a head as the other side of the proxy gets them, copied byte for byte from the
 /// head that was parsed (no `HTTPFields`, no `String` per field): the connection's own fields are left
 /// out both ways (`Connection` and every field it names, `Keep-Alive`, `TE`, `Trailer`,
-/// `Transfer-Encoding`, `Upgrade`, `Proxy-*`), and so is what the proxy sets itself. The same rules as
-/// `HTTPForwarder.upstreamHeaders` and `clientHeaders`, on bytes.
+/// `Transfer-Encoding`, `Upgrade`, `Proxy-*`; RFC 9110 §7.6.1), and so is what the proxy sets itself.
 enum FieldRewriter {
     /// Writes the request's fields as the upstream gets them, without framing and without the empty
     /// line: `Host`, `Content-Length`, `Expect`, `X-Forwarded-Proto` and every `X-Tollgate-*` are
@@ -93,8 +92,8 @@ enum FieldRewriter {
         return count
     }
 
-    /// Whether `name` is connection-specific: always the fields of `HopByHop.isHopByHop`, and those the
-    /// head's `Connection` fields list.
+    /// Whether `name` is connection-specific: always `Connection`, `Keep-Alive`, `Proxy-*`, `TE`,
+    /// `Trailer`, `Transfer-Encoding`, `Upgrade`, and those the head's `Connection` fields list.
     static func isHopByHop(
         _ name: Range<Int>, in bytes: UnsafeRawBufferPointer, connection: Int, fields: Range<Int>
     ) -> Bool {
