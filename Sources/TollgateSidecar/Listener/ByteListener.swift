@@ -52,8 +52,12 @@ struct ByteListenerShared: Sendable {
 /// With no upstream configured, the built-in `StandInUpstream` takes the place of the upstream
 /// connection: it is written the same bytes, and its answer is relayed by the same code.
 ///
-/// Not yet done here: protocol switches (an `Upgrade` goes as a plain request), a cost counted from a
-/// body over 64 KiB.
+/// A protocol switch (`Upgrade`, WebSocket) is checked like any request and forwarded with its
+/// `Upgrade` and `Connection: upgrade` fields; after the upstream's `101 Switching Protocols` the
+/// connection is a tunnel: bytes go both ways unchanged, with the same back-pressure, until either side
+/// closes. Any other answer to it is relayed as a normal answer.
+///
+/// Not yet done here: a cost counted from a body over 64 KiB.
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -72,6 +76,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case none
         case head(ResponseHeadScanner)
         case body(BodyFramer, reusable: Bool, status: Int)
+        /// After a `101`: what the upstream sends goes to the client as it is.
+        case tunnel
     }
 
     private let shared: ByteListenerShared
@@ -248,6 +254,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
                 FieldRewriter.writeRequestFields(
                     bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client, into: &upstreamHead)
+                if head.upgrade { FieldRewriter.writeUpgradeFields(bytes, fields: head.fields, into: &upstreamHead) }
                 return (method: method, path: target.path, credentials: Self.credentials(bytes, head), upstreamHead: upstreamHead)
             }
             exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
@@ -263,9 +270,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // the limiter then answers in line.
             var collect = head.body == .chunked
             if case .length(let length) = head.body { collect = length <= ByteListenerShared.collectedBodySize }
-            // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
             carry(
-                machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false, collectBody: collect),
+                machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: head.upgrade, collectBody: collect),
                 context: context)
         }
     }
@@ -604,6 +610,33 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// The upstream accepted the protocol switch: its `101` goes to the client, and from here the
+    /// connection is a tunnel, with no timeout: it lasts until either side closes.
+    private func openTunnel(_ head: ResponseHead, context: ChannelHandlerContext) {
+        guard case .forwarding(let request) = machine.state, request.upgrade else {
+            // A switch nobody asked for: nothing after it can be read as HTTP.
+            shared.accessLog.metrics.upstream("error")
+            dropUpstream()
+            upstreamFailed(.badGateway("the upstream switched protocols unasked"), context: context)
+            return
+        }
+        upstreamDeadline = nil
+        shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
+        shared.accessLog.metrics.upstream(status: head.status)
+        writeResponseHead(head, context: context)
+        upstreamBytes.moveReaderIndex(forwardBy: head.length)
+        response = .tunnel
+        if upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
+        upstreamBytes.clear()
+        context.flush()
+        if let exchange { log(status: head.status, exchange, context: context) }
+        exchange = nil
+        // What the client sends from here, and what it sent behind the head already, goes through as it is.
+        requestBody = BodyFramer(.untilClose)
+        carry(machine.responseHeadSent(opensTunnel: true), context: context)
+        process(context: context)
+    }
+
     fileprivate func upstreamRead(_ buffer: ByteBuffer, from channel: Channel, context: ChannelHandlerContext) {
         guard channel === upstream else { return }  // a connection given up already
         upstreamBytesArrived(buffer, context: context)
@@ -616,6 +649,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         upstreamBytes.writeBuffer(&buffer)
         while true {
             switch response {
+            case .tunnel:
+                context.writeAndFlush(wrapOutboundOut(upstreamBytes.slice()), promise: nil)
+                upstreamBytes.clear()
+                return
             case .none:
                 // Bytes no request asked for: the connection cannot be reused.
                 upstreamBytes.clear()
@@ -640,6 +677,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         continue
                     }
                     resendable = nil
+                    if head.opensTunnel, head.status == 101 {
+                        openTunnel(head, context: context)
+                        return
+                    }
                     setUpstreamDeadline(in: shared.live.current.forwarding.readTimeout, context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
@@ -714,7 +755,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         upstreamDeadline = nil
         switch response {
-        case .none:
+        case .none, .tunnel:
             return
         case .head:
             shared.accessLog.metrics.upstream("timeout")
@@ -756,6 +797,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             shared.accessLog.metrics.upstream("error")
             upstreamFailed(.badGateway("the message API cannot be reached"), context: context)
+        case .tunnel:
+            carry(machine.tunnelEnded(), context: context)
         case .body(var framer, _, let status):
             if case .ended = framer.closed() {
                 context.flush()
@@ -778,6 +821,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             bytes.writeStaticString("\r\n")
             FieldRewriter.writeResponseFields(
                 raw, fields: (lineEnd + 2)..<head.fields.upperBound, replacingRateLimit: replacingRateLimit, into: &bytes)
+            if head.opensTunnel { FieldRewriter.writeUpgradeFields(raw, fields: (lineEnd + 2)..<head.fields.upperBound, into: &bytes) }
         }
         // The body is relayed as the upstream framed it, but to an HTTP/1.0 client, which knows no
         // chunked coding.
@@ -892,6 +936,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .abandon:
             dropUpstream()
             context.close(promise: nil)
+        case .halfCloseUpstream:
+            upstream?.close(mode: .output, promise: nil)
+        case .endTunnel:
+            // Nothing more goes through: the client learns of the end at once, after what was relayed.
+            requestBody = BodyFramer(.none)
+            closeAfterLinger(context: context)
         }
     }
 

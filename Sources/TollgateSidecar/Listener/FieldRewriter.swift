@@ -66,6 +66,16 @@ enum FieldRewriter {
         }
     }
 
+    /// Writes the fields of a protocol switch, which the rules above leave out as hop-by-hop: the head's
+    /// `Upgrade` fields as they are, and `Connection: upgrade`. For a request that asks for a switch
+    /// (the upstream must see it) and for the upstream's `101` (the client must).
+    static func writeUpgradeFields(_ bytes: UnsafeRawBufferPointer, fields: Range<Int>, into out: inout ByteBuffer) {
+        bytes.forEachField(in: fields) { name, value in
+            if name.count == 7, bytes.equalsIgnoringCase(name, "upgrade") { writeLine(bytes, name, value, into: &out) }
+        }
+        out.writeStaticString("Connection: upgrade\r\n")
+    }
+
     /// Whether `name` is a field the proxy's `RateLimit` fields replace.
     static func isRateLimitField(_ name: Range<Int>, in bytes: UnsafeRawBufferPointer) -> Bool {
         switch name.count {

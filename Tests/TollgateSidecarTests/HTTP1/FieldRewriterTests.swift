@@ -93,6 +93,14 @@ import Testing
         #expect(Self.response(listed, replacingRateLimit: false).map(\.0) == ["Content-Type", "Tea"])
     }
 
+    /// A protocol switch keeps its `Upgrade` fields (which the rules above drop) and says so in `Connection`.
+    @Test func upgradeFieldsAreWrittenForAProtocolSwitch() {
+        let text = Array(Self.lines([("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", "k")]).utf8)
+        var out = ByteBuffer()
+        text.withUnsafeBytes { bytes in FieldRewriter.writeUpgradeFields(bytes, fields: 0..<bytes.count, into: &out) }
+        #expect(String(buffer: out) == "Upgrade: websocket\r\nConnection: upgrade\r\n")
+    }
+
     @Test func theUpstreamsOwnRateLimitFieldsGiveWayToTheProxys() {
         let fields = [
             ("RateLimit-Policy", "\"u\";q=1;w=1"), ("ratelimit", "\"u\";r=0;t=1"), ("X-RateLimit-Limit", "1"),
