@@ -115,9 +115,8 @@ public final class Sidecar: Sendable {
         case .memory:
             store = MemoryStore(configuration: .init(maximumEntries: settings.store.maxEntries))
         case .redis:
-            let policy = RedisLimitStore.FailurePolicy(rawValue: settings.store.failurePolicy.rawValue) ?? .deny
             let storeConfiguration = RedisLimitStore.Configuration(
-                failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
+                failurePolicy: settings.store.failurePolicy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
                 coalesce: settings.store.coalesce, maximumBatch: settings.store.maxBatch)
             // A client's configuration error, as the configuration file's own (file, field, what to do).
             func made<Client>(_ field: String, _ make: () throws(RedisClientError) -> Client) throws(ConfigurationError) -> Client {

@@ -166,10 +166,8 @@ public struct StoreSettings: Sendable, Equatable {
         case memory, redis
     }
 
-    /// What answers when the Redis store fails (mirrors `RedisLimitStore.FailurePolicy`).
-    public enum FailurePolicy: String, Sendable, CaseIterable {
-        case deny, allow, local
-    }
+    /// What answers when the Redis store fails (the type `RedisLimitStore` applies).
+    public typealias FailurePolicy = StoreFailurePolicy
 
     public var backend = Backend.memory
     public var maxEntries = 1_000_000
