@@ -210,6 +210,11 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if machine.state == .closed { return }  // lingering after the last answer: input is dropped
+        if case .tunnel = response, inbound.readableBytes == 0, let upstream {
+            // Through the tunnel as it came, without a copy.
+            upstream.writeAndFlush(unwrapInboundIn(data), promise: nil)
+            return
+        }
         var bytes = unwrapInboundIn(data)
         Self.compact(&inbound)
         inbound.writeBuffer(&bytes)
