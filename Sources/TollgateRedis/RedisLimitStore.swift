@@ -32,15 +32,8 @@ import Tollgate
 /// preference) makes the whole round trip without a thread hop; any other caller pays one hop to the
 /// connection's loop and one back.
 public final class RedisLimitStore: LimitStore {
-    /// What the store does when Redis cannot answer in time.
-    public enum FailurePolicy: String, Sendable, CaseIterable {
-        /// Refuse: the caller answers 503 with `Retry-After`.
-        case deny
-        /// Let the request through unchecked.
-        case allow
-        /// Decide in process with the same plans until Redis is back.
-        case local
-    }
+    /// What the store does when Redis cannot answer in time (the configuration's type).
+    public typealias FailurePolicy = StoreFailurePolicy
 
     /// Behaviour on failure and the deny cache.
     ///

@@ -16,8 +16,8 @@ import UnixSignals
 /// The sidecar proxy: `tollgate serve`. One listener for the API (key check, route rule, plan limits,
 /// forwarding), one admin listener (`/healthz`, `/readyz`, `/metrics`, and with a token the admin API
 /// under `/v1`, see `AdminAPI`), run as swift-service-lifecycle services. The API's listener is the
-/// byte-level data path (`ByteListenerService`) for an upstream URL (`http://` or `https://`), and
-/// Hummingbird's HTTP/1.1 server (`FastPath` and the middleware chain) for the built-in stand-in.
+/// byte-level data path (`ByteListenerService`), in front of the upstream URL (`http://` or `https://`)
+/// or of the built-in stand-in (`StandInUpstream`).
 ///
 /// Built from a configuration file (see `SidecarSettings` for its sections): an invalid file, key file or
 /// Redis URL is refused before anything starts, with the file, line and field. `reload()` (SIGHUP in
@@ -28,7 +28,8 @@ import UnixSignals
 /// effect at the next start; a reload that changes them says so in the log.
 ///
 /// Shutdown is graceful: on SIGTERM (or `shutdown()`), the listeners stop accepting, requests in flight
-/// finish (for at most `server.shutdown_timeout`), then the upstream client and Redis connections close.
+/// finish (for at most `server.shutdown_timeout`) with their upstream connections, then the Redis
+/// connections close.
 public final class Sidecar: Sendable {
     public let configurationFile: String
     /// Every metric of the sidecar, for `/metrics` (and for tests).
@@ -40,10 +41,10 @@ public final class Sidecar: Sendable {
     let keyRegistry: KeyRegistry
     let store: any LimitStore
     let redisClients: [RedisClient]
-    let upstreamPool: UpstreamPool?
-    let upstream: any Upstream
-    /// The upstream when one is configured (the fast path forwards through it).
-    let forwarder: HTTPForwarder?
+    /// The upstream when one is configured (nil: the built-in stand-in answers), and the TLS context of
+    /// an `https://` one.
+    let upstreamTarget: UpstreamTarget?
+    let upstreamTLS: NIOSSLContext?
     let accessLog: AccessLog
     let metrics: SidecarMetrics
     let storeClient: RedisClient?
@@ -114,9 +115,8 @@ public final class Sidecar: Sendable {
         case .memory:
             store = MemoryStore(configuration: .init(maximumEntries: settings.store.maxEntries))
         case .redis:
-            let policy = RedisLimitStore.FailurePolicy(rawValue: settings.store.failurePolicy.rawValue) ?? .deny
             let storeConfiguration = RedisLimitStore.Configuration(
-                failurePolicy: policy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
+                failurePolicy: settings.store.failurePolicy, unavailableRetryAfter: settings.store.unavailableRetryAfter,
                 coalesce: settings.store.coalesce, maximumBatch: settings.store.maxBatch)
             // A client's configuration error, as the configuration file's own (file, field, what to do).
             func made<Client>(_ field: String, _ make: () throws(RedisClientError) -> Client) throws(ConfigurationError) -> Client {
@@ -188,26 +188,34 @@ public final class Sidecar: Sendable {
             failurePolicy: settings.store.backend == .redis ? settings.store.failurePolicy.rawValue : "none")
 
         if let url = settings.upstream.url {
-            let pool: UpstreamPool
             let trustRoots = try settings.upstream.caFile.map { file throws(ConfigurationError) in
                 try Self.certificates(Self.resolve(file, relativeTo: configurationFile), configurationFile: configurationFile)
             }
-            do {
-                guard let target = UpstreamTarget(url: url) else { throw UpstreamFailure.connect("not an http(s) URL") }
-                pool = try UpstreamPool.make(
-                    target: target, maximumIdle: settings.upstream.poolSize, connectTimeout: settings.upstream.connectTimeout,
-                    bufferLimit: HTTPForwarder.bufferedBodySize, trustRoots: trustRoots)
-            } catch {
-                throw ConfigurationError(file: configurationFile, line: nil, path: "upstream.url", message: "\(error)")
+            guard let target = UpstreamTarget(url: url) else {
+                throw ConfigurationError(
+                    file: configurationFile, line: nil, path: "upstream.url", message: "expected an http:// or https:// URL, found \(url)")
             }
-            upstreamPool = pool
-            let forwarder = HTTPForwarder(pool: pool, metrics: metrics, logger: logger)
-            self.forwarder = forwarder
-            upstream = forwarder
+            upstreamTarget = target
+            upstreamTLS = try Self.tlsContext(for: target, trustRoots: trustRoots, configurationFile: configurationFile)
         } else {
-            upstreamPool = nil
-            forwarder = nil
-            upstream = StandInUpstream()
+            upstreamTarget = nil
+            upstreamTLS = nil
+        }
+    }
+
+    /// The TLS context of an `https://` upstream (nil for `http://`): it trusts `trustRoots`, or the
+    /// system's roots when nil.
+    static func tlsContext(
+        for target: UpstreamTarget, trustRoots: [NIOSSLCertificate]?, configurationFile: String
+    ) throws(ConfigurationError) -> NIOSSLContext? {
+        guard target.tls else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let trustRoots { configuration.trustRoots = .certificates(trustRoots) }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw ConfigurationError(
+                file: configurationFile, line: nil, path: "upstream.url", message: "the upstream's TLS context could not be made: \(error)")
         }
     }
 
@@ -245,31 +253,6 @@ public final class Sidecar: Sendable {
     /// `gracefulShutdownSignals`). With `reloadOnHangup`, SIGHUP calls `reload()`.
     public func run(gracefulShutdownSignals: [UnixSignal] = [], reloadOnHangup: Bool = false) async throws {
         let server = startup.server
-        let proxyRouter = Router(context: SidecarRequestContext.self)
-        proxyRouter.add(middleware: AccessLogMiddleware(log: accessLog))
-        proxyRouter.add(middleware: BodyLimitMiddleware(live: live))
-        proxyRouter.add(middleware: RateLimitMiddleware<SidecarRequestContext>(limiter: limiter))
-        proxyRouter.add(middleware: ForwardMiddleware(upstream: upstream, live: live))
-
-        let headerLimit = server.maxHeaderSize
-        let metrics = self.metrics
-        let fastPath = FastPathShared(limiter: limiter, live: live, forwarder: forwarder, accessLog: accessLog, logger: logger)
-        let idleTimeout = TimeAmount(server.idleTimeout)
-        // The idle timeout is the fast path's (it sees the requests of both paths; Hummingbird's own
-        // handler would not see those answered by the fast path).
-        let channel = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [
-                ProtocolGuard(maxHeaderSize: headerLimit, onAnswer: { metrics.response($0) }),
-                FastPath(shared: fastPath, idleTimeout: idleTimeout),
-            ],
-            idleTimeout: nil,
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: headerLimit, maxHeaderListSize: headerLimit, maxHeaderFieldCount: 1_000))
-        let proxy = Application(
-            router: proxyRouter, server: .http1(configuration: channel),
-            configuration: ApplicationConfiguration(address: .hostname(server.host, port: server.port)),
-            onServerRunning: { [weak self] channel in self?.listening(proxy: channel.localAddress?.port) },
-            logger: logger)
-
         let storeClient = self.storeClient
         let storeCluster = self.storeCluster
         let storeSentinel = self.storeSentinel
@@ -297,25 +280,18 @@ public final class Sidecar: Sendable {
         if let storeSentinel {
             services.append(.init(service: RedisSentinelService(sentinel: storeSentinel), serviceName: "redis-sentinel"))
         }
-        if let upstreamPool {
-            services.append(.init(service: UpstreamPoolService(pool: upstreamPool), serviceName: "upstream-pool"))
-        }
         services.append(.init(service: admin, serviceName: "admin"))
-        if let forwarder {
-            // An upstream URL: the byte-level data path is the listener. It has no stand-in: that keeps
-            // the Hummingbird listener above.
-            let shared = ByteListenerShared(
-                limiter: limiter, live: live, target: forwarder.pool.target, tls: forwarder.pool.tls, accessLog: accessLog, logger: logger,
-                maxHeadSize: headerLimit, connectTimeout: forwarder.pool.connectTimeout)
-            services.append(
-                .init(
-                    service: ByteListenerService(
-                        host: server.host, port: server.port, shared: shared, idleTimeout: server.idleTimeout,
-                        onRunning: { [weak self] port in self?.listening(proxy: port) }),
-                    serviceName: "proxy"))
-        } else {
-            services.append(.init(service: proxy, serviceName: "proxy"))
-        }
+        // The byte-level data path is the listener, in front of the upstream or of the built-in stand-in.
+        let shared = ByteListenerShared(
+            limiter: limiter, live: live, target: upstreamTarget ?? StandInUpstream.target, tls: upstreamTLS, accessLog: accessLog,
+            logger: logger, maxHeadSize: server.maxHeaderSize, connectTimeout: startup.upstream.connectTimeout,
+            standIn: upstreamTarget == nil ? StandInUpstream() : nil)
+        services.append(
+            .init(
+                service: ByteListenerService(
+                    host: server.host, port: server.port, shared: shared, idleTimeout: server.idleTimeout,
+                    onRunning: { [weak self] port in self?.listening(proxy: port) }),
+                serviceName: "proxy"))
         if reloadOnHangup {
             services.append(.init(service: HangupReloader(sidecar: self), serviceName: "reload"))
         }
@@ -482,16 +458,6 @@ struct RedisSentinelService: Service {
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await sentinel.run() }
-    }
-}
-
-/// Closes the upstream connections at graceful shutdown, after the listeners (services stop in reverse order).
-struct UpstreamPoolService: Service {
-    let pool: UpstreamPool
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        pool.shutdown()
     }
 }
 

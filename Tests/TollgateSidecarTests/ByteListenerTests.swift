@@ -35,11 +35,13 @@ func withByteListener(
     try await server.close()
 }
 
-func byteListenerShared(_ sidecar: Sidecar, upstream: String) throws -> ByteListenerShared {
+/// What a test's byte listener shares: in front of `upstream`, or of the built-in stand-in when `standIn`.
+func byteListenerShared(_ sidecar: Sidecar, upstream: String, standIn: Bool = false) throws -> ByteListenerShared {
     guard let target = UpstreamTarget(url: upstream) else { throw TestSetupError(description: "not an upstream URL: \(upstream)") }
     return ByteListenerShared(
-        limiter: sidecar.limiter, live: sidecar.live, target: target, tls: nil, accessLog: sidecar.accessLog, logger: quietLogger,
-        maxHeadSize: 8192, connectTimeout: .seconds(5))
+        limiter: sidecar.limiter, live: sidecar.live, target: standIn ? StandInUpstream.target : target, tls: nil,
+        accessLog: sidecar.accessLog, logger: quietLogger, maxHeadSize: 8192, connectTimeout: .seconds(5),
+        standIn: standIn ? StandInUpstream() : nil)
 }
 
 extension EndToEnd {

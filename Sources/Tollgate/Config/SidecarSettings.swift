@@ -40,9 +40,8 @@ import Foundation
 ///     An `https://` URL is verified against the system's roots, or against `ca_file`.
 ///   - `ca_file` (string, optional, https only): a PEM file of the certificates to trust for the upstream
 ///     instead of the system's roots (a private CA); relative to the configuration file.
-///   - `pool_size` (int, default 64): idle keep-alive connections kept open to the upstream for reuse
-///     (as nginx's `keepalive`; a cache, not a cap on concurrent connections). For an `https://`
-///     upstream: with `http://`, each client connection keeps its own upstream connection.
+///   - `pool_size` (int, default 64): accepted for older files, with no effect: each client connection
+///     keeps its own upstream connection, on its own event loop.
 ///   - `connect_timeout` (duration, default 1s): a connection not made in time → 504.
 ///   - `response_timeout` (duration, default 30s): the response head must arrive within this → 504.
 ///   - `read_timeout` (duration, default 30s): the longest silence while streaming a response body.
@@ -172,10 +171,8 @@ public struct StoreSettings: Sendable, Equatable {
         case memory, redis
     }
 
-    /// What answers when the Redis store fails (mirrors `RedisLimitStore.FailurePolicy`).
-    public enum FailurePolicy: String, Sendable, CaseIterable {
-        case deny, allow, local
-    }
+    /// What answers when the Redis store fails (the type `RedisLimitStore` applies).
+    public typealias FailurePolicy = StoreFailurePolicy
 
     public var backend = Backend.memory
     public var maxEntries = 1_000_000

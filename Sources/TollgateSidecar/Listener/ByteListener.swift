@@ -20,6 +20,12 @@ struct ByteListenerShared: Sendable {
     let maxHeadSize: Int
     /// `upstream.connect_timeout`.
     let connectTimeout: Duration
+    /// Answers admitted requests in process when no upstream is configured (`target` then names it).
+    var standIn: StandInUpstream? = nil
+
+    /// A request body of at most this many bytes is read whole before the decision (a route may count
+    /// the request's cost from it).
+    static let collectedBodySize = 64 * 1024
 }
 
 /// The sidecar's data path over bytes for one client connection: the request head is parsed where it
@@ -35,7 +41,7 @@ struct ByteListenerShared: Sendable {
 /// Bodies flow with back-pressure both ways: the client is read only while the upstream takes what it
 /// is sent, and the upstream only while the client does. The upstream has `upstream.response_timeout`
 /// to begin its answer (504 after it), and `upstream.read_timeout` for each next part of it. An idempotent request without a body whose reused upstream
-/// connection closes before any answer goes once more on a new connection, as `HTTPForwarder` does.
+/// connection closes before any answer goes once more on a new connection.
 ///
 /// Heads are rewritten as bytes (`FieldRewriter`): the request's head for the upstream is written
 /// once, as it is parsed, and the answer's head is copied with the RateLimit fields added. The limiter
@@ -43,8 +49,15 @@ struct ByteListenerShared: Sendable {
 /// (`upstream.response_timeout`, `upstream.read_timeout`) is a deadline watched by one timer per
 /// connection, not a timer per request.
 ///
-/// Not yet done here (so the built-in stand-in keeps the Hummingbird listener): the stand-in, protocol
-/// switches (an `Upgrade` goes as a plain request), a cost counted from a body over 64 KiB.
+/// With no upstream configured, the built-in `StandInUpstream` takes the place of the upstream
+/// connection: it is written the same bytes, and its answer is relayed by the same code.
+///
+/// A protocol switch (`Upgrade`, WebSocket) is checked like any request and forwarded with its
+/// `Upgrade` and `Connection: upgrade` fields; after the upstream's `101 Switching Protocols` the
+/// connection is a tunnel: bytes go both ways unchanged, with the same back-pressure, until either side
+/// closes. Any other answer to it is relayed as a normal answer.
+///
+/// Not yet done here: a cost counted from a body over 64 KiB.
 final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -71,6 +84,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case none
         case head(ResponseHeadScanner)
         case body(BodyFramer, reusable: Bool, status: Int)
+        /// After a `101`: what the upstream sends goes to the client as it is.
+        case tunnel
     }
 
     private let shared: ByteListenerShared
@@ -115,6 +130,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer's body is chunked and its client speaks HTTP/1.0: only the content is relayed, and
     /// the connection's end ends it.
     private var dechunking = false
+    /// The request the stand-in is being sent, in place of an upstream connection.
+    private var standInRequest: StandInUpstream.Exchange?
+    /// The stand-in's answer is on its way (delivered from the event loop, as an upstream's would be).
+    private var standInAnswering = false
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
@@ -202,6 +221,11 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if machine.state == .closed { return }  // lingering after the last answer: input is dropped
+        if case .tunnel = response, inbound.readableBytes == 0, let upstream {
+            // Through the tunnel as it came, without a copy.
+            upstream.writeAndFlush(unwrapInboundIn(data), promise: nil)
+            return
+        }
         Self.append(unwrapInboundIn(data), to: &inbound)
         process(context: context)
     }
@@ -261,6 +285,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
                 FieldRewriter.writeRequestFields(
                     bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client, into: &upstreamHead)
+                if head.upgrade { FieldRewriter.writeUpgradeFields(bytes, fields: head.fields, into: &upstreamHead) }
                 return (method: method, path: target.path, credentials: credentials, upstreamHead: upstreamHead, kind: kind)
             }
             exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
@@ -275,10 +300,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // A small body is read whole before the decision: a route may count the cost from it, and
             // the limiter then answers in line.
             var collect = head.body == .chunked
-            if case .length(let length) = head.body { collect = length <= HTTPForwarder.bufferedBodySize }
-            // A protocol switch is not tunnelled by this path yet: the request goes as a plain one.
+            if case .length(let length) = head.body { collect = length <= ByteListenerShared.collectedBodySize }
             carry(
-                machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: false, collectBody: collect),
+                machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: head.upgrade, collectBody: collect),
                 context: context)
         }
     }
@@ -293,10 +317,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A chunked body's content when it has all arrived within `HTTPForwarder.bufferedBodySize`. Read
+    /// A chunked body's content when it has all arrived within `ByteListenerShared.collectedBodySize`. Read
     /// again from its start as more arrives: bounded by that size.
     private var chunkedBodyAtHand: ByteBuffer? {
-        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        var probe = BodyFramer(.chunked, maxBodySize: ByteListenerShared.collectedBodySize)
         var content = ByteBuffer()
         let progress = inbound.withUnsafeReadableBytes { bytes in
             probe.advance(bytes) { content.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[$0])) }
@@ -309,9 +333,9 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// answers that). The limiter is asked without it.
     private var bodyBeyondCollecting: Bool {
         guard pendingHead?.body == .chunked else { return false }
-        var probe = BodyFramer(.chunked, maxBodySize: HTTPForwarder.bufferedBodySize)
+        var probe = BodyFramer(.chunked, maxBodySize: ByteListenerShared.collectedBodySize)
         if case .failed = probe.advance(inbound) { return true }
-        return inbound.readableBytes > 2 * HTTPForwarder.bufferedBodySize
+        return inbound.readableBytes > 2 * ByteListenerShared.collectedBodySize
     }
 
     /// Asks the limiter about the request whose head (and small body) is in.
@@ -475,7 +499,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 // A body not collected is larger than what is collected: too large for a route that
                 // counts at most that much.
                 guard let body else {
-                    if limit <= HTTPForwarder.bufferedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
+                    if limit <= ByteListenerShared.collectedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
                     throw ByteListenerError.bodyNotAtHand
                 }
                 if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
@@ -504,7 +528,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// body's end; what follows is the next request's.
     private func relayRequestBody(forward: Bool, context: ChannelHandlerContext) {
         // Connecting: the bytes wait. Answered already (early, by the upstream): the rest is dropped.
-        if forward, upstream == nil, !answeredAwaitingBody { return }
+        if forward, upstream == nil, standInRequest == nil, !answeredAwaitingBody { return }
         let progress = requestBody.advance(inbound)
         let taken: Int
         switch progress {
@@ -529,6 +553,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if forward, let upstream, taken > 0 {
             upstream.writeAndFlush(slice, promise: nil)
             bodyFlushed = true
+        } else if forward, standInRequest != nil, taken > 0 {
+            sendToStandIn(slice, context: context)
         }
         guard case .ended = progress else { return }
         _ = machine.requestBodyEnded()
@@ -552,6 +578,13 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         bytes.writeStaticString("\r\n")
         response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
         resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
+        if shared.standIn != nil {
+            standInRequest = StandInUpstream.Exchange()
+            sentAt = .now
+            sendToStandIn(bytes, context: context)
+            process(context: context)
+            return
+        }
         if let upstream, upstream.isActive {
             upstreamReused = true
             spareUpstreamHead = bytes
@@ -633,11 +666,63 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Writes the stand-in the bytes an upstream would be sent; its answer, once the request is whole,
+    /// comes from the event loop after this event, as an upstream's would (so that a pipelined request
+    /// behind it is handled from there, not deeper in this stack).
+    private func sendToStandIn(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        guard let answer = standInRequest?.receive(bytes) else { return }
+        standInRequest = nil
+        standInAnswering = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            guard handler.standInAnswering else { return }  // the exchange was given up
+            handler.standInAnswering = false
+            handler.upstreamBytesArrived(answer, context: context)
+        }
+    }
+
+    /// The upstream accepted the protocol switch: its `101` goes to the client, and from here the
+    /// connection is a tunnel, with no timeout: it lasts until either side closes.
+    private func openTunnel(_ head: ResponseHead, context: ChannelHandlerContext) {
+        guard case .forwarding(let request) = machine.state, request.upgrade else {
+            // A switch nobody asked for: nothing after it can be read as HTTP.
+            shared.accessLog.metrics.upstream("error")
+            dropUpstream()
+            upstreamFailed(.badGateway("the upstream switched protocols unasked"), context: context)
+            return
+        }
+        upstreamDeadline = nil
+        shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
+        shared.accessLog.metrics.upstream(status: head.status)
+        writeResponseHead(head, context: context)
+        upstreamBytes.moveReaderIndex(forwardBy: head.length)
+        response = .tunnel
+        if upstreamBytes.readableBytes > 0 { context.write(wrapOutboundOut(upstreamBytes.slice()), promise: nil) }
+        Self.consume(&upstreamBytes)
+        context.flush()
+        if let exchange { log(status: head.status, exchange, context: context) }
+        exchange = nil
+        // What the client sends from here, and what it sent behind the head already, goes through as it is.
+        requestBody = BodyFramer(.untilClose)
+        carry(machine.responseHeadSent(opensTunnel: true), context: context)
+        process(context: context)
+    }
+
     fileprivate func upstreamRead(_ buffer: ByteBuffer, from channel: Channel, context: ChannelHandlerContext) {
         guard channel === upstream else { return }  // a connection given up already
+        upstreamBytesArrived(buffer, context: context)
+    }
+
+    /// The answer's next bytes, from the upstream connection or the stand-in.
+    private func upstreamBytesArrived(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         Self.append(buffer, to: &upstreamBytes)
         while true {
             switch response {
+            case .tunnel:
+                context.writeAndFlush(wrapOutboundOut(upstreamBytes.slice()), promise: nil)
+                Self.consume(&upstreamBytes)
+                return
             case .none:
                 // Bytes no request asked for: the connection cannot be reused.
                 Self.consume(&upstreamBytes)
@@ -662,6 +747,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         continue
                     }
                     resendable = nil
+                    if head.opensTunnel, head.status == 101 {
+                        openTunnel(head, context: context)
+                        return
+                    }
                     setUpstreamDeadline(in: settings.forwarding.readTimeout, context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
@@ -736,7 +825,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         upstreamDeadline = nil
         switch response {
-        case .none:
+        case .none, .tunnel:
             return
         case .head:
             shared.accessLog.metrics.upstream("timeout")
@@ -755,6 +844,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let channel = upstream
         upstream = nil
         relay = nil
+        standInRequest = nil
+        standInAnswering = false
         channel?.close(promise: nil)
     }
 
@@ -776,6 +867,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             shared.accessLog.metrics.upstream("error")
             upstreamFailed(.badGateway("the message API cannot be reached"), context: context)
+        case .tunnel:
+            carry(machine.tunnelEnded(), context: context)
         case .body(var framer, _, let status):
             if case .ended = framer.closed() {
                 context.flush()
@@ -805,6 +898,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             bytes.writeStaticString("\r\n")
             FieldRewriter.writeResponseFields(
                 raw, fields: (lineEnd + 2)..<head.fields.upperBound, replacingRateLimit: replacingRateLimit, into: &bytes)
+            if head.opensTunnel { FieldRewriter.writeUpgradeFields(raw, fields: (lineEnd + 2)..<head.fields.upperBound, into: &bytes) }
         }
         // The body is relayed as the upstream framed it, but to an HTTP/1.0 client, which knows no
         // chunked coding.
@@ -920,6 +1014,12 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .abandon:
             dropUpstream()
             context.close(promise: nil)
+        case .halfCloseUpstream:
+            upstream?.close(mode: .output, promise: nil)
+        case .endTunnel:
+            // Nothing more goes through: the client learns of the end at once, after what was relayed.
+            requestBody = BodyFramer(.none)
+            closeAfterLinger(context: context)
         }
     }
 

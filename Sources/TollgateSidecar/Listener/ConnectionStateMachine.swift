@@ -47,6 +47,11 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
         /// The client is gone in the middle of an exchange: stop it (release or close the upstream
         /// connection, log the request as 499 if it had no answer).
         case abandon
+        /// The client is done sending through the tunnel: end the upstream connection's output too (what
+        /// the upstream still sends is relayed).
+        case halfCloseUpstream
+        /// The upstream ended the tunnel: end the client's connection too, once what was relayed is out.
+        case endTunnel
     }
 
     /// The request being handled.
@@ -315,11 +320,18 @@ struct ConnectionStateMachine<C: Clock>: Sendable {
             // The proxy's own answer still goes out; the connection closes after it.
             return .none
         case .tunnelling:
-            // The upstream learns of it when the handler half-closes its side; the tunnel ends with the upstream.
-            return .none
+            // The upstream learns of it from its own connection's end; the tunnel ends with the upstream.
+            return .halfCloseUpstream
         case .closed:
             return .none
         }
+    }
+
+    /// The upstream closed the connection of a tunnel: the tunnel is over.
+    mutating func tunnelEnded() -> Action {
+        guard case .tunnelling = state else { return .none }
+        state = .closed
+        return .endTunnel
     }
 
     /// The listener is shutting down: close once the request in progress is answered.

@@ -3,8 +3,7 @@ import NIOCore
 /// The field lines of a head as the other side of the proxy gets them, copied byte for byte from the
 /// head that was parsed (no `HTTPFields`, no `String` per field): the connection's own fields are left
 /// out both ways (`Connection` and every field it names, `Keep-Alive`, `TE`, `Trailer`,
-/// `Transfer-Encoding`, `Upgrade`, `Proxy-*`), and so is what the proxy sets itself. The same rules as
-/// `HTTPForwarder.upstreamHeaders` and `clientHeaders`, on bytes.
+/// `Transfer-Encoding`, `Upgrade`, `Proxy-*`; RFC 9110 §7.6.1), and so is what the proxy sets itself.
 enum FieldRewriter {
     /// Writes the request's fields as the upstream gets them, without framing and without the empty
     /// line: `Host`, `Content-Length`, `Expect`, `X-Forwarded-Proto` and every `X-Tollgate-*` are
@@ -67,6 +66,16 @@ enum FieldRewriter {
         }
     }
 
+    /// Writes the fields of a protocol switch, which the rules above leave out as hop-by-hop: the head's
+    /// `Upgrade` fields as they are, and `Connection: upgrade`. For a request that asks for a switch
+    /// (the upstream must see it) and for the upstream's `101` (the client must).
+    static func writeUpgradeFields(_ bytes: UnsafeRawBufferPointer, fields: Range<Int>, into out: inout ByteBuffer) {
+        bytes.forEachField(in: fields) { name, value in
+            if name.count == 7, bytes.equalsIgnoringCase(name, "upgrade") { writeLine(bytes, name, value, into: &out) }
+        }
+        out.writeStaticString("Connection: upgrade\r\n")
+    }
+
     /// Whether `name` is a field the proxy's `RateLimit` fields replace.
     static func isRateLimitField(_ name: Range<Int>, in bytes: UnsafeRawBufferPointer) -> Bool {
         switch name.count {
@@ -93,8 +102,8 @@ enum FieldRewriter {
         return count
     }
 
-    /// Whether `name` is connection-specific: always the fields of `HopByHop.isHopByHop`, and those the
-    /// head's `Connection` fields list.
+    /// Whether `name` is connection-specific: always `Connection`, `Keep-Alive`, `Proxy-*`, `TE`,
+    /// `Trailer`, `Transfer-Encoding`, `Upgrade`, and those the head's `Connection` fields list.
     static func isHopByHop(
         _ name: Range<Int>, in bytes: UnsafeRawBufferPointer, connection: Int, fields: Range<Int>
     ) -> Bool {

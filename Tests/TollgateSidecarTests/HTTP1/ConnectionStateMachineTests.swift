@@ -224,8 +224,27 @@ final class ManualClock: Clock, Sendable {
         #expect(machine.state == .tunnelling)
         #expect(machine.bytesArrived() == .relayRequestBody)
         #expect(machine.readRequested(bytesHeld: true) == .read)
-        #expect(machine.inputClosed(bodyAtHand: false) == .none)
+        #expect(machine.idleTimeoutFired() == .none)  // a quiet tunnel is no idle connection
+        #expect(machine.closesAfterAnswer(requestsWaiting: false) == false)
+        #expect(machine.inputClosed(bodyAtHand: false) == .halfCloseUpstream)
+        #expect(machine.bytesArrived() == .relayRequestBody)
         #expect(machine.closed() == .abandon)
+        // The upstream ending the tunnel ends the connection, once.
+        var ended = self.forwarding(upgrade: true)
+        _ = ended.responseHeadSent(opensTunnel: true)
+        #expect(ended.tunnelEnded() == .endTunnel)
+        #expect(ended.state == .closed)
+        #expect(ended.tunnelEnded() == .none)
+        #expect(ended.closed() == .none)
+        // An upgrade refused by the limiter is answered like any refusal; one answered without a switch
+        // is a normal answer, after which the connection serves the next request.
+        var refused = self.deciding(upgrade: true)
+        #expect(refused.decided(admitted: false) == .answer(closeAfter: false, resumeReading: false))
+        var declined = self.forwarding(upgrade: true)
+        #expect(declined.responseHeadSent(opensTunnel: false) == .none)
+        #expect(declined.state == .streaming(.init(keepAlive: true, bodyRead: true, upgrade: true)))
+        #expect(declined.tunnelEnded() == .none)
+        #expect(declined.responseEnded(requestsWaiting: false) == .nextRequest(idleDeadline: clock.now.advanced(by: .seconds(30)), resumeReading: false))
         // A 101 to a request that asked for no switch is no tunnel.
         var plain = self.forwarding()
         #expect(plain.responseHeadSent(opensTunnel: true) == .none)

@@ -4,7 +4,7 @@ import Testing
 
 @testable import TollgateSidecar
 
-/// The byte-level field rewriter against the rules as `HTTPForwarder` states them over `HTTPFields`:
+/// The byte-level field rewriter against the rules stated over `HTTPFields` (`ReferenceFieldRules`):
 /// the same fields, in the same order, for the same heads.
 @Suite struct FieldRewriterTests {
     /// Field lines (each with its CRLF) as `(name, value)` pairs.
@@ -62,7 +62,7 @@ import Testing
     func requestFieldsAreThoseOfTheReference(forwardCredentials: Bool, client: String?) {
         for fields in Self.requestCases {
             let expected = Self.pairs(
-                HTTPForwarder.upstreamHeaders(Self.httpFields(fields), client: client, outcome: nil, forwardCredentials: forwardCredentials))
+                ReferenceFieldRules.upstreamHeaders(Self.httpFields(fields), client: client, forwardCredentials: forwardCredentials))
             let written = Self.request(fields, forwardCredentials: forwardCredentials, client: client)
             #expect(written.map(\.0) == expected.map(\.0), "fields \(fields)")
             #expect(written.map(\.1) == expected.map(\.1), "fields \(fields)")
@@ -78,11 +78,27 @@ import Testing
             [],
         ]
         for fields in cases {
-            let expected = Self.pairs(HTTPForwarder.clientHeaders(Self.httpFields(fields)))
+            let expected = Self.pairs(ReferenceFieldRules.clientHeaders(Self.httpFields(fields)))
             let written = Self.response(fields, replacingRateLimit: false)
             #expect(written.map(\.0) == expected.map(\.0), "fields \(fields)")
             #expect(written.map(\.1) == expected.map(\.1), "fields \(fields)")
         }
+    }
+
+    @Test func hopByHopNames() {
+        for name in ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate"] {
+            #expect(Self.request([(name, "1"), ("X-Kept", "yes")], forwardCredentials: true, client: nil).map(\.0) == ["X-Kept", "X-Forwarded-Proto"], "\(name)")
+        }
+        let listed = [("Connection", "x-up-hop"), ("X-Up-Hop", "1"), ("Content-Type", "text/plain"), ("Tea", "green")]
+        #expect(Self.response(listed, replacingRateLimit: false).map(\.0) == ["Content-Type", "Tea"])
+    }
+
+    /// A protocol switch keeps its `Upgrade` fields (which the rules above drop) and says so in `Connection`.
+    @Test func upgradeFieldsAreWrittenForAProtocolSwitch() {
+        let text = Array(Self.lines([("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Key", "k")]).utf8)
+        var out = ByteBuffer()
+        text.withUnsafeBytes { bytes in FieldRewriter.writeUpgradeFields(bytes, fields: 0..<bytes.count, into: &out) }
+        #expect(String(buffer: out) == "Upgrade: websocket\r\nConnection: upgrade\r\n")
     }
 
     @Test func theUpstreamsOwnRateLimitFieldsGiveWayToTheProxys() {

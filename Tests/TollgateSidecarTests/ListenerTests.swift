@@ -3,16 +3,17 @@ import TollgateSidecar
 import TollgateTestSupport
 
 extension EndToEnd {
-    /// The listener's event-loop data path (`FastPath`) where it meets the middleware chain: half-closed
-    /// clients, errors in pipelined requests, graceful shutdown with requests waiting, upstream failures.
-    @Suite struct ListenerFastPathTests {
+    /// The listener's data path at its edges: half-closed clients, bodies of either framing behind one
+    /// another, errors in pipelined requests, graceful shutdown with requests waiting, upstream failures.
+    @Suite struct ListenerTests {
         static let key = TestKey.roomy.authorizationLine
 
         static func count(_ status: String, in text: String) -> Int {
             text.components(separatedBy: "HTTP/1.1 \(status)").count - 1
         }
 
-        /// A client that sends its request and closes its sending side still gets its answer, on either path.
+        /// A client that sends its request and closes its sending side still gets its answer, whatever its
+        /// body's framing.
         @Test func halfClosedClientsAreAnswered() async throws {
             try await withUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
@@ -30,10 +31,9 @@ extension EndToEnd {
             }
         }
 
-        /// A request for the middleware chain (a chunked body) sent behind one this path answers, on the
-        /// connection's first bytes: the chain gets it once that answer is out, and answers it at once
-        /// (its parts are handed over with a read completion of their own, not left until the next read).
-        @Test func chainRequestBehindAFastOneIsAnsweredAtOnce() async throws {
+        /// A request with a chunked body sent behind one without, on the connection's first bytes: it is
+        /// handled once that answer is out, and answered at once (not left until the next read).
+        @Test func chunkedRequestBehindAnotherIsAnsweredAtOnce() async throws {
             try await withUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
                     let requests =
@@ -90,7 +90,7 @@ extension EndToEnd {
         }
 
         /// An admitted request whose upstream cannot be reached is answered 502 with the rate-limit fields
-        /// (it was counted) and a `Date`, on either path.
+        /// (it was counted) and a `Date`, whatever its body's framing.
         @Test func upstreamFailuresCarryTheRateLimitFields() async throws {
             let port = try await freePort()
             try await withSidecar(configuration(upstream: "http://127.0.0.1:\(port)")) { sidecar in

@@ -112,9 +112,10 @@ final class CountingUpstream: Sendable {
 }
 
 extension EndToEnd {
-    /// The forwarder's keep-alive connections to the upstream: reused, given up when the upstream says
-    /// so, and a request on a connection the upstream closed is sent again only when that is safe.
-    @Suite struct UpstreamPoolTests {
+    /// Each client connection's keep-alive connection to the upstream: reused, given up when the
+    /// upstream says so, and a request on a connection the upstream closed is sent again only when that
+    /// is safe.
+    @Suite struct UpstreamConnectionTests {
         static func withCountingUpstream(_ body: (CountingUpstream) async throws -> Void) async throws {
             try await using(try await CountingUpstream.start(), stop: { await $0.stop() }, body)
         }
@@ -172,10 +173,10 @@ extension EndToEnd {
             }
         }
 
-        /// Requests sent back to back on one connection, some for the fast path (no body or a small one)
-        /// and some for the middleware chain (chunked bodies): forwarded and answered in order, and the
-        /// last one's `Connection: close` ends the connection.
-        @Test func pipelinedRequestsAreAnsweredInOrderAcrossBothPaths() async throws {
+        /// Requests sent back to back on one connection, without a body, with a small one and with
+        /// chunked ones: forwarded and answered in order, and the last one's `Connection: close` ends the
+        /// connection.
+        @Test func pipelinedRequestsAreAnsweredInOrderWhateverTheirFraming() async throws {
             try await Self.withCountingUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url)) { sidecar in
                     let key = TestKey.roomy.authorizationLine
@@ -233,8 +234,7 @@ extension EndToEnd {
             }
         }
 
-        /// A keep-alive connection that goes quiet after its answers is closed after `server.idle_timeout`,
-        /// whichever path answered.
+        /// A keep-alive connection that goes quiet after its answers is closed after `server.idle_timeout`.
         @Test func idleConnectionsAreClosed() async throws {
             try await Self.withCountingUpstream { upstream in
                 try await withSidecar(configuration(upstream: upstream.url, server: "idle_timeout: 1s")) { sidecar in
