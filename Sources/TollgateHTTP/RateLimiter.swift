@@ -142,23 +142,41 @@ public final class RateLimiter: Sendable {
         method: HTTPRequest.Method, path: String, headers: HTTPFields,
         body: (Int) async throws -> ByteBuffer
     ) async -> Judgement {
+        await judgeKeeping(method: method, path: path, headers: headers, body: body).judgement
+    }
+
+    /// `judge`, with what may be reused for the same method, path and key fields (`judge(reusing:)`,
+    /// `judgeNow(reusing:)`): an admission when the key's answer was cached, the key is active and the
+    /// route's cost is fixed, else nil.
+    public func judgeKeeping(
+        method: HTTPRequest.Method, path: String, headers: HTTPFields,
+        body: (Int) async throws -> ByteBuffer
+    ) async -> (judgement: Judgement, admission: Admission?) {
+        // Read before the policy: an update in between leaves the admission with the old version.
+        let version = policyVersion.load(ordering: .acquiring)
         let screened: Screened
         switch screen(method: method, path: path, headers: headers) {
         case .next(let next): screened = next
-        case .done(let judgement): return judgement
+        case .done(let judgement): return (judgement, nil)
         }
-        let resolution: KeyResolution
-        do {
-            resolution = try await keys.resolve(screened.key)
-        } catch {
-            return unreachableRegistry(error, screened.outcome)
+        var resolution: KeyResolution
+        var reuse: KeyReuse?
+        if let cached = cachingKeys?.cachedLookup(screened.key) {
+            (resolution, reuse) = cached
+        } else {
+            do {
+                resolution = try await keys.resolve(screened.key)
+            } catch {
+                return (unreachableRegistry(error, screened.outcome), nil)
+            }
         }
         var authorized: Authorized
         switch authorize(screened, resolution) {
         case .next(let next): authorized = next
-        case .done(let judgement): return judgement
+        case .done(let judgement): return (judgement, nil)
         }
         if case .perItem(let field, let maxBodySize) = authorized.costRule {
+            reuse = nil
             let count: Result<Int, BodyFailure>
             do {
                 count = Self.itemCount(in: try await body(maxBodySize), field: field)
@@ -167,9 +185,28 @@ public final class RateLimiter: Sendable {
             } catch {
                 count = .failure(.unreadable("the request body could not be read"))
             }
-            if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return refused }
+            if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return (refused, nil) }
         }
         authorized.outcome.plan = authorized.plan
+        let admission = reuse.map { Admission(authorized: authorized, policyVersion: version, reuse: $0) }
+        return (await check(authorized), admission)
+    }
+
+    /// `judgeNow(reusing:)` for a store that answers asynchronously: nil when the admission no longer
+    /// stands (judge the request in full then).
+    public func judge(reusing admission: Admission) async -> Judgement? {
+        guard admission.policyVersion == policyVersion.load(ordering: .acquiring), let cachedKeys = cachingKeys,
+            cachedKeys.isStillFresh(admission.reuse)
+        else { return nil }
+        return await check(admission.authorized)
+    }
+
+    /// Whether `judgeNow` can answer (the key's cached answer aside): the store answers at once and the
+    /// key registry caches. Otherwise, call `judge`.
+    public var judgesWithoutSuspending: Bool { cachingKeys != nil && synchronousStore != nil }
+
+    /// The store's check of an authorized request (its outcome's plan set), as the answer.
+    private func check(_ authorized: Authorized) async -> Judgement {
         guard let plan = authorized.plan else { return .admitted(authorized.outcome) }
         let started = ContinuousClock.now
         do {

@@ -1,5 +1,6 @@
 import HTTPTypes
 import Logging
+import NIOCore
 import Testing
 import Tollgate
 import TollgateHTTP
@@ -85,6 +86,21 @@ import TollgateHTTP
         let admission = try await h.admission()
         h.registry.replace(source: h.source, policy: .init(ttl: .seconds(5)))
         #expect(h.limiter.judgeNow(reusing: admission) == nil)
+    }
+
+    @Test func theAsynchronousReuseStandsAndEndsAlike() async throws {
+        let h = try Harness()
+        let admission = try await h.admission()
+        #expect(await h.limiter.judge(reusing: admission).map(Harness.status) == "admitted 1")
+        h.registry.replace(source: h.source, policy: .init(ttl: .seconds(5)))
+        #expect(await h.limiter.judge(reusing: admission) == nil)
+        // Judged in full again: the key's answer is looked up, and an admission comes with it once cached.
+        let full = await h.limiter.judgeKeeping(method: .post, path: "/api/v1/messages/send", headers: Self.headers) { _ in ByteBuffer() }
+        #expect(Harness.status(full.judgement) == "admitted 0")
+        #expect(full.admission == nil)  // looked up, not cached: nothing to reuse yet
+        let again = await h.limiter.judgeKeeping(method: .post, path: "/api/v1/messages/send", headers: Self.headers) { _ in ByteBuffer() }
+        #expect(Harness.status(again.judgement) == "refused 429")
+        #expect(again.admission != nil)
     }
 
     @Test func aNewPolicyEndsIt() async throws {

@@ -60,10 +60,21 @@ extension EndToEnd {
         }
 
         @Test func aKeyRevokedByAReloadIsRefusedOnTheConnectionThatUsedIt() async throws {
+            try await revokedOnTheSameConnection(store: "store: { backend: memory }")
+        }
+
+        /// The same on the Redis store, whose checks go in a task (`RateLimiter.judge(reusing:)`).
+        @Test func onTheRedisStoreToo() async throws {
+            try await withRedisServer { redis in
+                try await revokedOnTheSameConnection(store: "store: { backend: redis, url: \"\(redis.url)\" }")
+            }
+        }
+
+        func revokedOnTheSameConnection(store: String) async throws {
             try await withUpstream { upstream in
                 let folder = try TestDirectory()
                 defer { folder.remove() }
-                try await withSidecar(configuration(upstream: upstream.url), directory: folder) { sidecar in
+                try await withSidecar(configuration(upstream: upstream.url, store: store), directory: folder) { sidecar in
                     let connection = try await Connection(port: sidecar.proxyPort)
                     defer { connection.channel.close(promise: nil) }
                     #expect(try await connection.send(Self.send(.roomy), answer: 1) == 200)

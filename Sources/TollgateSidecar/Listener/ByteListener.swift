@@ -476,40 +476,54 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         method: HTTPRequest.Method, path: String, fields: HTTPFields, kind: RequestKind?, body: ByteBuffer?, context: ChannelHandlerContext
     ) {
         let limiter = shared.limiter
-        if let kind, kind === kept, let admission = kind.admission, let judgement = limiter.judgeNow(reusing: admission) {
-            decided(judgement, context: context)
-            return
-        }
-        // Judged in full; the admission (if any) is kept with the request's kind for the next one alike.
-        var admission: RateLimiter.Admission?
-        let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body, keeping: &admission)
-        if let kind {
-            kind.admission = admission
-            kept = kind
-        }
-        if let judgement {
-            decided(judgement, context: context)
-            return
+        // The last admission of this kind, when this request is like the connection's last one.
+        let reusable = kind != nil && kind === kept ? kind?.admission : nil
+        if limiter.judgesWithoutSuspending {
+            if let reusable, let judgement = limiter.judgeNow(reusing: reusable) {
+                decided(judgement, context: context)
+                return
+            }
+            // Judged in full; the admission (if any) is kept with the request's kind for the next one alike.
+            var admission: RateLimiter.Admission?
+            let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body, keeping: &admission)
+            keep(kind, admission)
+            if let judgement {
+                decided(judgement, context: context)
+                return
+            }
         }
         // A registry lookup or a store round trip: in a task on this loop, then back to the handler.
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let bound = NIOLoopBound((self, context, kind), eventLoop: context.eventLoop)
         let loop = context.eventLoop
         Task(executorPreference: executor) {
-            let judgement = await limiter.judge(method: method, path: path, headers: fields) { limit in
-                // A body not collected is larger than what is collected: too large for a route that
-                // counts at most that much.
-                guard let body else {
-                    if limit <= ByteListenerShared.collectedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
-                    throw ByteListenerError.bodyNotAtHand
+            let result: (judgement: RateLimiter.Judgement, admission: RateLimiter.Admission?)
+            if let reusable, let judgement = await limiter.judge(reusing: reusable) {
+                result = (judgement, reusable)
+            } else {
+                result = await limiter.judgeKeeping(method: method, path: path, headers: fields) { limit in
+                    // A body not collected is larger than what is collected: too large for a route that
+                    // counts at most that much.
+                    guard let body else {
+                        if limit <= ByteListenerShared.collectedBodySize { throw NIOTooManyBytesError(maxBytes: limit) }
+                        throw ByteListenerError.bodyNotAtHand
+                    }
+                    if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
+                    return body
                 }
-                if body.readableBytes > limit { throw NIOTooManyBytesError(maxBytes: limit) }
-                return body
             }
             loop.execute {
-                let (handler, context) = bound.value
-                handler.decided(judgement, context: context)
+                let (handler, context, kind) = bound.value
+                handler.keep(kind, result.admission)
+                handler.decided(result.judgement, context: context)
             }
         }
+    }
+
+    /// Keeps the request's kind, with its admission (nil: none to reuse), for the next request alike.
+    private func keep(_ kind: RequestKind?, _ admission: RateLimiter.Admission?) {
+        guard let kind else { return }
+        kind.admission = admission
+        kept = kind
     }
 
     private func decided(_ judgement: RateLimiter.Judgement, context: ChannelHandlerContext) {
