@@ -9,7 +9,8 @@ import Synchronization
 ///
 /// The slot map comes from `CLUSTER SHARDS` (or `CLUSTER SLOTS` on servers without it), asked of a known
 /// primary or else a seed. It is read again every `refreshInterval`, and sooner (at most once per
-/// `minimumRefreshInterval`) after a `MOVED`, a lost connection or a slot no primary serves.
+/// `minimumRefreshInterval`) after a `MOVED`, a lost connection (also an idle one the server closed) or a
+/// slot no primary serves.
 ///
 /// - `MOVED` (the command did not run): that slot's owner is updated at once and the command goes to it.
 /// - `ASK` (the slot is migrating and the keys are on the target): `ASKING` and the command on the target,
@@ -240,6 +241,8 @@ public final class RedisClusterClient: Sendable {
                 logger[metadataKey: "redis.node"] = "\(address)"
                 let client = try RedisClient(
                     configuration: configuration.configuration(of: address), eventLoopGroup: eventLoopGroup, logger: logger)
+                // A dropped connection may mean a node gone or replaced: read the map again (throttled).
+                client.observeLosses { [weak self] in self?.requestRefresh() }
                 let node = ClusterNode(address: address, client: client, factory: metricsFactory)
                 state.nodes[address] = node
                 state.starter?.yield(node)
