@@ -57,7 +57,7 @@ extension EndToEnd {
                     #expect(allowed == [true, true, true, false], "\(organization)")
                 }
 
-                // The key registry: hashes on their slots' primaries, read back over TLS.
+                // The key registry: hashes on their slots' primaries, read back and listed over TLS.
                 let source = RedisKeySource(cluster: client, logger: quietLogger)
                 var digests: [KeyDigest] = []
                 for index in 0..<12 {
@@ -71,6 +71,8 @@ extension EndToEnd {
                     let record = try #require(try await source.record(for: digest))
                     #expect(record.organization == "org_\(index % 3)" && record.plan == "pro" && record.scopes == ["messages:send"])
                 }
+                let listed = try await source.records(hexPrefix: "")
+                #expect(Set(listed.map(\.digest.hex)) == Set(digests.map(\.hex)))
 
                 // A slot changes owner (it holds no key yet): the old owner answers MOVED with the new owner's
                 // name, which the certificate carries; the check is answered there, and the map follows.

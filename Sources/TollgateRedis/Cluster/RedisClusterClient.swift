@@ -341,6 +341,22 @@ public final class RedisClusterClient: Sendable {
         try await send(arguments.map { RedisArgument($0) }, key: key)
     }
 
+    /// Sends one command to the primary at `address` (one of `primaryAddresses`), with no redirection
+    /// followed: for commands about the node itself, such as a `SCAN` of its keys.
+    public func send(_ arguments: [RedisArgument], toPrimary address: ClusterAddress) async throws(RedisClientError) -> RedisReply {
+        guard let node = state.withLock({ $0.nodes[address] }) else {
+            throw RedisClientError(
+                .notConnected, message: "\(address) is not a primary of the Redis Cluster's current map; the command was not sent")
+        }
+        do {
+            return try await node.client.send(arguments)
+        } catch {
+            node.metrics.failed(error.code)
+            if error.code == .notConnected || error.code == .connectionClosed || error.code == .timeout { requestRefresh() }
+            throw error
+        }
+    }
+
     /// Sends `arguments` to every primary; the replies in `primaryAddresses` order (`PING`, `SCRIPT LOAD`, …).
     public func sendToPrimaries(_ arguments: [RedisArgument]) async -> [(ClusterAddress, Result<RedisReply, RedisClientError>)] {
         var replies: [(ClusterAddress, Result<RedisReply, RedisClientError>)] = []
