@@ -31,6 +31,12 @@ public final class RedisClient: Sendable {
     let scripts = Mutex<[String: String]>([:])
     /// Made once from `configuration.tls` and shared by every connection.
     let tls: RedisTLSContext?
+    /// Connections that dropped and whose first reconnection has not finished yet.
+    private let recovering = Atomic<Int>(0)
+    /// Established connections that dropped while the client ran (not counting its own shutdown).
+    private let losses = Atomic<Int>(0)
+    /// Told of each lost connection (a cluster refreshes its map, Sentinel asks for the primary again).
+    private let lossObserver = Mutex<(@Sendable () -> Void)?>(nil)
 
     private enum Lifecycle {
         case idle, running, finished
@@ -98,6 +104,16 @@ public final class RedisClient: Sendable {
             maximum: configuration.reconnectBackoffMaximum
         )
         var failures = 0
+        // From a lost connection until the attempt that follows it has finished: commands that find no
+        // connection up wait for that attempt (see `withConnection`).
+        var recoveringFromLoss = false
+        func recovered() {
+            if recoveringFromLoss {
+                recoveringFromLoss = false
+                recovering.subtract(1, ordering: .relaxed)
+            }
+        }
+        defer { recovered() }
         while !Task.isCancelled {
             let delay: Duration
             do {
@@ -109,6 +125,7 @@ public final class RedisClient: Sendable {
                     logger: logger
                 )
                 slot.state.withLock { $0 = .connected(connection) }
+                recovered()
                 if failures > 0 {
                     logger.info("Reconnected to Redis", metadata: ["attempts": "\(failures + 1)"])
                 } else {
@@ -130,9 +147,14 @@ public final class RedisClient: Sendable {
                 }
                 if Task.isCancelled { break }
                 logger.warning("Lost the connection to Redis; reconnecting")
+                recoveringFromLoss = true
+                recovering.add(1, ordering: .relaxed)
+                losses.add(1, ordering: .relaxed)
+                lossObserver.withLock { $0 }?()
                 delay = backoff.delay(attempt: 0)
             } catch {
                 slot.state.withLock { $0 = .disconnected(error) }
+                recovered()
                 delay = backoff.delay(attempt: failures)
                 failures += 1
                 logger.warning(
@@ -147,6 +169,14 @@ public final class RedisClient: Sendable {
             }
         }
     }
+
+    /// Calls `observer` on each lost connection (from the task that keeps the connection; keep it short).
+    func observeLosses(_ observer: @escaping @Sendable () -> Void) {
+        lossObserver.withLock { $0 = observer }
+    }
+
+    /// Established connections lost so far (not counting the client's own shutdown).
+    var lostConnections: Int { losses.load(ordering: .relaxed) }
 
     /// Waits until every connection is up, checking every few milliseconds; a startup helper.
     /// Throws `.notConnected` (with the last connection error) when `timeout` passes first.
@@ -187,12 +217,12 @@ public final class RedisClient: Sendable {
     /// `.serverError` for an error reply; `.timeout` or `.connectionClosed` when the command may have run
     /// (it is never sent again).
     public func send(_ arguments: [RedisArgument]) async throws(RedisClientError) -> RedisReply {
-        try await pickConnection().send(arguments)
+        try await withConnection { (connection) async throws(RedisClientError) in try await connection.send(arguments) }
     }
 
     /// Sends one command and waits at most `timeout` for its reply.
     public func send(_ arguments: [RedisArgument], timeout: Duration) async throws(RedisClientError) -> RedisReply {
-        try await pickConnection().send(arguments, timeout: timeout)
+        try await withConnection { (connection) async throws(RedisClientError) in try await connection.send(arguments, timeout: timeout) }
     }
 
     /// Sends one command given as text arguments.
@@ -209,8 +239,29 @@ public final class RedisClient: Sendable {
     /// `configuration.commandTimeout`: the hot path of the limit store, with no argument array.
     /// With `asking`, an `ASKING` precedes it on the same connection (a Redis Cluster `ASK` redirection).
     nonisolated(nonsending) func send(asking: Bool = false, encode: (inout ByteBuffer) -> Void) async throws(RedisClientError) -> RedisReply {
-        let connection = try pickConnection()
-        return try await connection.send(timeout: connection.commandTimeout, asking: asking, encode: encode)
+        try await withConnection { (connection) async throws(RedisClientError) in
+            try await connection.send(timeout: connection.commandTimeout, asking: asking, encode: encode)
+        }
+    }
+
+    /// Runs `body` (one command) on a connection that is up. When the command was not sent for want of a
+    /// connection (`.notConnected`) while a lost connection's first reconnection is under way, waits for
+    /// a connection (at most `commandTimeout`) and runs `body` once more: a server that dropped idle
+    /// connections costs the next command a reconnection, not a failure. A command that was sent is
+    /// never sent again.
+    nonisolated(nonsending) private func withConnection(
+        _ body: nonisolated(nonsending) (RedisConnection) async throws(RedisClientError) -> RedisReply
+    ) async throws(RedisClientError) -> RedisReply {
+        do {
+            return try await body(try pickConnection())
+        } catch where error.code == .notConnected && recovering.load(ordering: .relaxed) > 0 {
+            let notSent = error
+            let deadline = ContinuousClock.now + configuration.commandTimeout
+            while !hasConnection, recovering.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+                do { try await Task.sleep(for: .milliseconds(1)) } catch { throw notSent }
+            }
+            return try await body(try pickConnection())
+        }
     }
 
     /// Whether at least one connection is up.

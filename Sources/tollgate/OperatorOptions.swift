@@ -43,20 +43,33 @@ struct OperatorOptions: ParsableArguments {
         } catch {
             throw ValidationError("--redis: \(error)")
         }
-        let runner = Task { await client.run() }
+        return try await whileRunning(
+            { await client.run() }, ready: { () async throws(RedisClientError) in try await client.waitUntilConnected(timeout: .seconds(5)) },
+            unreachable: "could not connect to Redis at \(client.configuration.endpointDescription)"
+        ) { try await body(client) }
+    }
+
+    /// Runs `body` while `run` runs (cancelled when `body` returns), once `ready` says the client is connected.
+    static func whileRunning<T>(
+        _ run: @escaping @Sendable () async -> Void, ready: () async throws(RedisClientError) -> Void, unreachable: String,
+        _ body: () async throws -> T
+    ) async throws -> T {
+        let runner = Task { await run() }
         defer { runner.cancel() }
         do {
-            try await client.waitUntilConnected(timeout: .seconds(5))
+            try await ready()
         } catch {
-            throw ValidationError("could not connect to Redis at \(client.configuration.endpointDescription): \(error)")
+            throw ValidationError("\(unreachable): \(error)")
         }
-        return try await body(client)
+        return try await body()
     }
 
     /// Where keys are: `--key-file`, else `--redis` (for the keys commands), else the configuration's keys section.
     enum KeyPlace {
         case file(String)
         case redis(String)
+        /// The store's Redis Cluster (`store.cluster`): its seed URLs.
+        case cluster([String])
     }
 
     func keyPlace(_ configuration: TollgateConfiguration, redisForKeys: Bool) throws -> KeyPlace {
@@ -68,10 +81,9 @@ struct OperatorOptions: ParsableArguments {
             let file = keys.file
             return .file(file.hasPrefix("/") ? file : URL(fileURLWithPath: config).deletingLastPathComponent().appendingPathComponent(file).path)
         case .redis:
-            guard let url = keys.url ?? configuration.sidecar.store.url ?? redis else {
-                throw ValidationError("the configuration keeps keys in Redis without a URL: give --redis")
-            }
-            return .redis(url)
+            if let url = keys.url ?? configuration.sidecar.store.url ?? redis { return .redis(url) }
+            if let seeds = configuration.sidecar.store.cluster { return .cluster(seeds) }
+            throw ValidationError("the configuration keeps keys in Redis without a URL: give --redis")
         }
     }
 
@@ -86,16 +98,49 @@ struct OperatorOptions: ParsableArguments {
             return try await Self.withRedis(url) { client in
                 try await body(RedisKeyRecordStore(client: client, logger: Logger(label: "tollgate.cli")), configuration)
             }
+        case .cluster(let seeds):
+            return try await withCluster(seeds, tls: configuration.sidecar.store.tls) { cluster in
+                try await body(RedisKeyRecordStore(cluster: cluster, logger: Logger(label: "tollgate.cli")), configuration)
+            }
         }
+    }
+
+    /// A running client of the Redis Cluster at `seeds` (with `store.tls` for `rediss://` seeds, its paths
+    /// relative to the configuration file), run until `body` returns.
+    func withCluster<T>(_ seeds: [String], tls: StoreTLSSettings?, _ body: (RedisClusterClient) async throws -> T) async throws -> T {
+        let logger = Logger(label: "tollgate.cli")
+        let client: RedisClusterClient
+        do {
+            let resolve = { (path: String) in
+                path.hasPrefix("/") ? path : URL(fileURLWithPath: config).deletingLastPathComponent().appendingPathComponent(path).path
+            }
+            let settings = seeds.allSatisfy({ $0.hasPrefix("rediss://") }) ? tls : nil
+            let tlsConfiguration = settings.map {
+                RedisTLSConfiguration(
+                    caFile: $0.caFile.map(resolve), certificateFile: $0.certFile.map(resolve), privateKeyFile: $0.keyFile.map(resolve),
+                    serverName: $0.serverName)
+            }
+            client = try RedisClusterClient(configuration: RedisClusterConfiguration(urls: seeds, tls: tlsConfiguration), logger: logger)
+        } catch {
+            throw ValidationError("store.cluster: \(error)")
+        }
+        return try await Self.whileRunning(
+            { await client.run() }, ready: { () async throws(RedisClientError) in try await client.waitUntilConnected(timeout: .seconds(5)) },
+            unreachable: "could not reach the Redis Cluster at \(client.endpointDescription)"
+        ) { try await body(client) }
     }
 
     /// Runs `body` with the counter operations straight against the store: `--redis`, else the
     /// configuration's Redis store (a memory store lives inside the sidecar: use `--admin`).
     func withCounters<T>(_ body: (CounterAdmin) async throws -> T) async throws -> T {
         let configuration = try configuration()
-        guard let url = redis ?? (configuration.sidecar.store.backend == .redis ? configuration.sidecar.store.url : nil) else {
-            throw ValidationError(
-                "the configuration keeps counters in the sidecar's memory: ask the sidecar (--admin URL --token TOKEN), or give --redis")
+        let settings = configuration.sidecar.store
+        guard let url = redis ?? (settings.backend == .redis ? settings.url : nil) else {
+            let place =
+                settings.backend != .redis ? "in the sidecar's memory"
+                : settings.cluster != nil ? "on a Redis Cluster, which this command does not read directly"
+                : "behind Redis Sentinel, which this command does not read directly"
+            throw ValidationError("the configuration keeps counters \(place): ask the sidecar (--admin URL --token TOKEN), or give --redis")
         }
         let logger = Logger(label: "tollgate.cli")
         return try await Self.withRedis(url) { client in
@@ -109,6 +154,10 @@ struct OperatorOptions: ParsableArguments {
             case .redis(let keysURL):
                 return try await Self.withRedis(keysURL) { keysClient in
                     try await body(CounterAdmin(store: store, plans: configuration.plans, keys: RedisKeySource(client: keysClient, logger: logger)))
+                }
+            case .cluster(let seeds):
+                return try await withCluster(seeds, tls: configuration.sidecar.store.tls) { cluster in
+                    try await body(CounterAdmin(store: store, plans: configuration.plans, keys: RedisKeySource(cluster: cluster, logger: logger)))
                 }
             }
         }

@@ -339,6 +339,72 @@ extension LiveTopologyTests {
             }
         }
 
+        /// Connections a primary drops, idle (`timeout`) or with a command in flight (`CLIENT KILL`): the next
+        /// check after a drop is answered by Redis on a new connection and the map is read again; the check
+        /// that was in flight gets the failure policy and is never sent again.
+        @Test func connectionLossRefreshesTheMap() async throws {
+            let cluster = try await RedisTestCluster.start(replicas: 0)
+            do {
+                var configuration = try RedisClusterConfiguration(urls: cluster.urls)
+                configuration.node.reconnectBackoffMaximum = .milliseconds(200)
+                let client = try RedisClusterClient(configuration: configuration, logger: quietLogger, metricsFactory: TestMetrics())
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { await client.run() }
+                    try await client.waitUntilConnected(timeout: .seconds(10))
+                    let store = RedisLimitStore(
+                        backend: .cluster(client), configuration: .init(failurePolicy: .deny, denyCache: false, coalesce: false), logger: quietLogger)
+                    let plan = try Plan(name: "drops", limits: [Limit(name: "hour", algorithm: .fixedWindow(limit: 1_000, window: 3_600 * second))])
+                    let organization = "drop\(UInt32.random(in: 0...UInt32.max))"
+                    let partition = Partition(organization: organization, apiKey: "k")
+                    let victim = try #require(client.primary(forHashTag: LimitKeys.hashTag(organization)))
+                    let node = try #require(client.primaries.first { $0.address == victim })
+                    let warm = try await store.check(plan, partition: partition, cost: 1)
+                    #expect(warm.origin == .store)
+
+                    // 1. Idle connections dropped by the server (its `timeout`): the next check is answered.
+                    let lost = node.client.lostConnections
+                    var refreshes = client.refreshCount
+                    _ = try await cluster.cli(victim.port, ["CONFIG", "SET", "timeout", "1"])
+                    try await waitUntil("the server dropping both idle connections", timeout: .seconds(15)) {
+                        node.client.lostConnections >= lost + configuration.node.connections
+                    }
+                    let afterIdle = try await store.check(plan, partition: partition, cost: 1)
+                    _ = try await cluster.cli(victim.port, ["CONFIG", "SET", "timeout", "0"])
+                    #expect(afterIdle.origin == .store && afterIdle.isAllowed, "\(afterIdle)")
+                    try await waitUntil("the map read again after the drop") { client.refreshCount > refreshes }
+
+                    // 2. A check in flight when its connection is killed: held by the server (writes paused),
+                    // then every client connection killed before it runs.
+                    try await waitUntil("the connections back", timeout: .seconds(5)) { node.client.hasConnection }
+                    refreshes = client.refreshCount
+                    _ = try await cluster.cli(victim.port, ["CLIENT", "PAUSE", "5000", "WRITE"])
+                    let inFlight = Task { try await store.check(plan, partition: partition, cost: 1) }
+                    try await waitUntil("the check in flight") {
+                        node.client.slots.contains { slot in
+                            if case .connected(let connection) = slot.state.withLock({ $0 }) { return connection.pendingCommands > 0 }
+                            return false
+                        }
+                    }
+                    _ = try await cluster.cli(victim.port, ["CLIENT", "KILL", "TYPE", "normal"])
+                    _ = try await cluster.cli(victim.port, ["CLIENT", "UNPAUSE"])
+                    let killed = try await inFlight.value
+                    #expect(killed.origin != .store, "the failure policy answers for the check whose connection was killed: \(killed)")
+                    let next = try await store.check(plan, partition: partition, cost: 1)
+                    #expect(next.origin == .store && next.isAllowed, "\(next)")
+                    try await waitUntil("the map read again after the kill") { client.refreshCount > refreshes }
+                    // Counted: the warm-up, the check after the idle drop and this one; the killed check never ran
+                    // (it was not sent again).
+                    let read = try await store.check(plan, partition: partition, cost: 0)
+                    #expect(1_000 - read.results[0].remaining == 3)
+                    group.cancelAll()
+                }
+            } catch {
+                await cluster.stop()
+                throw error
+            }
+            await cluster.stop()
+        }
+
         /// The port of the replica that follows the primary at `port`.
         private func replicaPort(of port: Int, in cluster: RedisTestCluster) async throws -> Int {
             for node in cluster.nodes where node.port != port {

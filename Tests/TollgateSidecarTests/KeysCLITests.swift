@@ -1,9 +1,10 @@
 import AsyncHTTPClient
 import Foundation
 import Testing
-import TollgateRedis
 import TollgateSidecar
 import TollgateTestSupport
+
+@testable import TollgateRedis
 
 /// What a finished `tollgate` process wrote.
 struct CommandResult {
@@ -115,6 +116,52 @@ extension EndToEnd {
             }
             await sidecar.shutdown()
             _ = try? await task.value
+        }
+
+        /// `keys create` and `keys list` on the configuration's Redis Cluster (`store.cluster`): every key
+        /// created is listed (a `SCAN` per primary, the keys being spread over all three), an entry that is
+        /// not a hash is skipped, and no key is printed.
+        @Test func cluster() async throws {
+            let cluster = try await RedisTestCluster.start(replicas: 0)
+            do {
+                let folder = try TestDirectory()
+                defer { folder.remove() }
+                let seeds = cluster.urls.map { "\"\($0)\"" }.joined(separator: ", ")
+                let config = try folder.write(
+                    "tollgate.yaml", configuration(store: "store: { backend: redis, cluster: [\(seeds)] }", keys: "keys: { source: redis }"))
+                let common = ["--config", config]
+                var created: [(key: String, id: String)] = []
+                for _ in 0..<6 { created.append(try await create(common)) }
+                let primaries = try await withClusterClient(cluster) { client in
+                    // Keys of another type under the prefix are not records.
+                    let stray = RedisKeySource.keyPrefix + String(repeating: "ab", count: 32)
+                    _ = try await client.send(["SET", stray, "not-a-hash"], key: stray)
+                    return Set(created.compactMap { client.primary(ofSlot: HashSlot.of(key: RedisKeySource.redisKey(KeyDigest(ofKeyText: $0.key)))) })
+                }
+                #expect(primaries.count == 3, "the keys are spread over every primary")
+
+                let list = try await runTollgate(["keys", "list", "--format", "json"] + common)
+                #expect(list.status == 0, "\(list.errors)")
+                let rows = (try? JSONSerialization.jsonObject(with: Data(list.output.utf8)) as? [[String: Any]]) ?? []
+                let listed = rows.compactMap { $0["key_id"] as? String ?? $0["keyId"] as? String }
+                #expect(Set(listed) == Set(created.map(\.id)), "\(list.output)")
+                for (key, _) in created { #expect(!list.output.contains(key) && !list.errors.contains(key)) }
+                let table = try await runTollgate(["keys", "list", "--org", "org_1"] + common)
+                #expect(table.status == 0 && created.allSatisfy { table.output.contains($0.id) }, "\(table.output)")
+            } catch {
+                await cluster.stop()
+                throw error
+            }
+            await cluster.stop()
+        }
+
+        /// Runs `body` with a connected client of `cluster`.
+        func withClusterClient<T>(_ cluster: RedisTestCluster, _ body: (RedisClusterClient) async throws -> T) async throws -> T {
+            let client = try RedisClusterClient(configuration: RedisClusterConfiguration(urls: cluster.urls), logger: quietLogger)
+            let runner = Task { await client.run() }
+            defer { runner.cancel() }
+            try await client.waitUntilConnected(timeout: .seconds(10))
+            return try await body(client)
         }
 
         @Test func redis() async throws {

@@ -6,8 +6,13 @@ import NIOPosix
 import Glibc
 #endif
 
-/// A Redis Cluster of three primaries and three replicas on loopback, started by a test in temporary
-/// folders and killed (SIGKILL) when it is done.
+/// A Redis Cluster on loopback (three primaries and three replicas unless asked otherwise), started by a
+/// test in temporary folders and killed (SIGKILL) when it is done.
+///
+/// With a `TestCertificateAuthority` every node serves TLS only (`--tls-port`, no plain port), on its
+/// clients' connections, the cluster bus and replication alike (`--tls-cluster yes`,
+/// `--tls-replication yes`; on the bus a node presents the authority's client certificate), and the
+/// nodes announce `announceHostname` (the certificate's name) as their endpoint when one is given.
 ///
 /// The node timeout is short (`nodeTimeout`, 500 ms by default) so that a failover takes a second or
 /// two, replicas may always take over (`cluster-replica-validity-factor 0`), and the other primaries go
@@ -16,20 +21,27 @@ public final class RedisTestCluster {
     /// Every node, primaries first as `redis-cli --cluster create` assigned them.
     public private(set) var nodes: [RedisTestServer]
     public let nodeTimeout: Duration
+    /// The certificates of a TLS cluster; nil for a plain one.
+    public let tls: TestCertificateAuthority?
     private let folder: String
 
-    private init(nodes: [RedisTestServer], nodeTimeout: Duration, folder: String) {
+    private init(nodes: [RedisTestServer], nodeTimeout: Duration, tls: TestCertificateAuthority?, folder: String) {
         self.nodes = nodes
         self.nodeTimeout = nodeTimeout
+        self.tls = tls
         self.folder = folder
     }
 
     /// The seed URLs of every node.
     public var urls: [String] { nodes.map(\.url) }
 
-    /// Starts six nodes, joins them with `redis-cli --cluster create … --cluster-replicas 1`, and waits
-    /// until every node reports `cluster_state:ok` and every replica is in sync.
-    public static func start(nodeTimeout: Duration = .milliseconds(500)) async throws -> RedisTestCluster {
+    /// Starts `primaries × (1 + replicas)` nodes, joins them with `redis-cli --cluster create …
+    /// --cluster-replicas <replicas>`, and waits until every node reports `cluster_state:ok` and every
+    /// replica is in sync.
+    public static func start(
+        primaries: Int = 3, replicas: Int = 1, nodeTimeout: Duration = .milliseconds(500), tls: TestCertificateAuthority? = nil,
+        announceHostname: String? = nil
+    ) async throws -> RedisTestCluster {
         guard locateExecutable("redis-cli") != nil else {
             throw TestSetupError(description: "redis-cli was not found (Debian: apt-get install redis-tools); the cluster tests need it")
         }
@@ -37,20 +49,31 @@ public final class RedisTestCluster {
         var nodes: [RedisTestServer] = []
         let milliseconds = nodeTimeout.components.seconds * 1_000 + nodeTimeout.components.attoseconds / 1_000_000_000_000_000
         do {
-            for index in 0..<6 {
+            var arguments = [
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "\(milliseconds)", "--cluster-replica-validity-factor", "0",
+                // The other primaries keep serving while one's slots have no primary (else CLUSTERDOWN everywhere).
+                "--cluster-require-full-coverage", "no",
+            ]
+            if let tls {
+                // A node connects to the others' bus as a client: with a certificate made for that.
+                arguments += [
+                    "--tls-cluster", "yes", "--tls-replication", "yes",
+                    "--tls-client-cert-file", tls.clientCertificateFile, "--tls-client-key-file", tls.clientKeyFile,
+                ]
+            }
+            if let announceHostname {
+                arguments += ["--cluster-announce-hostname", announceHostname, "--cluster-preferred-endpoint-type", "hostname"]
+            }
+            for index in 0..<(primaries * (1 + replicas)) {
                 let directory = "\(folder)/\(index)"
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                nodes.append(
-                    try await RedisTestServer.start(port: try await clusterPort(), arguments: [
-                        "--dir", directory, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", "\(milliseconds)", "--cluster-replica-validity-factor", "0",
-                        // The other primaries keep serving while one's slots have no primary (else CLUSTERDOWN everywhere).
-                        "--cluster-require-full-coverage", "no",
-                    ]))
+                nodes.append(try await RedisTestServer.start(port: try await clusterPort(), tls: tls, arguments: ["--dir", directory] + arguments))
             }
-            let cluster = RedisTestCluster(nodes: nodes, nodeTimeout: nodeTimeout, folder: folder)
+            let cluster = RedisTestCluster(nodes: nodes, nodeTimeout: nodeTimeout, tls: tls, folder: folder)
             _ = try await redisCLI(
-                ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "1", "--cluster-yes"],
+                cluster.tlsArguments + ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
+                    + ["--cluster-replicas", "\(replicas)", "--cluster-yes"],
                 timeout: .seconds(60))
             try await cluster.waitUntilHealthy(timeout: .seconds(30))
             // Primaries first.
@@ -92,7 +115,14 @@ public final class RedisTestCluster {
 
     /// Runs `redis-cli -p <port> arguments…` and returns what it printed (raw, one item a line).
     public func cli(_ port: Int, _ arguments: [String]) async throws -> String {
-        try await Self.redisCLI(["-p", "\(port)"] + arguments, timeout: .seconds(20))
+        try await Self.redisCLI(tlsArguments + ["-p", "\(port)"] + arguments, timeout: .seconds(20))
+    }
+
+    /// What redis-cli needs to reach the nodes of a TLS cluster (trusting the test CA; it checks no name).
+    var tlsArguments: [String] { tls.map { Self.tlsArguments($0) } ?? [] }
+
+    static func tlsArguments(_ tls: TestCertificateAuthority) -> [String] {
+        ["--tls", "--cacert", tls.caFile]
     }
 
     /// `master` or `slave`, from `ROLE`.
@@ -179,19 +209,24 @@ public final class RedisTestCluster {
 }
 
 /// A primary, a replica and three sentinels watching them (quorum 2) on loopback, killed with SIGKILL
-/// when the test is done. Failure is noticed after `downAfter`.
+/// when the test is done. Failure is noticed after `downAfter`. With a `TestCertificateAuthority` every
+/// one of them serves TLS only, and the sentinels and the replica reach the servers over TLS
+/// (`--tls-replication yes`).
 public final class RedisTestSentinels {
     /// The primary first, then its replica.
     public let servers: [RedisTestServer]
     public let sentinels: [RedisTestServer]
     public let masterName = "tollgate"
     public let downAfter: Duration
+    /// The certificates of a TLS setup; nil for a plain one.
+    public let tls: TestCertificateAuthority?
     private let folder: String
 
-    private init(servers: [RedisTestServer], sentinels: [RedisTestServer], downAfter: Duration, folder: String) {
+    private init(servers: [RedisTestServer], sentinels: [RedisTestServer], downAfter: Duration, tls: TestCertificateAuthority?, folder: String) {
         self.servers = servers
         self.sentinels = sentinels
         self.downAfter = downAfter
+        self.tls = tls
         self.folder = folder
     }
 
@@ -199,15 +234,17 @@ public final class RedisTestSentinels {
     public var urls: [String] { sentinels.map(\.url) }
 
     /// Starts them and waits until every sentinel knows the replica and the two other sentinels.
-    public static func start(downAfter: Duration = .milliseconds(500)) async throws -> RedisTestSentinels {
+    public static func start(downAfter: Duration = .milliseconds(500), tls: TestCertificateAuthority? = nil) async throws -> RedisTestSentinels {
         let folder = NSTemporaryDirectory() + "tollgate-sentinel-\(UInt64.random(in: 0...UInt64.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         var started: [RedisTestServer] = []
         let milliseconds = downAfter.components.seconds * 1_000 + downAfter.components.attoseconds / 1_000_000_000_000_000
         do {
-            let primary = try await RedisTestServer.start(arguments: ["--dir", folder])
+            let overTLS = tls == nil ? [] : ["--tls-replication", "yes"]
+            let primary = try await RedisTestServer.start(tls: tls, arguments: ["--dir", folder] + overTLS)
             started.append(primary)
-            let replica = try await RedisTestServer.start(arguments: ["--dir", folder, "--replicaof", "127.0.0.1", "\(primary.port)"])
+            let replica = try await RedisTestServer.start(
+                tls: tls, arguments: ["--dir", folder, "--replicaof", "127.0.0.1", "\(primary.port)"] + overTLS)
             started.append(replica)
             var sentinels: [RedisTestServer] = []
             for index in 0..<3 {
@@ -219,16 +256,16 @@ public final class RedisTestSentinels {
 
                     """
                 try text.write(toFile: file, atomically: true, encoding: .utf8)
-                let sentinel = try await RedisTestServer.start(configurationFile: file, arguments: ["--sentinel", "--dir", folder])
+                let sentinel = try await RedisTestServer.start(tls: tls, configurationFile: file, arguments: ["--sentinel", "--dir", folder] + overTLS)
                 sentinels.append(sentinel)
                 started.append(sentinel)
             }
-            let group = RedisTestSentinels(servers: [primary, replica], sentinels: sentinels, downAfter: downAfter, folder: folder)
+            let group = RedisTestSentinels(servers: [primary, replica], sentinels: sentinels, downAfter: downAfter, tls: tls, folder: folder)
             let deadline = ContinuousClock.now + .seconds(30)
             for sentinel in sentinels {
                 while true {
-                    let replicas = try await RedisTestCluster.redisCLI(["-p", "\(sentinel.port)", "SENTINEL", "REPLICAS", "tollgate"], timeout: .seconds(10))
-                    let peers = try await RedisTestCluster.redisCLI(["-p", "\(sentinel.port)", "SENTINEL", "SENTINELS", "tollgate"], timeout: .seconds(10))
+                    let replicas = try await group.cli(sentinel.port, ["SENTINEL", "REPLICAS", "tollgate"])
+                    let peers = try await group.cli(sentinel.port, ["SENTINEL", "SENTINELS", "tollgate"])
                     if replicas.contains("\(replica.port)"), peers.split(separator: "\n").filter({ $0 == "name" }).count == 2 { break }
                     guard ContinuousClock.now < deadline else {
                         throw TestSetupError(description: "the test sentinels did not see the replica and each other within 30 s")
@@ -242,6 +279,12 @@ public final class RedisTestSentinels {
             try? FileManager.default.removeItem(atPath: folder)
             throw error
         }
+    }
+
+    /// Runs `redis-cli -p <port> arguments…` (over TLS for a TLS setup) and returns what it printed.
+    public func cli(_ port: Int, _ arguments: [String]) async throws -> String {
+        try await RedisTestCluster.redisCLI(
+            (tls.map { RedisTestCluster.tlsArguments($0) } ?? []) + ["-p", "\(port)"] + arguments, timeout: .seconds(10))
     }
 
     /// Kills every server and sentinel, and removes the folder.

@@ -9,7 +9,8 @@ import Synchronization
 ///
 /// The slot map comes from `CLUSTER SHARDS` (or `CLUSTER SLOTS` on servers without it), asked of a known
 /// primary or else a seed. It is read again every `refreshInterval`, and sooner (at most once per
-/// `minimumRefreshInterval`) after a `MOVED`, a lost connection or a slot no primary serves.
+/// `minimumRefreshInterval`) after a `MOVED`, a lost connection (also an idle one the server closed) or a
+/// slot no primary serves.
 ///
 /// - `MOVED` (the command did not run): that slot's owner is updated at once and the command goes to it.
 /// - `ASK` (the slot is migrating and the keys are on the target): `ASKING` and the command on the target,
@@ -240,6 +241,8 @@ public final class RedisClusterClient: Sendable {
                 logger[metadataKey: "redis.node"] = "\(address)"
                 let client = try RedisClient(
                     configuration: configuration.configuration(of: address), eventLoopGroup: eventLoopGroup, logger: logger)
+                // A dropped connection may mean a node gone or replaced: read the map again (throttled).
+                client.observeLosses { [weak self] in self?.requestRefresh() }
                 let node = ClusterNode(address: address, client: client, factory: metricsFactory)
                 state.nodes[address] = node
                 state.starter?.yield(node)
@@ -336,6 +339,22 @@ public final class RedisClusterClient: Sendable {
     /// Sends one command given as text arguments about `key`.
     public func send(_ arguments: [String], key: String) async throws(RedisClientError) -> RedisReply {
         try await send(arguments.map { RedisArgument($0) }, key: key)
+    }
+
+    /// Sends one command to the primary at `address` (one of `primaryAddresses`), with no redirection
+    /// followed: for commands about the node itself, such as a `SCAN` of its keys.
+    public func send(_ arguments: [RedisArgument], toPrimary address: ClusterAddress) async throws(RedisClientError) -> RedisReply {
+        guard let node = state.withLock({ $0.nodes[address] }) else {
+            throw RedisClientError(
+                .notConnected, message: "\(address) is not a primary of the Redis Cluster's current map; the command was not sent")
+        }
+        do {
+            return try await node.client.send(arguments)
+        } catch {
+            node.metrics.failed(error.code)
+            if error.code == .notConnected || error.code == .connectionClosed || error.code == .timeout { requestRefresh() }
+            throw error
+        }
     }
 
     /// Sends `arguments` to every primary; the replies in `primaryAddresses` order (`PING`, `SCRIPT LOAD`, …).

@@ -158,6 +158,8 @@ public final class RedisSentinelClient: Sendable {
                 logger[metadataKey: "redis.node"] = "\(address)"
                 let client = try RedisClient(
                     configuration: configuration.configuration(ofPrimary: address), eventLoopGroup: eventLoopGroup, logger: logger)
+                // A dropped connection may mean a failover under way: ask the sentinels again (throttled).
+                client.observeLosses { [weak self] in self?.requestResolve() }
                 let previous = state.primary
                 state.primary = ClusterNode(address: address, client: client, factory: metricsFactory)
                 state.resolutions += 1

@@ -107,6 +107,11 @@ public struct RedisKeyRecordStore: KeyRecordStore {
         source = RedisKeySource(client: client, logger: logger)
     }
 
+    /// Records on a Redis Cluster: each hash on the primary of its key's slot.
+    public init(cluster: RedisClusterClient, logger: Logger) {
+        source = RedisKeySource(cluster: cluster, logger: logger)
+    }
+
     public func all() async throws -> [(digest: KeyDigest, record: KeyRecord)] {
         try await source.records(hexPrefix: "")
     }
