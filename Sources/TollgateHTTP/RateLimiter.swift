@@ -38,6 +38,10 @@ public struct RateLimitOutcome: Sendable {
     private var explicitHeaders: HTTPFields?
     /// Why the request was refused (`missing_key`, `limited`, …), nil when admitted.
     public var refusal: String?
+    /// Whether the key's lookup was answered from the resolver's cache (nil when there was none).
+    public var keyFromCache: Bool?
+    /// How long the store took to decide, when it was asked.
+    public var storeLatency: Duration?
 
     public init() {}
 }
@@ -139,16 +143,22 @@ public final class RateLimiter: Sendable {
         method: HTTPRequest.Method, path: String, headers: HTTPFields,
         body: (Int) async throws -> ByteBuffer
     ) async -> Judgement {
-        let screened: Screened
+        var screened: Screened
         switch screen(method: method, path: path, headers: headers) {
         case .next(let next): screened = next
         case .done(let judgement): return judgement
         }
         let resolution: KeyResolution
-        do {
-            resolution = try await keys.resolve(screened.key)
-        } catch {
-            return unreachableRegistry(error, screened.outcome)
+        if let cached = cachingKeys?.cachedResolution(screened.key) {
+            resolution = cached
+            screened.outcome.keyFromCache = true
+        } else {
+            do {
+                resolution = try await keys.resolve(screened.key)
+            } catch {
+                return unreachableRegistry(error, screened.outcome)
+            }
+            screened.outcome.keyFromCache = false
         }
         var authorized: Authorized
         switch authorize(screened, resolution) {
@@ -185,12 +195,13 @@ public final class RateLimiter: Sendable {
         guard let cachedKeys = cachingKeys, let syncStore = synchronousStore else {
             return nil
         }
-        let screened: Screened
+        var screened: Screened
         switch screen(method: method, path: path, headers: headers) {
         case .next(let next): screened = next
         case .done(let judgement): return judgement
         }
         guard let resolution = cachedKeys.cachedResolution(screened.key) else { return nil }
+        screened.outcome.keyFromCache = true
         var authorized: Authorized
         switch authorize(screened, resolution) {
         case .next(let next): authorized = next
@@ -334,8 +345,10 @@ public final class RateLimiter: Sendable {
 
     /// The store's decision as the answer: admitted with its fields, 429, or 503.
     private func conclude(_ decision: Decision, _ authorized: Authorized, started: ContinuousClock.Instant) -> Judgement {
-        metrics.storeLatency.record(ContinuousClock.now - started)
+        let latency = ContinuousClock.now - started
+        metrics.storeLatency.record(latency)
         var outcome = authorized.outcome
+        outcome.storeLatency = latency
         guard let plan = outcome.plan else { return .admitted(outcome) }
         metrics.record(decision, plan: plan)
         outcome.decision = decision

@@ -20,6 +20,8 @@ struct ByteListenerShared: Sendable {
     let maxHeadSize: Int
     /// `upstream.connect_timeout`.
     let connectTimeout: Duration
+    /// Nil when tracing is off.
+    var tracing: ListenerTracing? = nil
 }
 
 /// The sidecar's data path over bytes for one client connection: the request head is parsed where it
@@ -66,6 +68,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let shared: ByteListenerShared
+    /// `shared.tracing`, read once for the connection: with tracing off, no span is made.
+    private let tracing: ListenerTracing?
+    /// The spans of the request in progress (tracing on).
+    private var trace: RequestTrace?
     private var machine: ConnectionStateMachine<ContinuousClock>
     private var parser: RequestHeadParser
     /// Client bytes not used yet: a head in progress, body bytes not relayed, pipelined requests.
@@ -108,6 +114,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
+        tracing = shared.tracing
         machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
         parser = RequestHeadParser(limits: Self.limits(shared))
     }
@@ -234,10 +241,14 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         method: method, head: head, path: target.path, authority: target.authority, in: bytes, into: &upstreamHead)
                 }
                 FieldRewriter.writeRequestFields(
-                    bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client, into: &upstreamHead)
+                    bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client,
+                    dropTraceContext: tracing != nil, into: &upstreamHead)
                 return (method: method, path: target.path, credentials: Self.credentials(bytes, head), upstreamHead: upstreamHead)
             }
             exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
+            if let tracing {
+                trace = inbound.withUnsafeReadableBytes { RequestTrace(tracing, head: head, in: $0, method: request.method, path: request.path) }
+            }
             inbound.moveReaderIndex(forwardBy: head.length)
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
             parser = RequestHeadParser(limits: Self.limits(shared))
@@ -407,6 +418,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func decide(method: HTTPRequest.Method, path: String, fields: HTTPFields, body: ByteBuffer?, context: ChannelHandlerContext) {
+        trace?.checkStarted()
         let limiter = shared.limiter
         if let judgement = limiter.judgeNow(method: method, path: path, headers: fields, body: body) {
             decided(judgement, context: context)
@@ -434,6 +446,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func decided(_ judgement: RateLimiter.Judgement, context: ChannelHandlerContext) {
+        trace?.checkEnded(judgement)
         switch judgement {
         case .refused(let refusal, let outcome):
             exchange?.outcome = outcome
@@ -491,6 +504,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             bytes.writeFieldLine("X-Tollgate-Plan", identity.plan)
             bytes.writeFieldLine("X-Tollgate-Key-Id", identity.keyID)
         }
+        trace?.forwardStarted(into: &bytes)
         bytes.writeStaticString("\r\n")
         response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
         resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
@@ -597,6 +611,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     resendable = nil
                     setUpstreamDeadline(in: shared.live.current.forwarding.readTimeout, context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
+                    trace?.upstreamAnswered(status: head.status, since: sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
                     dechunking = head.body == .chunked && exchange?.version == .http10
                     _ = machine.responseHeadSent(opensTunnel: false, closesConnection: dechunking)
@@ -881,6 +896,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func log(status: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
+        trace?.finish(status: status)
+        trace = nil
         guard let method = exchange.method else {
             // A head refused before its method was known: counted, as `ProtocolGuard` counts it, not logged.
             shared.accessLog.metrics.response(status)
