@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Tollgate
@@ -20,6 +21,16 @@ struct TracingConfigTests {
         #expect(settings.tracing.endpoint == "http://collector:4318")
         #expect(settings.tracing.sampleRatio == 0.25)
         #expect(settings.tracing.serviceName == "edge-tollgate")
+    }
+
+    /// The README's example turns tracing on as it says.
+    @Test func readmeExample() throws {
+        let readme = try String(contentsOf: ReadmeExampleTests.root.appendingPathComponent("README.md"), encoding: .utf8)
+        let start = try #require(readme.range(of: "```yaml\ntracing:\n"))
+        let end = try #require(readme.range(of: "```", range: start.upperBound..<readme.endIndex))
+        let settings = try SidecarConfigTests.parse(String(readme[readme.index(start.lowerBound, offsetBy: 8)..<end.lowerBound]))
+        #expect(settings.tracing.enabled && settings.tracing.endpoint == "http://127.0.0.1:4318")
+        #expect(settings.tracing.sampleRatio == 0.1 && settings.tracing.serviceName == "tollgate")
     }
 
     /// An endpoint may be written while tracing stays off (to switch it on by one line).
