@@ -14,7 +14,9 @@
 # CONNECTIONS (default 64), THREADS (the sidecars' server.threads; default one per core, while the peers
 # run one worker: THREADS=1 compares like with like), BENCH_ROWS (a file: each row is also appended to it as a JSON line, for
 # `make bench`), TOLLGATE_OPENLOOP=1 (then open-loop rows at 25/50/75 % of each server's maximum, from
-# Benchmarks/openloop-rows.sh, against the same servers).
+# Benchmarks/openloop-rows.sh, against the same servers), TOLLGATE_TRACING=1 (then one more row: the
+# in-memory sidecar with tracing on, every trace sampled, spans posted to the upstream nginx, which
+# answers them 200 and drops them; compared with the in-memory row, where tracing is off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -73,7 +75,13 @@ config 18091 19091 "{ backend: memory }" > "$WORK/memory.yaml"
 config 18092 19092 "{ backend: redis, url: \"redis://127.0.0.1:6398\", failure_policy: deny }" > "$WORK/redis.yaml"
 "$TOLLGATE" serve --config "$WORK/memory.yaml" >"$WORK/memory.log" 2>&1 & MEMORY_PID=$!; pids+=($MEMORY_PID)
 "$TOLLGATE" serve --config "$WORK/redis.yaml" >"$WORK/redis-sidecar.log" 2>&1 & REDIS_PID=$!; pids+=($REDIS_PID)
-for port in 18080 18082 18072 18091 18092; do
+TRACED_PORTS=()
+if [ -n "${TOLLGATE_TRACING:-}" ]; then
+  { config 18093 19093 "{ backend: memory }"; echo 'tracing: { enabled: true, endpoint: "http://127.0.0.1:18080", sample_ratio: 1 }'; } >"$WORK/traced.yaml"
+  "$TOLLGATE" serve --config "$WORK/traced.yaml" >"$WORK/traced.log" 2>&1 & TRACED_PID=$!; pids+=($TRACED_PID)
+  TRACED_PORTS=(18093)
+fi
+for port in 18080 18082 18072 18091 18092 "${TRACED_PORTS[@]}"; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
@@ -136,6 +144,13 @@ for row in "upstream directly|http://127.0.0.1:18080/api/v1/messages/send|$UPSTR
   [ "$pid" = "$REDIS_PID" ] && REDIS_SERVER_CPU=$(cat "$WORK/redis.cpu")
   proxy_bench_row "$name" "$url" "$rps" "$p50" "$p99" "$bad" "$cpu" "$(cat "$WORK/redis.cpu")" "$(cat "$WORK/upstream.cpu")"
 done
+if [ -n "${TOLLGATE_TRACING:-}" ]; then
+  name="Tollgate, in-memory, tracing on"
+  read -r rps p50 p99 bad cpu <<<"$(run "http://127.0.0.1:18093/api/v1/messages/send" "$TRACED_PID")"
+  printf '%-34s %12s %10s %10s %8s %14s\n' "$name" "$rps" "$p50" "$p99" "$bad" "$cpu"
+  python3 -c 'import sys; on, off, on_rps, off_rps = map(float, sys.argv[1:5]); print(f"tracing on / off (in-memory): CPU per request {on / off:.2f}x, throughput {on_rps / off_rps:.2f}x")' \
+    "$cpu" "${CPU[Tollgate, in-memory store]}" "$rps" "${RPS[Tollgate, in-memory store]}"
+fi
 echo "Redis server's own CPU during the Redis row: $REDIS_SERVER_CPU us/request (the plan's three limits; concurrent checks of its one key share calls)"
 python3 - "${RPS[nginx limit_req (never rejects)]}" "${RPS[Tollgate, Redis store]}" "${RPS[Tollgate, in-memory store]}" \
   "${CPU[nginx limit_req (never rejects)]}" "${CPU[Tollgate, Redis store]}" "${CPU[Tollgate, in-memory store]}" \

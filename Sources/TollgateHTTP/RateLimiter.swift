@@ -38,6 +38,10 @@ public struct RateLimitOutcome: Sendable {
     private var explicitHeaders: HTTPFields?
     /// Why the request was refused (`missing_key`, `limited`, …), nil when admitted.
     public var refusal: String?
+    /// Whether the key's lookup was answered from the resolver's cache (nil when there was none).
+    public var keyFromCache: Bool?
+    /// How long the store took to decide, when it was asked.
+    public var storeLatency: Duration?
 
     public init() {}
 }
@@ -154,7 +158,7 @@ public final class RateLimiter: Sendable {
     ) async -> (judgement: Judgement, admission: Admission?) {
         // Read before the policy: an update in between leaves the admission with the old version.
         let version = policyVersion.load(ordering: .acquiring)
-        let screened: Screened
+        var screened: Screened
         switch screen(method: method, path: path, headers: headers) {
         case .next(let next): screened = next
         case .done(let judgement): return (judgement, nil)
@@ -163,12 +167,14 @@ public final class RateLimiter: Sendable {
         var reuse: KeyReuse?
         if let cached = cachingKeys?.cachedLookup(screened.key) {
             (resolution, reuse) = cached
+            screened.outcome.keyFromCache = true
         } else {
             do {
                 resolution = try await keys.resolve(screened.key)
             } catch {
                 return (unreachableRegistry(error, screened.outcome), nil)
             }
+            screened.outcome.keyFromCache = false
         }
         var authorized: Authorized
         switch authorize(screened, resolution) {
@@ -256,12 +262,13 @@ public final class RateLimiter: Sendable {
         }
         // Read before the policy: an update in between leaves the admission with the old version.
         let version = policyVersion.load(ordering: .acquiring)
-        let screened: Screened
+        var screened: Screened
         switch screen(method: method, path: path, headers: headers) {
         case .next(let next): screened = next
         case .done(let judgement): return judgement
         }
         guard let (resolution, reuse) = cachedKeys.cachedLookup(screened.key) else { return nil }
+        screened.outcome.keyFromCache = true
         var authorized: Authorized
         switch authorize(screened, resolution) {
         case .next(let next): authorized = next
@@ -424,8 +431,10 @@ public final class RateLimiter: Sendable {
 
     /// The store's decision as the answer: admitted with its fields, 429, or 503.
     private func conclude(_ decision: Decision, _ authorized: Authorized, started: ContinuousClock.Instant) -> Judgement {
-        metrics.storeLatency.record(ContinuousClock.now - started)
+        let latency = ContinuousClock.now - started
+        metrics.storeLatency.record(latency)
         var outcome = authorized.outcome
+        outcome.storeLatency = latency
         guard let plan = outcome.plan else { return .admitted(outcome) }
         metrics.record(decision, plan: plan)
         outcome.decision = decision

@@ -57,6 +57,8 @@ public final class Sidecar: Sendable {
     private let applied: Mutex<ConfigurationSnapshot>
     /// The admin API's token in force; nil: no admin API.
     let adminToken: Mutex<String?>
+    /// The spans' exporter when `tracing.enabled`; nil: no span is made.
+    let traceExporter: OTLPExporter?
     /// One reload at a time (SIGHUP, the file watcher and the admin API may ask at once).
     private let reloading = Mutex(())
 
@@ -183,6 +185,9 @@ public final class Sidecar: Sendable {
             metricsFactory: factory)
         live = LiveSettings(settings)
         accessLog = AccessLog(live: live, metrics: metrics)
+        let tracing = settings.tracing
+        traceExporter = tracing.enabled
+            ? tracing.endpoint.map { OTLPExporter(endpoint: $0, serviceName: tracing.serviceName, logger: logger, metricsFactory: factory) } : nil
         metrics.storeInfo(
             backend: settings.store.backend.rawValue,
             failurePolicy: settings.store.backend == .redis ? settings.store.failurePolicy.rawValue : "none")
@@ -280,12 +285,23 @@ public final class Sidecar: Sendable {
         if let storeSentinel {
             services.append(.init(service: RedisSentinelService(sentinel: storeSentinel), serviceName: "redis-sentinel"))
         }
+        let target = upstreamTarget ?? StandInUpstream.target
+        if let traceExporter {
+            // Before the listener: services stop in reverse order, so the spans of the last requests
+            // are sent after the listener has finished them.
+            services.append(.init(service: traceExporter, serviceName: "trace-exporter"))
+        }
         services.append(.init(service: admin, serviceName: "admin"))
         // The byte-level data path is the listener, in front of the upstream or of the built-in stand-in.
         let shared = ByteListenerShared(
-            limiter: limiter, live: live, target: upstreamTarget ?? StandInUpstream.target, tls: upstreamTLS, accessLog: accessLog,
+            limiter: limiter, live: live, target: target, tls: upstreamTLS, accessLog: accessLog,
             logger: logger, maxHeadSize: server.maxHeaderSize, connectTimeout: startup.upstream.connectTimeout,
-            standIn: upstreamTarget == nil ? StandInUpstream() : nil)
+            standIn: upstreamTarget == nil ? StandInUpstream() : nil,
+            tracing: traceExporter.map {
+                ListenerTracing(
+                    tracer: TollgateTracer(sampleRatio: startup.tracing.sampleRatio, sink: $0), upstreamHost: target.host,
+                    upstreamPort: target.port)
+            })
         services.append(
             .init(
                 service: ByteListenerService(
@@ -430,6 +446,7 @@ public final class Sidecar: Sendable {
         check("keys.url", old.keys.url, new.keys.url)
         check("server.watch_files", old.server.watchFiles, new.server.watchFiles)
         check("server.watch_interval", old.server.watchInterval, new.server.watchInterval)
+        check("tracing", old.tracing, new.tracing)
         return changed
     }
 }

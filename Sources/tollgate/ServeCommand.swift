@@ -14,7 +14,7 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the sidecar proxy: authenticate API keys, apply plan limits, forward what passes.",
         discussion: """
-            Reads the plans and the server, upstream, store, keys, routes and unmatched sections of the \
+            Reads the plans and the server, upstream, store, keys, routes, unmatched and tracing sections of the \
             configuration file. An invalid file is refused before anything starts, naming the file, line and \
             field (exit status 1). SIGHUP, or a change of the configuration or key file (server.watch_files), \
             reloads them without losing counters \

@@ -7,9 +7,11 @@ import TollgateTestSupport
 @testable import TollgateSidecar
 
 /// A `ByteListenerHandler` listening on a free port in front of `upstream` (nil: a port where nothing
-/// listens), with the limiter, keys and settings of a sidecar made from the tests' configuration.
+/// listens), with the limiter, keys and settings of a sidecar made from the tests' configuration, and
+/// `tracing` (nil: off).
 func withByteListener(
-    upstream: String?, upstreamOptions: String = "response_timeout: 1s", _ body: (_ port: Int) async throws -> Void
+    upstream: String?, upstreamOptions: String = "response_timeout: 1s", tracing: ListenerTracing? = nil,
+    _ body: (_ port: Int) async throws -> Void
 ) async throws {
     let folder = try TestDirectory()
     defer { folder.remove() }
@@ -17,7 +19,7 @@ func withByteListener(
     let sidecar = try Sidecar(
         configurationFile: try folder.write("tollgate.yaml", configuration(upstream: upstream, upstreamOptions: upstreamOptions)),
         logger: quietLogger)
-    let shared = try byteListenerShared(sidecar, upstream: upstream ?? "http://127.0.0.1:1")
+    let shared = try byteListenerShared(sidecar, upstream: upstream ?? "http://127.0.0.1:1", tracing: tracing)
     let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .childChannelOption(.allowRemoteHalfClosure, value: true)
         .childChannelInitializer { channel in
@@ -36,12 +38,14 @@ func withByteListener(
 }
 
 /// What a test's byte listener shares: in front of `upstream`, or of the built-in stand-in when `standIn`.
-func byteListenerShared(_ sidecar: Sidecar, upstream: String, standIn: Bool = false) throws -> ByteListenerShared {
+func byteListenerShared(
+    _ sidecar: Sidecar, upstream: String, standIn: Bool = false, tracing: ListenerTracing? = nil
+) throws -> ByteListenerShared {
     guard let target = UpstreamTarget(url: upstream) else { throw TestSetupError(description: "not an upstream URL: \(upstream)") }
     return ByteListenerShared(
         limiter: sidecar.limiter, live: sidecar.live, target: standIn ? StandInUpstream.target : target, tls: nil,
         accessLog: sidecar.accessLog, logger: quietLogger, maxHeadSize: 8192, connectTimeout: .seconds(5),
-        standIn: standIn ? StandInUpstream() : nil)
+        standIn: standIn ? StandInUpstream() : nil, tracing: tracing)
 }
 
 extension EndToEnd {

@@ -148,12 +148,12 @@ struct ConfigTests {
             "two documents", "version: 1\n---\nversion: 1\n", path: "", "expected a single document", line: 2),
         BadConfiguration(
             "top level is a list", "- free\n- pro\n", path: "",
-            "expected a mapping of sections (version, plans, server, upstream, store, keys, routes and unmatched), found a list", line: 1),
+            "expected a mapping of sections (version, plans, server, upstream, store, keys, routes, unmatched and tracing), found a list", line: 1),
 
         // Top-level sections
         BadConfiguration(
             "unknown section", "version: 1\nservers:\n  port: 8080\nplans: {}\n", path: "servers",
-            "unknown field \"servers\"", "the top level takes version, plans, server, upstream, store, keys, routes and unmatched", line: 2),
+            "unknown field \"servers\"", "the top level takes version, plans, server, upstream, store, keys, routes, unmatched and tracing", line: 2),
         BadConfiguration("version 2", "version: 2\n", path: "version", "expected 1", "found 2", line: 1),
         BadConfiguration(
             "quoted version", "version: \"1\"\n", path: "version", "expected 1", "found the string \"1\""),

@@ -184,6 +184,16 @@ struct SidecarConfigTests {
         Bad("routes:\n  - path: /a\n  - path: /a\n", path: "routes[1]", "duplicate route * /a (first at line 6)", line: 7),
         Bad("routes:\n  - path: /a\n    wat: 1\n", path: "routes[0].wat", "unknown field"),
         Bad("unmatched: drop\n", path: "unmatched", "expected one of pass or not_found", line: 5),
+        Bad("tracing: on\n", path: "tracing", "expected a mapping of tracing settings", line: 5),
+        Bad("tracing:\n  enabled: true\n", path: "tracing.endpoint", "expected the OTLP/HTTP collector's URL", line: 6),
+        Bad("tracing:\n  enabled: yes please\n", path: "tracing.enabled", "expected true or false"),
+        Bad("tracing:\n  endpoint: collector:4318\n", path: "tracing.endpoint", "expected an OTLP/HTTP collector URL"),
+        Bad("tracing:\n  endpoint: http://c:4318/?x=1\n", path: "tracing.endpoint", "no query"),
+        Bad("tracing:\n  sample_ratio: 1.5\n", path: "tracing.sample_ratio", "expected a number from 0 to 1", "found 1.5"),
+        Bad("tracing:\n  sample_ratio: \"0.5\"\n", path: "tracing.sample_ratio", "expected a number from 0 to 1"),
+        Bad("tracing:\n  sample_ratio: -0.1\n", path: "tracing.sample_ratio", "expected a number from 0 to 1"),
+        Bad("tracing:\n  service_name: ''\n", path: "tracing.service_name", "1 to 255 characters"),
+        Bad("tracing:\n  sampler: always\n", path: "tracing.sampler", "unknown field \"sampler\"", "tracing takes enabled, endpoint"),
     ])
     func refused(_ bad: Bad) throws {
         let error = try #require(Self.failure(bad.yaml), "\(bad.yaml) should be refused")

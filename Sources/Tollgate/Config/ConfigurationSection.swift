@@ -15,13 +15,14 @@ enum ConfigurationSection: String, CaseIterable {
     case keys
     case routes
     case unmatched
+    case tracing
 
     /// Whether a file without this section is rejected.
     var isRequired: Bool {
         switch self {
         case .version: false
         case .plans: true
-        case .server, .upstream, .store, .keys, .routes, .unmatched: false
+        case .server, .upstream, .store, .keys, .routes, .unmatched, .tracing: false
         }
     }
 
@@ -30,7 +31,7 @@ enum ConfigurationSection: String, CaseIterable {
         switch self {
         case .version: "1"
         case .plans: "a mapping of plan names to plans"
-        case .server, .upstream, .store, .keys: "a mapping of \(rawValue) settings"
+        case .server, .upstream, .store, .keys, .tracing: "a mapping of \(rawValue) settings"
         case .routes: "a list of routes"
         case .unmatched: "pass or not_found"
         }
@@ -48,6 +49,7 @@ enum ConfigurationSection: String, CaseIterable {
         case .keys: configuration.sidecar.keys = try reader.keys(node, at: path, store: configuration.sidecar.store)
         case .routes: configuration.sidecar.routes = try reader.routes(node, at: path)
         case .unmatched: configuration.sidecar.unmatched = try reader.unmatched(node, at: path)
+        case .tracing: configuration.sidecar.tracing = try reader.tracing(node, at: path)
         }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// How `tollgate serve` runs: the sections `server`, `upstream`, `store`, `keys`, `routes` and `unmatched`
+/// How `tollgate serve` runs: the sections `server`, `upstream`, `store`, `keys`, `routes`, `unmatched` and `tracing`
 /// of a configuration file, read and validated with the plans. Every section is optional: a file with only
 /// `plans` runs the sidecar on its defaults (in-memory store, the built-in stand-in upstream, no routes).
 ///
@@ -109,6 +109,8 @@ import Foundation
 /// - `unmatched` (string, default `pass`): requests no route matches: `pass` (cost 1, no scope needed)
 ///   or `not_found` (404).
 ///
+/// - `tracing` (mapping, optional): spans of the data path and their OTLP export; see `TracingSettings`.
+///
 /// Value types besides those of `TollgateConfiguration`: size: a positive integer of bytes, or one
 /// followed by `KiB`, `MiB` or `GiB` (`32KiB`, `16MiB`).
 public struct SidecarSettings: Sendable, Equatable {
@@ -118,6 +120,7 @@ public struct SidecarSettings: Sendable, Equatable {
     public var keys = KeySourceSettings()
     public var routes: [RouteSettings] = []
     public var unmatched = UnmatchedRoutes.pass
+    public var tracing = TracingSettings()
 
     public init() {}
 }

@@ -9,7 +9,7 @@ import Foundation
 ///   - `version` (int, optional, default: 1): the format version; must be 1.
 ///   - `plans` (mapping, required): plan name → plan, in the order they are listed. At least one plan.
 ///     Plan names are 1-64 letters, digits, `-`, `_` or `.`, unique in the file.
-///   - `server`, `upstream`, `store`, `keys`, `routes`, `unmatched` (optional): how `tollgate serve` runs;
+///   - `server`, `upstream`, `store`, `keys`, `routes`, `unmatched`, `tracing` (optional): how `tollgate serve` runs;
 ///     see `SidecarSettings` for their keys and defaults.
 ///
 /// - Plan keys (`plans.<name>`):

@@ -22,6 +22,8 @@ struct ByteListenerShared: Sendable {
     let connectTimeout: Duration
     /// Answers admitted requests in process when no upstream is configured (`target` then names it).
     var standIn: StandInUpstream? = nil
+    /// Nil when tracing is off.
+    var tracing: ListenerTracing? = nil
 
     /// A request body of at most this many bytes is read whole before the decision (a route may count
     /// the request's cost from it).
@@ -91,6 +93,10 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let shared: ByteListenerShared
     /// The reloadable settings in force for the request being handled (`LiveSettings`).
     private var settings: LiveSettings.Values
+    /// `shared.tracing`, read once for the connection: with tracing off, no span is made.
+    private let tracing: ListenerTracing?
+    /// The spans of the request in progress (tracing on).
+    private var trace: RequestTrace?
     private var machine: ConnectionStateMachine<ContinuousClock>
     private var parser: RequestHeadParser
     /// Client bytes not used yet: a head in progress, body bytes not relayed, pipelined requests.
@@ -137,6 +143,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(shared: ByteListenerShared, idleTimeout: Duration?) {
         self.shared = shared
+        tracing = shared.tracing
         machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
         settings = shared.live.current
         parser = RequestHeadParser(limits: Self.limits(shared))
@@ -284,11 +291,15 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         method: method, head: head, path: target.path, authority: target.authority, in: bytes, into: &upstreamHead)
                 }
                 FieldRewriter.writeRequestFields(
-                    bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client, into: &upstreamHead)
+                    bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client,
+                    dropTraceContext: tracing != nil, into: &upstreamHead)
                 if head.upgrade { FieldRewriter.writeUpgradeFields(bytes, fields: head.fields, into: &upstreamHead) }
                 return (method: method, path: target.path, credentials: credentials, upstreamHead: upstreamHead, kind: kind)
             }
             exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
+            if let tracing {
+                trace = inbound.withUnsafeReadableBytes { RequestTrace(tracing, head: head, in: $0, method: request.method, path: request.path) }
+            }
             inbound.moveReaderIndex(forwardBy: head.length)
             requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
             parser = RequestHeadParser(limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: settings.maxBodySize))
@@ -475,6 +486,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func decide(
         method: HTTPRequest.Method, path: String, fields: HTTPFields, kind: RequestKind?, body: ByteBuffer?, context: ChannelHandlerContext
     ) {
+        trace?.checkStarted()
         let limiter = shared.limiter
         // The last admission of this kind, when this request is like the connection's last one.
         let reusable = kind != nil && kind === kept ? kind?.admission : nil
@@ -527,6 +539,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func decided(_ judgement: RateLimiter.Judgement, context: ChannelHandlerContext) {
+        trace?.checkEnded(judgement)
         switch judgement {
         case .refused(let refusal, let outcome):
             exchange?.outcome = outcome
@@ -589,6 +602,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             bytes.writeFieldLine("X-Tollgate-Plan", identity.plan)
             bytes.writeFieldLine("X-Tollgate-Key-Id", identity.keyID)
         }
+        trace?.forwardStarted(into: &bytes)
         bytes.writeStaticString("\r\n")
         response = .head(ResponseHeadScanner(requestMethod: method == .head ? .head : .other))
         resendable = body == .none && [.get, .head, .put, .delete, .options].contains(method) ? bytes : nil
@@ -767,6 +781,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     }
                     setUpstreamDeadline(in: settings.forwarding.readTimeout, context: context)
                     shared.accessLog.metrics.upstreamLatency.record(ContinuousClock.now - sentAt)
+                    trace?.upstreamAnswered(status: head.status, since: sentAt)
                     shared.accessLog.metrics.upstream(status: head.status)
                     dechunking = head.body == .chunked && exchange?.version == .http10
                     _ = machine.responseHeadSent(opensTunnel: false, closesConnection: dechunking)
@@ -1070,6 +1085,8 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func log(status: Int, _ exchange: Exchange, context: ChannelHandlerContext) {
+        trace?.finish(status: status)
+        trace = nil
         guard let method = exchange.method, settings.accessLog != .off else {
             // A head refused before its method was known, or no access log: counted, not logged.
             shared.accessLog.metrics.response(status)

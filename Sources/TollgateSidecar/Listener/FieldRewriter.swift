@@ -8,10 +8,11 @@ enum FieldRewriter {
     /// Writes the request's fields as the upstream gets them, without framing and without the empty
     /// line: `Host`, `Content-Length`, `Expect`, `X-Forwarded-Proto` and every `X-Tollgate-*` are
     /// dropped, the credentials too unless `forwardCredentials`; `X-Forwarded-For` gets `client`
-    /// appended and `X-Forwarded-Proto: http` is added.
+    /// appended and `X-Forwarded-Proto: http` is added. With `dropTraceContext` (tracing on), the
+    /// client's `traceparent` and `tracestate` are dropped too: the forward span's take their place.
     static func writeRequestFields(
         _ bytes: UnsafeRawBufferPointer, fields: Range<Int>, forwardCredentials: Bool, client: String?,
-        into out: inout ByteBuffer
+        dropTraceContext: Bool = false, into out: inout ByteBuffer
     ) {
         let connection = connectionFields(bytes, fields)
         var forwardedFor = 0
@@ -20,6 +21,8 @@ enum FieldRewriter {
             switch name.count {
             case 4 where bytes.equalsIgnoringCase(name, "host"): return
             case 6 where bytes.equalsIgnoringCase(name, "expect"): return
+            case 10 where dropTraceContext && bytes.equalsIgnoringCase(name, "tracestate"): return
+            case 11 where dropTraceContext && bytes.equalsIgnoringCase(name, "traceparent"): return
             case 13 where bytes.equalsIgnoringCase(name, "authorization"): if !forwardCredentials { return }
             case 14 where bytes.equalsIgnoringCase(name, "content-length"): return
             case 15 where bytes.equalsIgnoringCase(name, "wazzapi-api-key"): if !forwardCredentials { return }

@@ -54,7 +54,6 @@ final class TestUpstream: Sendable {
 
     final class Recorder: Sendable {
         let entries = Mutex<[Received]>([])
-        let port = Mutex<Int?>(nil)
     }
 
     static func start() async throws -> TestUpstream {
@@ -103,23 +102,32 @@ final class TestUpstream: Sendable {
         router.get("/api/v1/orgs/{org}/messages/{id}") { _, context -> String in
             "{\"id\":\"\(context.parameters.get("id") ?? "")\"}"
         }
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in recorder.port.withLock { $0 = channel.localAddress?.port } }, logger: quietLogger)
-        let task = Task { try await app.run() }
-        let deadline = ContinuousClock.now + startupTimeout
-        while true {
-            if let port = recorder.port.withLock({ $0 }) {
-                return TestUpstream(port: port, recorder: recorder, task: task)
-            }
-            guard ContinuousClock.now < deadline else { throw TestSetupError(description: "the test upstream did not start") }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        let (port, task) = try await startTestServer(router, "the test upstream")
+        return TestUpstream(port: port, recorder: recorder, task: task)
     }
 
     func stop() async {
         task.cancel()
         _ = try? await task.value
+    }
+}
+
+/// Runs `router` on a free port of loopback: the port once it listens, and the task that runs it
+/// (cancel it to stop the server).
+func startTestServer(_ router: Router<BasicRequestContext>, _ what: String) async throws -> (port: Int, task: Task<Void, any Error>) {
+    let bound = Mutex<Int?>(nil)
+    let app = Application(
+        router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        onServerRunning: { channel in bound.withLock { $0 = channel.localAddress?.port } }, logger: quietLogger)
+    let task = Task { try await app.run() }
+    let deadline = ContinuousClock.now + startupTimeout
+    while true {
+        if let port = bound.withLock({ $0 }) { return (port, task) }
+        guard ContinuousClock.now < deadline else {
+            task.cancel()
+            throw TestSetupError(description: "\(what) did not start")
+        }
+        try await Task.sleep(for: .milliseconds(10))
     }
 }
 
