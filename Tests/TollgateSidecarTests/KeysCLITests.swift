@@ -130,13 +130,22 @@ extension EndToEnd {
                 let config = try folder.write(
                     "tollgate.yaml", configuration(store: "store: { backend: redis, cluster: [\(seeds)] }", keys: "keys: { source: redis }"))
                 let common = ["--config", config]
-                var created: [(key: String, id: String)] = []
-                for _ in 0..<6 { created.append(try await create(common)) }
-                let primaries = try await withClusterClient(cluster) { client in
+                // Keys are random: made until every primary holds some (six at least; 30 at most, which
+                // leaves a primary without one about once in 60,000 runs).
+                let (created, primaries) = try await withClusterClient(cluster) { client in
+                    var created: [(key: String, id: String)] = []
+                    var primaries: Set<ClusterAddress> = []
+                    while created.count < 6 || (primaries.count < 3 && created.count < 30) {
+                        let made = try await create(common)
+                        created.append(made)
+                        if let primary = client.primary(ofSlot: HashSlot.of(key: RedisKeySource.redisKey(KeyDigest(ofKeyText: made.key)))) {
+                            primaries.insert(primary)
+                        }
+                    }
                     // Keys of another type under the prefix are not records.
                     let stray = RedisKeySource.keyPrefix + String(repeating: "ab", count: 32)
                     _ = try await client.send(["SET", stray, "not-a-hash"], key: stray)
-                    return Set(created.compactMap { client.primary(ofSlot: HashSlot.of(key: RedisKeySource.redisKey(KeyDigest(ofKeyText: $0.key)))) })
+                    return (created, primaries)
                 }
                 #expect(primaries.count == 3, "the keys are spread over every primary")
 
