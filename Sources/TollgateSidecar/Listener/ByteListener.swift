@@ -68,11 +68,11 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The request being handled (a reference: it is handed from step to step without copying its
     /// outcome's fields).
     private final class Exchange {
-        let method: HTTPRequest.Method?
-        let path: String?
-        let started: ContinuousClock.Instant
+        private(set) var method: HTTPRequest.Method?
+        private(set) var path: String?
+        private(set) var started: ContinuousClock.Instant
         var outcome: RateLimitOutcome?
-        let version: HTTP1Version
+        private(set) var version: HTTP1Version
 
         init(method: HTTPRequest.Method? = nil, path: String? = nil, started: ContinuousClock.Instant, version: HTTP1Version = .http11) {
             self.method = method
@@ -80,6 +80,29 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.started = started
             self.version = version
         }
+
+        /// The exchange of another request, in this object.
+        func reset(method: HTTPRequest.Method?, path: String?, started: ContinuousClock.Instant, version: HTTP1Version) {
+            self.method = method
+            self.path = path
+            self.started = started
+            self.version = version
+            outcome = nil
+        }
+    }
+
+    /// The last exchange made, used again for the next request once nothing else holds it (its
+    /// request answered and logged): no allocation per request.
+    private var lastExchange: Exchange?
+
+    private func makeExchange(method: HTTPRequest.Method?, path: String?, version: HTTP1Version) -> Exchange {
+        if isKnownUniquelyReferenced(&lastExchange), let reused = lastExchange {
+            reused.reset(method: method, path: path, started: .now, version: version)
+            return reused
+        }
+        let made = Exchange(method: method, path: path, started: .now, version: version)
+        lastExchange = made
+        return made
     }
 
     private enum Response {
@@ -261,49 +284,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             requestBody = BodyFramer(error == .bodyTooLarge ? .untilClose : .none)
             carry(machine.headRefused(), context: context)
         case .head(let head):
-            let client = clientAddress(context: context)
-            // The reloadable settings, read once per request.
-            settings = shared.live.current
-            let forwardCredentials = settings.forwarding.forwardCredentials
-            let request = inbound.withUnsafeReadableBytes { bytes in
-                // A request like the last one of this connection (same method, target and key fields)
-                // reuses what was made for it, and may reuse the limiter's admission.
-                let kind: RequestKind?
-                let method: HTTPRequest.Method?
-                let target: (path: String, authority: String?)
-                let credentials: HTTPFields
-                if let kept, kept.matches(head, in: bytes) {
-                    kind = kept
-                    (method, target, credentials) = (kept.method, (kept.path, nil), kept.credentials)
-                } else {
-                    method = Self.method(head, in: bytes)
-                    target = Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method)
-                    credentials = Self.credentials(bytes, head)
-                    kind = method.flatMap { RequestKind(head, method: $0, path: target.path, credentials: credentials, in: bytes) }
-                }
-                // The last request's head buffer again, when the upstream connection has written it.
-                var upstreamHead = spareUpstreamHead.take() ?? ByteBuffer()
-                upstreamHead.clear()
-                upstreamHead.reserveCapacity(head.length + 256)
-                // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
-                if let method {
-                    writeRequestLine(
-                        method: method, head: head, path: target.path, authority: target.authority, in: bytes, into: &upstreamHead)
-                }
-                FieldRewriter.writeRequestFields(
-                    bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client,
-                    dropTraceContext: tracing != nil, into: &upstreamHead)
-                if head.upgrade { FieldRewriter.writeUpgradeFields(bytes, fields: head.fields, into: &upstreamHead) }
-                return (method: method, path: target.path, credentials: credentials, upstreamHead: upstreamHead, kind: kind)
-            }
-            exchange = Exchange(method: request.method, path: request.path, started: .now, version: head.version)
-            if let tracing {
-                trace = inbound.withUnsafeReadableBytes { RequestTrace(tracing, head: head, in: $0, method: request.method, path: request.path) }
-            }
-            inbound.moveReaderIndex(forwardBy: head.length)
-            requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
-            parser = RequestHeadParser(limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: settings.maxBodySize))
-            pendingHead = (request.credentials, request.upstreamHead, head.body, request.kind)
+            takeHead(head, context: context)
             if head.expectsContinue, head.body != .none {
                 // The body is read (or drained) in any case; a client waiting for this would stall.
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 100 Continue\r\n\r\n")), promise: nil)
@@ -316,6 +297,56 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 machine.headParsed(keepAlive: head.keepAlive, hasBody: head.body != .none, upgrade: head.upgrade, collectBody: collect),
                 context: context)
         }
+    }
+
+    /// Makes the request's exchange and its pending head (the head as the upstream gets it, the fields
+    /// that carry the key, its kind) and moves past the head. A function of its own so that nothing of it
+    /// outlives it on the stack: the head's buffer then has one owner when it is forwarded, and grows in
+    /// place.
+    private func takeHead(_ head: RequestHead, context: ChannelHandlerContext) {
+        let client = clientAddress(context: context)
+        // The reloadable settings, read once per request.
+        settings = shared.live.current
+        let forwardCredentials = settings.forwarding.forwardCredentials
+        let request = inbound.withUnsafeReadableBytes { bytes in
+            // A request like the last one of this connection (same method, target and key fields)
+            // reuses what was made for it, and may reuse the limiter's admission.
+            let kind: RequestKind?
+            let method: HTTPRequest.Method?
+            let target: (path: String, authority: String?)
+            let credentials: HTTPFields
+            if let kept, kept.matches(head, in: bytes) {
+                kind = kept
+                (method, target, credentials) = (kept.method, (kept.path, nil), kept.credentials)
+            } else {
+                method = Self.method(head, in: bytes)
+                target = Self.originForm(String(decoding: bytes[head.target], as: UTF8.self), method: head.method)
+                credentials = Self.credentials(bytes, head)
+                kind = method.flatMap { RequestKind(head, method: $0, path: target.path, credentials: credentials, in: bytes) }
+            }
+            // The last request's head buffer again, when the upstream connection has written it.
+            var upstreamHead = spareUpstreamHead.take() ?? ByteBuffer()
+            upstreamHead.clear()
+            upstreamHead.reserveCapacity(head.length + 256)
+            // An absolute-form target's authority stands for the Host field (RFC 9112 §3.2.2).
+            if let method {
+                writeRequestLine(
+                    method: method, head: head, path: target.path, authority: target.authority, in: bytes, into: &upstreamHead)
+            }
+            FieldRewriter.writeRequestFields(
+                bytes, fields: head.fields, forwardCredentials: forwardCredentials, client: client,
+                dropTraceContext: tracing != nil, into: &upstreamHead)
+            if head.upgrade { FieldRewriter.writeUpgradeFields(bytes, fields: head.fields, into: &upstreamHead) }
+            return (method: method, path: target.path, credentials: credentials, upstreamHead: upstreamHead, kind: kind)
+        }
+        exchange = makeExchange(method: request.method, path: request.path, version: head.version)
+        if let tracing {
+            trace = inbound.withUnsafeReadableBytes { RequestTrace(tracing, head: head, in: $0, method: request.method, path: request.path) }
+        }
+        inbound.moveReaderIndex(forwardBy: head.length)
+        requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
+        parser = RequestHeadParser(limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: settings.maxBodySize))
+        pendingHead = (request.credentials, request.upstreamHead, head.body, request.kind)
     }
 
     /// The declared body, when it is all at hand.
