@@ -146,7 +146,7 @@ public final class RateLimiter: Sendable {
         method: HTTPRequest.Method, path: String, headers: HTTPFields,
         body: (Int) async throws -> ByteBuffer
     ) async -> Judgement {
-        await judgeKeeping(method: method, path: path, headers: headers, body: body).judgement
+        await judgement(method: method, path: path, headers: headers, body: body, keeping: false).judgement
     }
 
     /// `judge`, with what may be reused for the same method, path and key fields (`judge(reusing:)`,
@@ -155,6 +155,14 @@ public final class RateLimiter: Sendable {
     public func judgeKeeping(
         method: HTTPRequest.Method, path: String, headers: HTTPFields,
         body: (Int) async throws -> ByteBuffer
+    ) async -> (judgement: Judgement, admission: Admission?) {
+        await judgement(method: method, path: path, headers: headers, body: body, keeping: true)
+    }
+
+    /// `judge`, and with `keeping` the admission to reuse (none is made for callers that drop it).
+    private func judgement(
+        method: HTTPRequest.Method, path: String, headers: HTTPFields,
+        body: (Int) async throws -> ByteBuffer, keeping: Bool
     ) async -> (judgement: Judgement, admission: Admission?) {
         // Read before the policy: an update in between leaves the admission with the old version.
         let version = policyVersion.load(ordering: .acquiring)
@@ -194,7 +202,7 @@ public final class RateLimiter: Sendable {
             if let refused = authorized.setCost(count, maxBodySize: maxBodySize, limiter: self) { return (refused, nil) }
         }
         authorized.outcome.plan = authorized.plan
-        let admission = reuse.map { Admission(authorized: authorized, policyVersion: version, reuse: $0) }
+        let admission = keeping ? reuse.map { Admission(authorized: authorized, policyVersion: version, reuse: $0) } : nil
         return (await check(authorized), admission)
     }
 
