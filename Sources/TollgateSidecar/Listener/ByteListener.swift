@@ -168,13 +168,14 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.shared = shared
         tracing = shared.tracing
         machine = ConnectionStateMachine(clock: ContinuousClock(), idleTimeout: idleTimeout)
-        settings = shared.live.current
-        parser = RequestHeadParser(limits: Self.limits(shared))
+        let settings = shared.live.current
+        self.settings = settings
+        parser = RequestHeadParser(limits: Self.limits(shared, settings))
     }
 
-    /// The limits of the next request: `server.max_body_size` as reloaded last.
-    private static func limits(_ shared: ByteListenerShared) -> RequestHeadParser.Limits {
-        .init(maxHeadSize: shared.maxHeadSize, maxBodySize: shared.live.current.maxBodySize)
+    /// The limits of the next request: `server.max_body_size` of the settings read last.
+    private static func limits(_ shared: ByteListenerShared, _ settings: LiveSettings.Values) -> RequestHeadParser.Limits {
+        .init(maxHeadSize: shared.maxHeadSize, maxBodySize: settings.maxBodySize)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -345,7 +346,7 @@ final class ByteListenerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         inbound.moveReaderIndex(forwardBy: head.length)
         requestBody = BodyFramer(head.body, maxBodySize: parser.limits.maxBodySize)
-        parser = RequestHeadParser(limits: .init(maxHeadSize: shared.maxHeadSize, maxBodySize: settings.maxBodySize))
+        parser = RequestHeadParser(limits: Self.limits(shared, settings))
         pendingHead = (request.credentials, request.upstreamHead, head.body, request.kind)
     }
 
